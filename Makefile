@@ -1,0 +1,39 @@
+# Two commands: `make run` and `make test`. Both create .venv and install on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.kprune-installed
+# The CPU build of torch 2.13.0 lies in /opt/wheels on these machines; elsewhere pip finds torch on PyPI.
+FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
+export DVC_NO_ANALYTICS := 1
+export DO_NOT_TRACK := 1
+
+.PHONY: setup run test lint format clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(FIND_LINKS) torch==2.13.0
+	$(BIN)/python -m pip install -q $(FIND_LINKS) -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+run: setup
+	$(BIN)/dvc repro finetune@rt
+	$(BIN)/kprune show data/teachers/rt/metrics.json
+
+test: setup lint
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean-venv:
+	rm -rf $(VENV)

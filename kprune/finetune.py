@@ -1,0 +1,150 @@
+"""Fine-tune an encoder on a task: bucketed batches, AdamW with linear warm-up and decay."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from kprune.atomic import atomic_path, write_json
+from kprune.batching import encode, iterate
+from kprune.device import resolve_device
+from kprune.errors import KPruneError
+from kprune.metrics import compute_metrics
+from kprune.modeling import load_for_task, load_tokenizer, model_inputs, predict, task_loss
+from kprune.tasks import TaskData
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Hyperparameters of teacher fine-tuning (``finetune`` section of params.yaml)."""
+
+    epochs: float = 3.0
+    batch_size: int = 32
+    lr: float = 5e-5
+    max_length: int = 64
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    seed: int = 0
+    max_train_examples: int | None = None
+    eval_batch_size: int = 128
+
+    def __post_init__(self) -> None:
+        if self.epochs <= 0 or self.batch_size < 1 or self.lr <= 0 or self.max_length < 8:
+            raise KPruneError(
+                "finetune: epochs and lr must be > 0, batch_size >= 1, max_length >= 8"
+            )
+        if not 0 <= self.warmup_ratio < 1:
+            raise KPruneError("finetune.warmup_ratio must be in [0, 1)")
+
+
+def finetune(
+    model_source: str,
+    task: TaskData,
+    out_dir: str | Path,
+    cfg: FinetuneConfig = FinetuneConfig(),
+    device: str = "auto",
+    progress: bool = True,
+) -> dict:
+    """Fine-tune, evaluate on dev and test, save checkpoint + tokenizer + metrics.json."""
+    dev = resolve_device(device)
+    torch.manual_seed(cfg.seed)
+    tokenizer = load_tokenizer(model_source)
+    model = load_for_task(model_source, task.spec).to(dev)
+    train_df = task.split("train")
+    if cfg.max_train_examples is not None:
+        train_df = train_df.iloc[: cfg.max_train_examples]
+    train = encode(tokenizer, train_df, cfg.max_length)
+    dev_enc = encode(tokenizer, task.split("dev"), cfg.max_length)
+    test_enc = encode(tokenizer, task.split("test"), cfg.max_length)
+    if len(train) < 2:
+        raise KPruneError(f"task '{task.spec.name}' has {len(train)} training example(s); need 2+")
+
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    total = max(1, math.ceil(steps_per_epoch * cfg.epochs))
+    optimizer = _optimizer(model, cfg)
+    warmup = int(total * cfg.warmup_ratio)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: (
+            (s + 1) / max(1, warmup)
+            if s < warmup
+            else max(0.0, (total - s) / max(1, total - warmup))
+        ),
+    )
+    history = []
+    start = time.perf_counter()
+    step = 0
+    bar = tqdm(total=total, desc=f"finetune {task.spec.name}", disable=None if progress else True)
+    epoch = 0
+    while step < total:
+        model.train()
+        running = 0.0
+        for _, batch in iterate(train, cfg.batch_size, dev, shuffle=True, seed=cfg.seed + epoch):
+            if step >= total:
+                break
+            logits = model(**model_inputs(model, batch)).logits
+            loss = task_loss(logits, batch["labels"], task.spec.kind)
+            if not torch.isfinite(loss):
+                raise KPruneError(f"training loss became {loss.item()} at step {step}; lower lr")
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            sched.step()
+            optimizer.zero_grad(set_to_none=True)
+            running = 0.9 * running + 0.1 * loss.item() if step else loss.item()
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{running:.4f}")
+        epoch += 1
+        dev_metrics = _evaluate(model, dev_enc, task, cfg, dev)
+        history.append({"epoch": epoch, "step": step, "loss": running, **dev_metrics})
+        log.info("epoch %d: dev %s", epoch, dev_metrics)
+        bar.write(f"epoch {epoch}: loss {running:.4f} dev {_fmt(dev_metrics)}")
+    bar.close()
+    train_seconds = time.perf_counter() - start
+
+    metrics = {
+        "task": task.spec.name,
+        "metric": task.spec.metric,
+        "dev": _evaluate(model, dev_enc, task, cfg, dev),
+        "test": _evaluate(model, test_enc, task, cfg, dev),
+        "train_examples": len(train),
+        "train_seconds": round(train_seconds, 1),
+        "device": str(dev),
+        "history": history,
+        "config": asdict(cfg),
+        "base_model": str(model_source),
+    }
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        model.cpu().save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json(Path(tmp) / "metrics.json", metrics)
+    return metrics
+
+
+def _optimizer(model: torch.nn.Module, cfg: FinetuneConfig) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def _evaluate(model, enc, task: TaskData, cfg: FinetuneConfig, dev) -> dict[str, float]:
+    logits = predict(model, enc, cfg.eval_batch_size, dev)
+    return {k: round(v, 5) for k, v in compute_metrics(logits, enc.labels, task.spec.kind).items()}
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    return " ".join(f"{k}={v:.4f}" for k, v in metrics.items())

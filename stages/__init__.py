@@ -1,0 +1,1 @@
+"""Pipeline stages: thin file-in/file-out steps over the kprune library (run by DVC and flows)."""

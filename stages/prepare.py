@@ -1,0 +1,36 @@
+"""Stage prepare: raw task files -> data/tasks/<task>/{train,dev,test}.parquet."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+
+from kprune.cli import run_main
+from kprune.config import load_section
+from kprune.prepare import prepare_all
+
+
+@dataclass(frozen=True)
+class PrepareParams:
+    tasks: tuple[str, ...] = ("rt", "vader-movie", "trec6", "sms-spam")
+    seed: int = 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--raw", required=True)
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+
+    def run() -> None:
+        cfg = load_section(args.params, "prepare", PrepareParams)
+        for task, sizes in prepare_all(args.raw, args.out, list(cfg.tasks), cfg.seed).items():
+            print(task, sizes)
+
+    return run_main(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
