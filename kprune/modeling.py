@@ -71,7 +71,10 @@ def load_for_task(source: str, spec: TaskSpec, *, allow_new_head: bool = True) -
         config.id2label = dict(enumerate(spec.label_names))
         config.label2id = {v: k for k, v in config.id2label.items()}
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(src, config=config)
+        # a head of another size (e.g. a 2-class checkpoint fine-tuned for regression) is re-initialised
+        model = AutoModelForSequenceClassification.from_pretrained(
+            src, config=config, ignore_mismatched_sizes=True
+        )
     except ValueError as exc:
         raise KPruneError(f"'{src}' cannot be a sequence classifier: {_first_line(exc)}") from None
     except OSError as exc:

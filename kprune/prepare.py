@@ -45,15 +45,13 @@ def stratified_split(
         raise KPruneError(f"need at least 3 usable examples to split, got {len(df)}")
     rng = np.random.default_rng(seed)
     groups = strata(df["label"], kind)
+    # rows ordered by stratum (random within), then dealt out by a golden-ratio sequence,
+    # which is equidistributed: every stratum, however small, gets close to its share
+    order = np.lexsort((rng.permutation(len(df)), groups))
+    phase = (np.arange(len(df)) * 0.6180339887498949 + rng.random()) % 1.0
+    cut_train, cut_dev = fractions[0], fractions[0] + fractions[1]
     assign = np.empty(len(df), dtype=object)
-    for value in pd.unique(groups):
-        idx = np.flatnonzero(groups == value)
-        idx = idx[rng.permutation(len(idx))]
-        n_train = round(len(idx) * fractions[0])
-        n_dev = round(len(idx) * fractions[1])
-        assign[idx[:n_train]] = "train"
-        assign[idx[n_train : n_train + n_dev]] = "dev"
-        assign[idx[n_train + n_dev :]] = "test"
+    assign[order] = np.where(phase < cut_train, "train", np.where(phase < cut_dev, "dev", "test"))
     out = {}
     for split in SPLITS:
         part = df[assign == split]

@@ -206,9 +206,9 @@ def normalise_columns(df: pd.DataFrame, fields: Fields, origin: object) -> pd.Da
     label = fields.label or _guess(cols, ("label", "labels", "score", "target", "y"))
     for role, name, flag in (("text", text, "--text-field"), ("label", label, "--label-field")):
         if name is None or name not in cols:
-            shown = f"'{name}'" if name else "a recognisable"
+            shown = f"'{name}' {role} column" if name else f"{role} column found"
             raise KPruneError(
-                f"{origin}: no {shown} {role} column (columns: {', '.join(map(str, cols))}); "
+                f"{origin}: no {shown} (columns: {', '.join(map(str, cols))}); "
                 f"pass {flag} NAME"
             )
     if fields.text_pair and fields.text_pair not in cols:

@@ -1,0 +1,71 @@
+"""Tiny random models and synthetic data for fast tests (no downloads)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+POSITIVE = ["good", "great", "fun", "superb", "lovely"]
+NEGATIVE = ["bad", "awful", "dull", "boring", "poor"]
+NEUTRAL = ["the", "a", "movie", "film", "is", "was", "very", "plot", "cast", "story", "and"]
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+VOCAB = SPECIAL + POSITIVE + NEGATIVE + NEUTRAL
+
+
+def tiny_tokenizer():
+    from transformers import BertTokenizer
+
+    return BertTokenizer(vocab={w: i for i, w in enumerate(VOCAB)})
+
+
+def tiny_config(family: str = "bert", num_labels: int = 2, layers: int = 2, heads: int = 4,
+                hidden: int = 32, ffn: int = 64):
+    from transformers import BertConfig, DistilBertConfig, RobertaConfig
+
+    common = {"vocab_size": len(VOCAB), "num_labels": num_labels}
+    if family == "bert":
+        return BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                          intermediate_size=ffn, max_position_embeddings=128, **common)
+    if family == "roberta":
+        return RobertaConfig(hidden_size=hidden, num_hidden_layers=layers,
+                             num_attention_heads=heads, intermediate_size=ffn,
+                             max_position_embeddings=130, pad_token_id=0, bos_token_id=2,
+                             eos_token_id=3, type_vocab_size=1, **common)
+    if family == "distilbert":
+        return DistilBertConfig(dim=hidden, n_layers=layers, n_heads=heads, hidden_dim=ffn,
+                                max_position_embeddings=128, pad_token_id=0, **common)
+    raise ValueError(family)
+
+
+def make_tiny_model(folder: Path, family: str = "bert", num_labels: int = 2, head: str = "seq",
+                    seed: int = 0, **kw) -> Path:
+    """Save a random tiny model (sequence classification or QA) with a tokenizer."""
+    from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
+
+    torch.manual_seed(seed)
+    cfg = tiny_config(family, num_labels, **kw)
+    if num_labels == 1:
+        cfg.problem_type = "regression"
+    cls = AutoModelForQuestionAnswering if head == "qa" else AutoModelForSequenceClassification
+    model = cls.from_config(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def sentiment_frame(n: int = 200, seed: int = 0, regression: bool = False) -> pd.DataFrame:
+    """Synthetic, learnable sentiment: the label follows the polar words in the text."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        pos = rng.random() < 0.5
+        polar = POSITIVE if pos else NEGATIVE
+        words = rng.sample(NEUTRAL, 4) + rng.sample(polar, rng.randint(1, 3))
+        rng.shuffle(words)
+        score = (1.0 if pos else -1.0) * (1 + rng.random())
+        rows.append((" ".join(words), score if regression else int(pos)))
+    return pd.DataFrame(rows, columns=["text", "label"]).drop_duplicates("text")

@@ -1,0 +1,73 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from transformers import AutoModelForSequenceClassification
+
+from kprune.errors import KPruneError
+from kprune.finetune import FinetuneConfig, finetune
+from kprune.tasks import load_task
+from tests.conftest import ROOT
+
+FAST = FinetuneConfig(epochs=3, batch_size=16, lr=3e-3, max_length=16, warmup_ratio=0.0)
+
+
+def test_finetune_learns_and_saves(tiny_bert, sentiment_csv, tmp_path):
+    task = load_task(str(sentiment_csv))
+    out = tmp_path / "teacher"
+    metrics = finetune(str(tiny_bert), task, out, FAST, device="cpu", progress=False)
+    assert metrics["dev"]["accuracy"] >= 0.8  # the synthetic task is easy; random is 0.5
+    assert json.loads((out / "metrics.json").read_text())["test"] == metrics["test"]
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert model.config.num_labels == 2
+    assert (out / "tokenizer.json").exists() or (out / "vocab.txt").exists()
+
+
+def test_finetune_regression(tiny_bert, tmp_path):
+    from tests.helpers import sentiment_frame
+
+    path = tmp_path / "reg.csv"
+    sentiment_frame(240, regression=True).to_csv(path, index=False)
+    task = load_task(str(path))
+    metrics = finetune(str(tiny_bert), task, tmp_path / "reg", FAST, device="cpu", progress=False)
+    assert metrics["metric"] == "spearman"
+    assert metrics["dev"]["spearman"] > 0.5
+
+
+def test_same_seed_same_model(tiny_bert, sentiment_csv, tmp_path):
+    task = load_task(str(sentiment_csv))
+    cfg = FinetuneConfig(epochs=0.3, batch_size=16, lr=1e-3, max_length=16)
+    a = finetune(str(tiny_bert), task, tmp_path / "a", cfg, device="cpu", progress=False)
+    b = finetune(str(tiny_bert), task, tmp_path / "b", cfg, device="cpu", progress=False)
+    assert a["dev"] == b["dev"] and a["history"][-1]["loss"] == b["history"][-1]["loss"]
+
+
+def test_missing_model_folder(sentiment_csv, tmp_path):
+    with pytest.raises(KPruneError, match="does not exist"):
+        finetune(str(tmp_path / "none" / "model"), load_task(str(sentiment_csv)), tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
+def test_invalid_hyperparameters():
+    with pytest.raises(KPruneError, match="epochs and lr must be > 0"):
+        FinetuneConfig(lr=0)
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "kprune.cli", *args], capture_output=True,
+                          text=True, cwd=ROOT)
+
+
+def test_cli_bad_task_path_is_one_line(tiny_bert, tmp_path):
+    proc = _cli("finetune", str(tiny_bert), "--task", str(tmp_path / "missing.csv"),
+                "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("kprune: error:")]
+    assert len(errors) == 1 and "missing.csv does not exist" in errors[0]
+
+
+def test_cli_unknown_task(tiny_bert, tmp_path):
+    proc = _cli("finetune", str(tiny_bert), "--task", "imdb", "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "unknown task 'imdb'" in proc.stderr
