@@ -37,12 +37,14 @@ class Encoded:
 
 def encode(tokenizer, df: pd.DataFrame, max_length: int) -> Encoded:
     """Tokenise ``text`` (and ``text_pair``) without padding, truncated to ``max_length``."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    if len(df) == 0:
+        return Encoded([], [], df["label"].to_numpy(), pad)
     texts = df["text"].astype(str).tolist()
     pairs = df["text_pair"].astype(str).tolist() if "text_pair" in df.columns else None
     enc = tokenizer(texts, pairs, truncation=True, max_length=max_length, padding=False)
     ids = enc["input_ids"]
     types = enc.get("token_type_ids") or [[0] * len(x) for x in ids]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return Encoded(ids, types, df["label"].to_numpy(), pad)
 
 

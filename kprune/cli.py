@@ -25,6 +25,13 @@ def run_main(fn: Callable[[], int | None]) -> int:
     for noisy in ("httpx", "urllib3", "filelock", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+    try:
         return fn() or 0
     except KPruneError as exc:
         print(f"kprune: error: {exc}", file=sys.stderr)
@@ -119,6 +126,79 @@ def format_metrics(m: dict) -> str:
     return "\n".join(lines)
 
 
+def cmd_prune(args: argparse.Namespace) -> None:
+    from kprune.api import PruneConfig, prune, save_pruned
+
+    cfg = PruneConfig(
+        reduction=args.reduction,
+        tokens=args.tokens,
+        gamma=args.gamma,
+        lam=args.lam,
+        mu=args.mu,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        pred_form=args.pred_form,
+        tune=not args.no_tune,
+    )
+    task = task_from_args(args)
+    model, report = prune(args.model, task, cfg, device=args.device)
+    out = Path(args.out)
+    save_pruned(model, out, report=report)
+    print(format_report(report, out))
+
+
+def format_report(r: dict, out: Path | None = None) -> str:
+    """Human summary of a prune report."""
+    m = r.get("metric", "")
+    before, after = (r.get("metric_before") or {}).get(m), (r.get("metric_after") or {}).get(m)
+    lines = [
+        f"pruned '{r['task']}' at reduction {r['config']['reduction']:.2f} in {r['seconds']:.1f} s",
+        f"  {m:10s} {before if before is None else f'{before:.4f}'} -> "
+        f"{after if after is None else f'{after:.4f}'}",
+        f"  FLOPs      {r['flops_before'] / 1e9:.3f} G -> {r['flops_after'] / 1e9:.3f} G "
+        f"({100 * r['flops_kept']:.1f}% kept)",
+        f"  params     {r['params_before'] / 1e6:.2f} M -> {r['params_after'] / 1e6:.2f} M "
+        f"({100 * r['params_kept']:.1f}% kept)",
+        f"  heads kept per layer   {r['kept_heads_per_layer']}",
+        f"  neurons kept per layer {r['kept_neurons_per_layer']}",
+    ]
+    if out is not None:
+        lines.append(f"  written to {out} (report.json, kprune.json, weights, tokenizer)")
+    return "\n".join(lines)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from kprune.api import load_model
+    from kprune.atomic import write_json
+    from kprune.device import resolve_device
+    from kprune.evaluation import count_params, evaluate_model
+    from kprune.modeling import load_tokenizer
+
+    dev = resolve_device(args.device)
+    task = task_from_args(args)
+    model = load_model(args.model).to(dev)
+    metrics = evaluate_model(
+        model, load_tokenizer(args.model), task, args.split, args.max_length, dev
+    )
+    result = {
+        "model": args.model,
+        "task": task.spec.name,
+        "split": args.split,
+        "metric": task.spec.metric,
+        args.split: metrics,
+        "params": count_params(model),
+    }
+    out = (
+        Path(args.out)
+        if args.out
+        else Path(args.model) / f"eval-{task.spec.name}-{args.split}.json"
+    )
+    write_json(out, result)
+    vals = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+    print(f"{args.model} on {task.spec.name}/{args.split}: {vals}  (written to {out})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kprune",
@@ -149,6 +229,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:N")
     p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser(
+        "prune",
+        help="prune a fine-tuned model to a FLOPs budget (K-prune, no retraining)",
+        description="Prune whole attention heads and FFN neurons of a fine-tuned encoder so that "
+        "a fraction R of its FLOPs is removed, preserving the teacher's predictive and "
+        "representational knowledge, and re-fitting each pruned sublayer by least squares.",
+    )
+    p.add_argument("model", help="fine-tuned HF folder or hub name (sequence classification/QA)")
+    add_task_args(p)
+    p.add_argument(
+        "--reduction",
+        type=float,
+        required=True,
+        help="fraction of FLOPs to remove, 0 <= R < 1 (e.g. 0.6)",
+    )
+    p.add_argument("--out", required=True, help="output folder for the pruned model + report")
+    p.add_argument("--tokens", type=int, default=100_000, help="sample size in tokens (100000)")
+    p.add_argument("--gamma", type=float, default=2.0, help="KL temperature (2)")
+    p.add_argument(
+        "--lam", type=float, default=2.5e-4, help="weight of representational knowledge (2.5e-4)"
+    )
+    p.add_argument("--mu", type=float, default=64.0, help="weight of heads vs neurons (64)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sample (0)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument(
+        "--pred-form",
+        choices=["paper", "fisher"],
+        default="paper",
+        help="predictive knowledge: the paper's KL gradient or per-example Fisher",
+    )
+    p.add_argument("--no-tune", action="store_true", help="skip least-squares weight tuning")
+    p.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:N")
+    p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("evaluate", help="evaluate a (pruned) model on a task split")
+    p.add_argument("model", help="model folder (pruned or not) or hub name")
+    add_task_args(p)
+    p.add_argument("--split", default="dev", choices=["train", "dev", "test"])
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--out", help="metrics JSON path (default MODEL/eval-TASK-SPLIT.json)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("show", help="print a metrics.json (or a folder holding one)")
     p.add_argument("path")

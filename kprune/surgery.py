@@ -7,6 +7,8 @@ bias, so it computes LayerNorm(X + b).
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -20,7 +22,9 @@ def shrink_linear(linear: nn.Linear, keep: torch.Tensor, dim: int) -> nn.Linear:
     weight = linear.weight.index_select(dim, keep).detach().clone()
     has_bias = linear.bias is not None
     out_f, in_f = weight.shape
-    new = nn.Linear(in_f, out_f, bias=has_bias, device=weight.device, dtype=weight.dtype)
+    with warnings.catch_warnings():  # a fully pruned sublayer has zero-element weights
+        warnings.simplefilter("ignore", UserWarning)
+        new = nn.Linear(in_f, out_f, bias=has_bias, device=weight.device, dtype=weight.dtype)
     new.weight.data.copy_(weight)
     if has_bias:
         bias = linear.bias if dim == 1 else linear.bias.index_select(0, keep)

@@ -1,0 +1,298 @@
+"""Properties of the K-prune core on tiny seeded random models."""
+
+import copy
+
+import pytest
+import torch
+from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
+
+from kprune.adapters import get_adapter
+from kprune.api import PruneConfig, load_model, load_pruned, prune, save_pruned
+from kprune.errors import KPruneError
+from kprune.flops import FlopsModel
+from kprune.forward import layer_norm, sublayer
+from kprune.knowledge import MeasureSpec, measure
+from kprune.masks import Masks, apply_masks
+from kprune.sample import build_sample
+from kprune.search import SearchSpec, kpms
+from kprune.surgery import prune_model
+from kprune.tasks import load_task
+from kprune.tuning import NormalEquations
+from tests.helpers import make_tiny_model, sentiment_frame, tiny_tokenizer
+
+FAMILIES = ["bert", "roberta", "distilbert"]
+HEADS = [("seq", 2), ("seq", 1), ("qa", 2)]
+
+
+def _load(folder, head):
+    cls = AutoModelForQuestionAnswering if head == "qa" else AutoModelForSequenceClassification
+    return cls.from_pretrained(folder).eval()
+
+
+def _inputs(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 26, (3, 9), generator=g)
+    mask = torch.ones_like(ids)
+    mask[0, 6:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def _outputs(model, inputs):
+    with torch.no_grad():
+        out = model(**inputs)
+    if hasattr(out, "start_logits"):
+        return torch.stack([out.start_logits, out.end_logits], -1)
+    return out.logits
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize(("head", "labels"), HEADS)
+def test_masked_equals_physically_pruned(tmp_path, family, head, labels):
+    model = _load(make_tiny_model(tmp_path / "m", family, labels, head=head), head)
+    g = torch.Generator().manual_seed(1)
+    masks = Masks(
+        torch.tensor([[1.0, 0, 1, 0], [0, 0, 0, 0]]), (torch.rand(2, 64, generator=g) > 0.5).float()
+    )
+    masks.neurons[1] = 0  # layer 1: both sublayers fully pruned -> LayerNorm(X + b)
+    inputs = _inputs()
+    with apply_masks(model, masks):
+        masked = _outputs(model, inputs)
+    pruned = prune_model(copy.deepcopy(model), masks)
+    valid = inputs["attention_mask"].bool()
+    if head == "qa":  # padded positions are not compared
+        masked, out = masked[valid], _outputs(pruned, inputs)[valid]
+    else:
+        out = _outputs(pruned, inputs)
+    torch.testing.assert_close(out, masked, atol=1e-5, rtol=1e-5)
+    assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
+    # and the masks really change something
+    assert not torch.allclose(
+        _outputs(model, inputs)[valid] if head == "qa" else _outputs(model, inputs),
+        masked,
+        atol=1e-4,
+    )
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_functional_forward_matches_transformers(tmp_path, family):
+    model = _load(make_tiny_model(tmp_path / "m", family), "seq")
+    adapter = get_adapter(model)
+    layers, _, head_dim, _, _ = adapter.dims(model)
+    inputs = _inputs()
+    valid = inputs["attention_mask"].bool()
+    with torch.no_grad():
+        x = adapter.embed(model, inputs["input_ids"], torch.zeros_like(inputs["input_ids"]))
+        for s in range(2 * layers):
+            view = adapter.view(adapter.layers(model)[s // 2])
+            _, y = sublayer(view, s % 2 == 0, x, valid[:, None, None, :], head_dim)
+            x = layer_norm(view, s % 2 == 0, y)
+        ours = adapter.logits(model, x)
+    torch.testing.assert_close(ours, _outputs(model, inputs), atol=1e-5, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    """A tiny BERT briefly fine-tuned on the synthetic sentiment task."""
+    from kprune.finetune import FinetuneConfig, finetune
+
+    root = tmp_path_factory.mktemp("teacher")
+    make_tiny_model(root / "base")
+    sentiment_frame(240).to_csv(root / "s.csv", index=False)
+    task = load_task(str(root / "s.csv"))
+    cfg = FinetuneConfig(epochs=3, batch_size=16, lr=3e-3, max_length=16, warmup_ratio=0.0)
+    finetune(str(root / "base"), task, root / "t", cfg, device="cpu", progress=False)
+    return root / "t", task
+
+
+def _prune(teacher, **kw):
+    folder, task = teacher
+    cfg = PruneConfig(**{"reduction": 0.5, "tokens": 1500, "max_length": 16, **kw})
+    return prune(str(folder), task, cfg, device="cpu", progress=False)
+
+
+def test_flops_budget_met_and_close(teacher):
+    for reduction in (0.3, 0.6, 0.9):
+        _, r = _prune(teacher, reduction=reduction)
+        flops = FlopsModel(r["avg_seq_len"], 32, 8)
+        assert r["flops_after"] <= r["flops_budget"] * (1 + 1e-9)
+        assert r["flops_after"] >= r["flops_budget"] - flops.head
+        assert r["flops_after"] == pytest.approx(
+            flops.of_counts(sum(r["kept_heads_per_layer"]), sum(r["kept_neurons_per_layer"]))
+        )
+
+
+def test_zero_reduction_changes_nothing(teacher):
+    folder, _ = teacher
+    pruned, r = _prune(teacher, reduction=0.0)
+    original = load_model(str(folder))
+    inputs = _inputs()
+    assert r["params_after"] == r["params_before"]
+    assert r["flops_after"] == r["flops_before"]
+    assert torch.equal(_outputs(pruned, inputs), _outputs(original, inputs))
+
+
+def test_tuning_never_raises_error_and_helps(teacher):
+    _, r = _prune(teacher, reduction=0.6)
+    tuned = [s for s in r["sublayers"] if "error_after" in s]
+    assert tuned, "nothing was tuned"
+    assert all(s["error_after"] <= s["error_before"] for s in tuned)
+    assert any(s["error_after"] < 0.5 * s["error_before"] for s in tuned)
+    _, untuned = _prune(teacher, reduction=0.6, tune=False)
+    assert all(s["status"] in ("unchanged", "pruned, not tuned") for s in untuned["sublayers"])
+
+
+def test_same_seed_same_result(teacher):
+    a, ra = _prune(teacher, reduction=0.5, seed=3)
+    b, rb = _prune(teacher, reduction=0.5, seed=3)
+    assert ra["kept_heads_per_layer"] == rb["kept_heads_per_layer"]
+    assert ra["kept_neurons_per_layer"] == rb["kept_neurons_per_layer"]
+    assert torch.equal(_outputs(a, _inputs()), _outputs(b, _inputs()))
+
+
+def test_save_load_round_trip(teacher, tmp_path):
+    pruned, report = _prune(teacher, reduction=0.7)
+    save_pruned(pruned, tmp_path / "p", report=report)
+    loaded = load_pruned(tmp_path / "p")
+    assert type(loaded) is type(pruned)
+    torch.testing.assert_close(_outputs(loaded, _inputs()), _outputs(pruned, _inputs()))
+    assert (tmp_path / "p" / "report.json").exists()
+    assert (tmp_path / "p" / "model.safetensors").exists()
+    again = load_model(str(tmp_path / "p"))  # load_model recognises a pruned folder too
+    torch.testing.assert_close(_outputs(again, _inputs()), _outputs(pruned, _inputs()))
+
+
+def _sample_for(model, n=40):
+    adapter = get_adapter(model)
+    df = sentiment_frame(n)
+    return adapter, build_sample(model, adapter, tiny_tokenizer(), df, 10_000, 0, 8, 16, "cpu")
+
+
+def test_k_rep_equals_error_of_removing_one_unit(tmp_path):
+    model = _load(make_tiny_model(tmp_path / "m"), "seq")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    adapter, sample = _sample_for(model)
+    dims = adapter.dims(model)
+    layers, heads, head_dim, hidden, neurons = dims
+    views = [adapter.view(layer) for layer in adapter.layers(model)]
+    spec = MeasureSpec("classification", 2.0, "paper", with_pred=False)
+    k = measure(views, lambda h: adapter.logits(model, h), sample, 0, dims, spec)
+    for s, unit in ((0, 2), (1, 17)):  # head 2 of layer 0's MHA, neuron 17 of its FFN
+        is_mha = s == 0
+        width = heads * head_dim if is_mha else neurons
+        mask = torch.ones(width)
+        if is_mha:
+            mask[unit * head_dim : (unit + 1) * head_dim] = 0
+        else:
+            mask[unit] = 0
+        sq, count = 0.0, 0
+        with torch.no_grad():
+            for batch in sample.batches:
+                x = batch.student
+                if not is_mha:  # input of layer 0's FFN
+                    _, y = sublayer(views[0], True, x, batch.attend, head_dim)
+                    x = layer_norm(views[0], True, y)
+                _, full = sublayer(views[0], is_mha, x, batch.attend, head_dim)
+                _, cut = sublayer(views[0], is_mha, x, batch.attend, head_dim, mask)
+                diff = (full - cut)[batch.valid].double()
+                sq += float((diff**2).sum())
+                count += diff.numel()
+        expected = sq / count
+        got = float((k.rep_heads if is_mha else k.rep_neurons)[0, unit])
+        assert got == pytest.approx(expected, rel=1e-4)
+
+
+def test_paper_pred_is_zero_at_first_sublayer_but_fisher_is_not(teacher):
+    folder, _ = teacher
+    model = load_model(str(folder))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    adapter, sample = _sample_for(model)
+    dims = adapter.dims(model)
+    views = [adapter.view(layer) for layer in adapter.layers(model)]
+    head_fn = lambda h: adapter.logits(model, h)  # noqa: E731
+    paper = measure(views, head_fn, sample, 0, dims, MeasureSpec("classification", 2.0, "paper"))
+    fisher = measure(views, head_fn, sample, 0, dims, MeasureSpec("classification", 2.0, "fisher"))
+    assert paper.pred_neurons.abs().max() < 1e-10
+    assert fisher.pred_neurons.max() > 0 and fisher.pred_heads.max() > 0
+
+
+def test_kpms_keeps_best_units_within_budget():
+    from kprune.knowledge import Knowledge
+
+    flops = FlopsModel(10, 32, 8)
+    k = Knowledge.zeros(2, 4, 64)
+    k.rep_neurons[:] = torch.arange(128, dtype=torch.float).view(2, 64)
+    k.rep_heads[:] = 1e9  # heads far more valuable than any neuron
+    masks = Masks.ones(2, 4, 64)
+    budget = flops.of_counts(8, 64)  # every head + half the neurons
+    spec = SearchSpec(lam=1.0, mu=1.0)
+    head_mask = kpms(k, masks, 0, budget, flops, spec)
+    assert head_mask.sum() == 4
+    neuron_mask = kpms(k, masks, 1, budget, flops, spec)
+    # neurons of layer 1 score higher, so layer 0's FFN gets what layer 1 does not need
+    assert neuron_mask.sum() == 0
+    masks.neurons[0] = neuron_mask
+    assert kpms(k, masks, 3, budget, flops, spec).sum() == 64
+
+
+def test_normal_equations_recover_known_weight():
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(500, 6, generator=g)
+    w = torch.randn(4, 6, generator=g)
+    eq = NormalEquations(6, 4)
+    eq.add(h[:250], h[:250] @ w.T)
+    eq.add(h[250:], h[250:] @ w.T)
+    res = eq.solve(torch.zeros(4, 6), ridge=1e-10)
+    torch.testing.assert_close(res.weight.float(), w, atol=1e-5, rtol=1e-5)
+    assert res.error_after < 1e-10 < res.error_before and res.status == "tuned"
+
+
+def test_singular_system_does_not_crash():
+    eq = NormalEquations(3, 2)
+    eq.add(torch.zeros(10, 3), torch.ones(10, 2))
+    res = eq.solve(torch.ones(2, 3), ridge=0.0)
+    assert res.status.startswith("kept")
+    assert res.error_after == res.error_before
+
+
+@pytest.mark.parametrize("reduction", [-0.1, 1.0, 1.5])
+def test_reduction_outside_range(reduction):
+    with pytest.raises(KPruneError, match=r"reduction must be in \[0, 1\)"):
+        PruneConfig(reduction=reduction)
+
+
+def test_negative_knobs():
+    with pytest.raises(KPruneError, match="lam must be >= 0"):
+        PruneConfig(lam=-1.0)
+
+
+def test_unsupported_architecture(tmp_path):
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    GPT2ForSequenceClassification(
+        GPT2Config(n_layer=1, n_head=2, n_embd=8, vocab_size=50)
+    ).save_pretrained(tmp_path / "gpt2")
+    with pytest.raises(
+        KPruneError,
+        match="unsupported architecture 'gpt2'; supported families: bert, distilbert, roberta",
+    ):
+        load_model(str(tmp_path / "gpt2"))
+
+
+def test_empty_sample(teacher):
+    folder, task = teacher
+    from kprune.tasks import TaskData
+
+    empty = TaskData(task.spec, {**task.splits, "train": task.splits["train"].iloc[:0]})
+    with pytest.raises(KPruneError, match="sample is empty"):
+        prune(str(folder), empty, PruneConfig(reduction=0.5), device="cpu", progress=False)
+
+
+def test_label_count_mismatch(teacher, tmp_path):
+    folder, _ = teacher
+    df = sentiment_frame(60)
+    df["label"] = [i % 3 for i in range(len(df))]
+    df.to_csv(tmp_path / "three.csv", index=False)
+    with pytest.raises(KPruneError, match="has 2 labels but task 'three' has 3"):
+        prune(str(folder), str(tmp_path / "three.csv"), PruneConfig(), device="cpu")
