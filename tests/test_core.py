@@ -173,7 +173,7 @@ def test_k_rep_equals_error_of_removing_one_unit(tmp_path):
         p.requires_grad_(False)
     adapter, sample = _sample_for(model)
     dims = adapter.dims(model)
-    layers, heads, head_dim, hidden, neurons = dims
+    _, heads, head_dim, _, neurons = dims
     views = [adapter.view(layer) for layer in adapter.layers(model)]
     spec = MeasureSpec("classification", 2.0, "paper", with_pred=False)
     k = measure(views, lambda h: adapter.logits(model, h), sample, 0, dims, spec)
