@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
@@ -90,6 +91,88 @@ def load_model(source: str | Path) -> nn.Module:
     return cls.from_pretrained(src).eval()
 
 
+@dataclass
+class MaskedResult:
+    """The tuned full-size model with its masks, before surgery."""
+
+    model: nn.Module
+    masks: Masks
+    report: dict
+    tokenizer: object
+
+
+def prune_masked(
+    model: nn.Module,
+    task: TaskData,
+    config: PruneConfig,
+    tokenizer,
+    device: torch.device,
+    progress: bool = True,
+) -> MaskedResult:
+    """Run the K-prune loop on ``model`` in place: masks chosen, output projections tuned.
+
+    The model keeps its full size; ``surgery.prune_model(model, masks)`` removes the units.
+    """
+    adapter = get_adapter(model)
+    _check_task_fits(model, task)
+    model = model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    t = time.perf_counter()
+    sample = build_sample(
+        model,
+        adapter,
+        tokenizer,
+        task.split("train"),
+        config.tokens,
+        config.seed,
+        config.batch_size,
+        config.max_length,
+        device,
+    )
+    times = {"sample": time.perf_counter() - t}
+    layers, heads, head_dim, hidden, neurons = adapter.dims(model)
+    flops = FlopsModel(sample.avg_len, hidden, head_dim)
+    total = flops.of_counts(layers * heads, layers * neurons)
+    budget = (1 - config.reduction) * total
+    teacher = clone_teacher(model)
+    opts = LoopOptions(
+        MeasureSpec(task.spec.kind, config.gamma, config.pred_form, config.use_pred, config.seed),
+        SearchSpec(config.lam, config.mu, config.use_pred, config.use_rep),
+        tune=config.tune,
+        ridge=config.ridge,
+        progress=progress,
+    )
+    loop = run_loop(model, teacher, adapter, sample, budget, flops, opts)
+    times.update(loop.seconds)
+    kept = loop.masks.kept_per_layer()
+    report = {
+        "kprune_version": __version__,
+        "task": task.spec.name,
+        "metric": task.spec.metric,
+        "config": asdict(config),
+        "device": str(device),
+        "sample": {
+            "examples": sample.n_examples,
+            "tokens": sample.n_tokens,
+            "fingerprint": sample.fingerprint,
+        },
+        "flops_before": total,
+        "flops_after": flops.of_masks(loop.masks.heads, loop.masks.neurons),
+        "flops_budget": budget,
+        "avg_seq_len": flops.seq_len,
+        "params_before": count_params(model),
+        "kept_heads_per_layer": kept["heads"],
+        "kept_neurons_per_layer": kept["neurons"],
+        "heads_per_layer": heads,
+        "neurons_per_layer": neurons,
+        "sublayers": loop.sublayers,
+        "seconds_per_phase": times,
+    }
+    report["flops_kept"] = report["flops_after"] / total
+    return MaskedResult(model, loop.masks, report, tokenizer)
+
+
 def prune(
     model: str | Path | nn.Module,
     task: TaskData | str,
@@ -103,104 +186,58 @@ def prune(
 
     Returns the physically pruned model and a report (FLOPs, params, metric before/after,
     units kept per layer, reconstruction errors before/after tuning, seconds per phase).
+    An in-memory model is copied, never changed.
     """
     t_start = time.perf_counter()
     dev = resolve_device(device)
     torch.manual_seed(config.seed)
-    source = model if isinstance(model, str | Path) else None
-    if source is not None:
-        model = load_model(source)
-        tokenizer = tokenizer or load_tokenizer(str(source))
+    if isinstance(model, str | Path):
+        tokenizer = tokenizer or load_tokenizer(str(model))
+        model = load_model(model)
+    else:
+        model = copy.deepcopy(model)
     if tokenizer is None:
         raise KPruneError("pass a tokenizer with an in-memory model")
     task = load_task(task) if isinstance(task, str) else task
-    adapter = get_adapter(model)
     _check_task_fits(model, task)
-    model = model.to(dev).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    times: dict[str, float] = {}
 
     t = time.perf_counter()
-    metric_before = (
+    before = (
         evaluate_model(model, tokenizer, task, eval_split, config.max_length, dev)
         if eval_split
         else None
     )
-    times["evaluate_before"] = time.perf_counter() - t
+    t_before = time.perf_counter() - t
+    result = prune_masked(model, task, config, tokenizer, dev, progress)
     t = time.perf_counter()
-    sample = build_sample(
-        model,
-        adapter,
-        tokenizer,
-        task.split("train"),
-        config.tokens,
-        config.seed,
-        config.batch_size,
-        config.max_length,
-        dev,
-    )
-    times["sample"] = time.perf_counter() - t
-    layers, heads, head_dim, hidden, neurons = adapter.dims(model)
-    flops = FlopsModel(sample.avg_len, hidden, head_dim)
-    total = flops.of_counts(layers * heads, layers * neurons)
-    budget = (1 - config.reduction) * total
-
-    teacher = clone_teacher(model)
-    opts = LoopOptions(
-        MeasureSpec(task.spec.kind, config.gamma, config.pred_form, config.use_pred, config.seed),
-        SearchSpec(config.lam, config.mu, config.use_pred, config.use_rep),
-        tune=config.tune,
-        ridge=config.ridge,
-        progress=progress,
-    )
-    params_before = count_params(model)
-    loop = run_loop(model, teacher, adapter, sample, budget, flops, opts)
-    sample_info = {
-        "examples": sample.n_examples,
-        "tokens": sample.n_tokens,
-        "fingerprint": sample.fingerprint,
-    }
-    del teacher, sample
-    times.update(loop.seconds)
+    pruned = prune_model(result.model, result.masks)
+    t_surgery = time.perf_counter() - t
     t = time.perf_counter()
-    pruned = prune_model(model, loop.masks)
-    times["surgery"] = time.perf_counter() - t
-    t = time.perf_counter()
-    metric_after = (
+    after = (
         evaluate_model(pruned, tokenizer, task, eval_split, config.max_length, dev)
         if eval_split
         else None
     )
-    times["evaluate_after"] = time.perf_counter() - t
-    kept = loop.masks.kept_per_layer()
-    report = {
-        "kprune_version": __version__,
-        "task": task.spec.name,
-        "metric": task.spec.metric,
-        "eval_split": eval_split,
-        "config": asdict(config),
-        "device": str(dev),
-        "sample": sample_info,
-        "flops_before": total,
-        "flops_after": flops.of_masks(loop.masks.heads, loop.masks.neurons),
-        "flops_budget": budget,
-        "avg_seq_len": flops.seq_len,
-        "params_before": params_before,
-        "params_after": count_params(pruned),
-        "metric_before": metric_before,
-        "metric_after": metric_after,
-        "kept_heads_per_layer": kept["heads"],
-        "kept_neurons_per_layer": kept["neurons"],
-        "heads_per_layer": heads,
-        "neurons_per_layer": neurons,
-        "sublayers": loop.sublayers,
-        "seconds_per_phase": {k: round(v, 3) for k, v in times.items()},
-        "seconds": round(time.perf_counter() - t_start, 3),
-    }
-    report["flops_kept"] = report["flops_after"] / total
-    report["params_kept"] = report["params_after"] / params_before
-    pruned.kprune_masks = loop.masks
+    report = result.report
+    report["seconds_per_phase"].update(
+        {
+            "evaluate_before": t_before,
+            "surgery": t_surgery,
+            "evaluate_after": time.perf_counter() - t,
+        }
+    )
+    report["seconds_per_phase"] = {k: round(v, 3) for k, v in report["seconds_per_phase"].items()}
+    report.update(
+        {
+            "eval_split": eval_split,
+            "metric_before": before,
+            "metric_after": after,
+            "params_after": count_params(pruned),
+            "seconds": round(time.perf_counter() - t_start, 3),
+        }
+    )
+    report["params_kept"] = report["params_after"] / report["params_before"]
+    pruned.kprune_masks = result.masks
     pruned.kprune_tokenizer = tokenizer
     return pruned, report
 
