@@ -18,12 +18,10 @@ from kprune.atomic import atomic_path, write_json
 from kprune.device import resolve_device
 from kprune.errors import KPruneError
 from kprune.evaluation import count_params, evaluate_model
-from kprune.flops import FlopsModel
 from kprune.knowledge import PRED_FORMS, MeasureSpec
 from kprune.masks import Masks
 from kprune.modeling import check_model_source, load_tokenizer
-from kprune.pipeline import LoopOptions, clone_teacher, run_loop
-from kprune.sample import build_sample
+from kprune.sample import draw_sample
 from kprune.search import SearchSpec
 from kprune.surgery import prune_model
 from kprune.tasks import TaskData, load_task
@@ -49,6 +47,7 @@ class PruneConfig:
     use_pred: bool = True
     use_rep: bool = True
     tune: bool = True
+    mode: str = "iterative"
 
     def __post_init__(self) -> None:
         if not 0 <= self.reduction < 1:
@@ -62,6 +61,8 @@ class PruneConfig:
             raise KPruneError("gamma (temperature) must be > 0")
         if self.tokens < 1 or self.batch_size < 1 or self.max_length < 8:
             raise KPruneError("tokens and batch_size must be >= 1 and max_length >= 8")
+        if self.mode not in ("iterative", "oneshot"):
+            raise KPruneError(f"mode must be iterative or oneshot, got {self.mode!r}")
         if self.pred_form not in PRED_FORMS:
             raise KPruneError(f"pred_form must be one of {PRED_FORMS}, got {self.pred_form!r}")
 
@@ -113,15 +114,13 @@ def prune_masked(
 
     The model keeps its full size; ``surgery.prune_model(model, masks)`` removes the units.
     """
-    adapter = get_adapter(model)
+    from kprune.steps import measure_knowledge, prune_tune, search_masks
+
     _check_task_fits(model, task)
     model = model.to(device).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
     t = time.perf_counter()
-    sample = build_sample(
+    data = draw_sample(
         model,
-        adapter,
         tokenizer,
         task.split("train"),
         config.tokens,
@@ -130,47 +129,47 @@ def prune_masked(
         config.max_length,
         device,
     )
-    times = {"sample": time.perf_counter() - t}
-    layers, heads, head_dim, hidden, neurons = adapter.dims(model)
-    flops = FlopsModel(sample.avg_len, hidden, head_dim)
-    total = flops.of_counts(layers * heads, layers * neurons)
-    budget = (1 - config.reduction) * total
-    teacher = clone_teacher(model)
-    opts = LoopOptions(
-        MeasureSpec(task.spec.kind, config.gamma, config.pred_form, config.use_pred, config.seed),
-        SearchSpec(config.lam, config.mu, config.use_pred, config.use_rep),
+    t_draw = time.perf_counter() - t
+    mspec = MeasureSpec(
+        task.spec.kind, config.gamma, config.pred_form, config.use_pred, config.seed
+    )
+    sspec = SearchSpec(config.lam, config.mu, config.use_pred, config.use_rep)
+    masks, t_search = None, 0.0
+    if config.mode == "oneshot":
+        from kprune.steps import flops_of
+
+        t = time.perf_counter()
+        k = measure_knowledge(model, data, mspec, config.batch_size, device)
+        masks = search_masks(k, flops_of(model, data), config.reduction, sspec)
+        t_search = time.perf_counter() - t
+    res = prune_tune(
+        model,
+        data,
+        task.spec.kind,
+        config.reduction,
+        mspec,
+        sspec,
+        mode=config.mode,
         tune=config.tune,
         ridge=config.ridge,
+        batch_size=config.batch_size,
+        masks=masks,
+        device=device,
         progress=progress,
     )
-    loop = run_loop(model, teacher, adapter, sample, budget, flops, opts)
-    times.update(loop.seconds)
-    kept = loop.masks.kept_per_layer()
     report = {
-        "kprune_version": __version__,
         "task": task.spec.name,
         "metric": task.spec.metric,
         "config": asdict(config),
         "device": str(device),
-        "sample": {
-            "examples": sample.n_examples,
-            "tokens": sample.n_tokens,
-            "fingerprint": sample.fingerprint,
-        },
-        "flops_before": total,
-        "flops_after": flops.of_masks(loop.masks.heads, loop.masks.neurons),
-        "flops_budget": budget,
-        "avg_seq_len": flops.seq_len,
-        "params_before": count_params(model),
-        "kept_heads_per_layer": kept["heads"],
-        "kept_neurons_per_layer": kept["neurons"],
-        "heads_per_layer": heads,
-        "neurons_per_layer": neurons,
-        "sublayers": loop.sublayers,
-        "seconds_per_phase": times,
+        **res.report,
     }
-    report["flops_kept"] = report["flops_after"] / total
-    return MaskedResult(model, loop.masks, report, tokenizer)
+    report["seconds_per_phase"] = {
+        "sample": t_draw,
+        "oneshot_measure_search": t_search,
+        **report["seconds_per_phase"],
+    }
+    return MaskedResult(res.model, res.masks, report, tokenizer)
 
 
 def prune(

@@ -143,6 +143,13 @@ def cmd_prune(args: argparse.Namespace) -> None:
     )
     task = task_from_args(args)
     model, report = prune(args.model, task, cfg, device=args.device)
+    if args.latency:
+        from kprune.api import load_model
+        from kprune.evaluation import compare_latency
+
+        report["latency"] = compare_latency(
+            load_model(args.model), model.cpu(), threads=args.threads
+        )
     out = Path(args.out)
     save_pruned(model, out, report=report)
     print(format_report(report, out))
@@ -163,6 +170,15 @@ def format_report(r: dict, out: Path | None = None) -> str:
         f"  heads kept per layer   {r['kept_heads_per_layer']}",
         f"  neurons kept per layer {r['kept_neurons_per_layer']}",
     ]
+    lat = r.get("latency")
+    if lat:
+        for b in (1, 32):
+            if f"speedup_b{b}" in lat:
+                lines.append(
+                    f"  latency b{b:<3d}  {lat[f'dense_ms_b{b}']:.1f} ms -> "
+                    f"{lat[f'pruned_ms_b{b}']:.1f} ms ({lat[f'speedup_b{b}']:.2f}x, length "
+                    f"{lat['seq_len']}, {lat['threads']} threads)"
+                )
     if out is not None:
         lines.append(f"  written to {out} (report.json, kprune.json, weights, tokenizer)")
     return "\n".join(lines)
@@ -262,6 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="predictive knowledge: the paper's KL gradient or per-example Fisher",
     )
     p.add_argument("--no-tune", action="store_true", help="skip least-squares weight tuning")
+    p.add_argument(
+        "--latency",
+        action="store_true",
+        help="also time dense vs pruned forward passes (batch 1 and 32, length 128)",
+    )
+    p.add_argument("--threads", type=int, help="CPU threads for the latency measurement")
     p.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:N")
     p.set_defaults(func=cmd_prune)
 

@@ -66,3 +66,22 @@ def latency_ms(
         return statistics.median(times)
     finally:
         torch.set_num_threads(old)
+
+
+def compare_latency(
+    dense: nn.Module,
+    pruned: nn.Module,
+    batches: tuple[int, ...] = (1, 32),
+    seq_len: int = 128,
+    threads: int | None = None,
+    repeats: int = 10,
+) -> dict:
+    """Median latency (ms) of dense and pruned models at each batch size, and the speedups."""
+    out: dict = {"seq_len": seq_len, "threads": threads or torch.get_num_threads()}
+    for b in batches:
+        d = latency_ms(dense, b, seq_len, repeats, threads=threads)
+        p = latency_ms(pruned, b, seq_len, repeats, threads=threads)
+        out[f"dense_ms_b{b}"] = round(d, 3)
+        out[f"pruned_ms_b{b}"] = round(p, 3)
+        out[f"speedup_b{b}"] = round(d / p, 3)
+    return out

@@ -55,8 +55,16 @@ def run_loop(
     budget: float,
     flops: FlopsModel,
     opts: LoopOptions,
+    initial: Knowledge | None = None,
+    fixed_masks: Masks | None = None,
 ) -> LoopResult:
-    """Prune ``student`` in place (masks + tuned output projections) to ``budget`` FLOPs."""
+    """Prune ``student`` in place (masks + tuned output projections) to ``budget`` FLOPs.
+
+    Iterative (the paper): knowledge is re-measured on the partially pruned student at every
+    sublayer; ``initial`` stands in for the first measurement (the student is still the
+    teacher then). One-shot: ``fixed_masks`` are applied sublayer by sublayer, with tuning,
+    and nothing is measured.
+    """
     dims = adapter.dims(student)
     layers, heads, head_dim, _, neurons = dims
     s_views, t_views = _views(adapter, student), _views(adapter, teacher)
@@ -68,10 +76,18 @@ def run_loop(
     for s in bar:
         layer, is_mha = s // 2, s % 2 == 0
         t0 = time.perf_counter()
-        k = measure(s_views, head_fn, sample, s, dims, opts.measure)
-        result.knowledge.append(k)
+        if fixed_masks is None:
+            k = (
+                initial
+                if (s == 0 and initial is not None)
+                else measure(s_views, head_fn, sample, s, dims, opts.measure)
+            )
+            result.knowledge.append(k)
         t1 = time.perf_counter()
-        unit_mask = kpms(k, masks, s, budget, flops, opts.search)
+        if fixed_masks is None:
+            unit_mask = kpms(k, masks, s, budget, flops, opts.search)
+        else:
+            unit_mask = (fixed_masks.heads if is_mha else fixed_masks.neurons)[layer].clone()
         (masks.heads if is_mha else masks.neurons)[layer] = unit_mask
         t2 = time.perf_counter()
         info = {
@@ -80,7 +96,7 @@ def run_loop(
             "kind": "mha" if is_mha else "ffn",
             "kept": int(unit_mask.sum()),
             "total": len(unit_mask),
-            "nonfinite_batches": k.nonfinite,
+            "nonfinite_batches": k.nonfinite if fixed_masks is None else 0,
         }
         pruned_any = bool((unit_mask == 0).any())
         info.update(

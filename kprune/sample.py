@@ -7,9 +7,13 @@ states per token, whatever the depth: teacher sublayer targets are streamed, not
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import json
 import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -58,7 +62,99 @@ def choose_examples(df: pd.DataFrame, lengths: np.ndarray, tokens: int, seed: in
     return np.sort(rng.choice(len(df), size=n, replace=False))
 
 
+@dataclass
+class SampleData:
+    """The drawn sample, device-free: token ids per example and the teacher's logits."""
+
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]]
+    teacher_logits: list[torch.Tensor]  # per example: (C,) or (T, 2) for QA
+    meta: dict
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(x) for x in self.input_ids), dtype=np.int64)
+
+
 @torch.no_grad()
+def draw_sample(
+    model,
+    tokenizer,
+    df: pd.DataFrame,
+    tokens: int,
+    seed: int,
+    batch_size: int,
+    max_length: int,
+    device: torch.device,
+) -> SampleData:
+    """Choose ~``tokens`` tokens of examples (seeded) and run the teacher once on them."""
+    from kprune.adapters import get_adapter
+
+    if tokens < 1:
+        raise KPruneError(f"--tokens must be >= 1, got {tokens}")
+    adapter = get_adapter(model)
+    enc = encode(tokenizer, df, max_length)
+    chosen = choose_examples(df, enc.lengths, tokens, seed)
+    if len(chosen) < 2:
+        raise KPruneError(
+            f"the sample has {len(chosen)} example(s); need at least 2 (more data or more --tokens)"
+        )
+    enc = enc.subset(chosen)
+    model.eval()
+    logits: list[torch.Tensor | None] = [None] * len(enc)
+    for idx in bucket_batches(enc.lengths, batch_size, shuffle=False):
+        inp = collate(enc, idx, device)
+        out = (
+            _qa_logits(model, inp)
+            if _is_qa(adapter, model)
+            else model(**_inputs(model, inp)).logits
+        )
+        for row, i in enumerate(idx):
+            z = out[row].float().cpu()
+            logits[i] = z[: len(enc.input_ids[i])] if z.dim() == 2 else z
+    lengths = enc.lengths
+    meta = {
+        "examples": len(enc),
+        "tokens": int(lengths.sum()),
+        "avg_len": float(lengths.mean()),
+        "seed": seed,
+        "requested_tokens": tokens,
+        "max_length": max_length,
+        "head": adapter.head_type(model),
+    }
+    data = SampleData(enc.input_ids, enc.token_type_ids, logits, meta)
+    data.meta["fingerprint"] = _fingerprint(data)
+    return data
+
+
+@torch.no_grad()
+def materialise(
+    model, adapter: Adapter, data: SampleData, batch_size: int, device: torch.device
+) -> Sample:
+    """Bucket the sample into batches and embed it: both caches start at the embeddings."""
+    from kprune.batching import Encoded
+
+    enc = Encoded(data.input_ids, data.token_type_ids, np.zeros(len(data.input_ids)), 0)
+    pad = getattr(model.config, "pad_token_id", None) or 0
+    enc.pad_id = pad
+    batches = []
+    for idx in bucket_batches(enc.lengths, batch_size, shuffle=False):
+        inp = collate(enc, idx, device)
+        valid = inp["attention_mask"].bool()
+        hidden = adapter.embed(model, inp["input_ids"], inp["token_type_ids"]).float()
+        width = valid.shape[1]
+        rows = []
+        for i in idx:
+            z = data.teacher_logits[i]
+            if z.dim() == 2:  # QA: pad positions to the batch width
+                z = torch.cat([z, z.new_zeros(width - len(z), 2)])
+            rows.append(z)
+        logits = torch.stack(rows).to(device)
+        batches.append(SampleBatch(valid[:, None, None, :], valid, hidden, hidden.clone(), logits))
+    n_tokens = int(enc.lengths.sum())
+    return Sample(batches, len(enc), n_tokens, n_tokens / len(enc), data.meta["fingerprint"])
+
+
 def build_sample(
     model,
     adapter: Adapter,
@@ -70,39 +166,82 @@ def build_sample(
     max_length: int,
     device: torch.device,
 ) -> Sample:
-    """Encode the sample, embed it, and run the teacher once for its logits."""
-    if tokens < 1:
-        raise KPruneError(f"--tokens must be >= 1, got {tokens}")
-    enc = encode(tokenizer, df, max_length)
-    chosen = choose_examples(df, enc.lengths, tokens, seed)
-    if len(chosen) < 2:
+    """Draw and materialise in one go (the in-memory path of ``kprune.prune``)."""
+    data = draw_sample(model, tokenizer, df, tokens, seed, batch_size, max_length, device)
+    return materialise(model, adapter, data, batch_size, device)
+
+
+def save_sample(data: SampleData, path: str | Path) -> None:
+    """Write the sample as safetensors (atomically), with its content hash in the metadata."""
+    from safetensors.torch import save_file
+
+    from kprune.atomic import atomic_path
+
+    tensors = _to_tensors(data)
+    meta = {k: json.dumps(v) for k, v in data.meta.items()}
+    meta["content_sha256"] = json.dumps(_tensor_digest(tensors))
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def load_sample(path: str | Path) -> SampleData:
+    """Read a sample; a missing, truncated or altered file is a KPruneError."""
+    from safetensors import safe_open
+
+    p = Path(path)
+    if not p.is_file():
+        raise KPruneError(f"sample {p} does not exist; run the sample stage first")
+    try:
+        with safe_open(str(p), framework="pt") as fh:
+            meta = {k: json.loads(v) for k, v in (fh.metadata() or {}).items()}
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+    except Exception as exc:
         raise KPruneError(
-            f"the sample has {len(chosen)} example(s); need at least 2 (more data or more --tokens)"
+            f"sample {p} is corrupt ({type(exc).__name__}); delete it and rerun the sample stage"
+        ) from None
+    if meta.pop("content_sha256", None) != _tensor_digest(tensors):
+        raise KPruneError(
+            f"sample {p} fails its content hash (corrupt); delete it and rerun the sample stage"
         )
-    enc = enc.subset(chosen)
-    model.eval()
-    batches = []
-    for idx in bucket_batches(enc.lengths, batch_size, shuffle=False):
-        inp = collate(enc, idx, device)
-        valid = inp["attention_mask"].bool()
-        hidden = adapter.embed(model, inp["input_ids"], inp["token_type_ids"])
-        logits = (
-            model(**_inputs(model, inp)).logits
-            if not _is_qa(adapter, model)
-            else _qa_logits(model, inp)
-        )
-        batches.append(
-            SampleBatch(
-                valid[:, None, None, :],
-                valid,
-                hidden.float(),
-                hidden.float().clone(),
-                logits.float(),
-            )
-        )
-    n_tokens = int(enc.lengths.sum())
-    digest = _fingerprint(enc)
-    return Sample(batches, len(enc), n_tokens, n_tokens / len(enc), digest)
+    return _from_tensors(tensors, meta)
+
+
+def _to_tensors(data: SampleData) -> dict[str, torch.Tensor]:
+    lengths = torch.as_tensor(data.lengths)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
+    logits = data.teacher_logits
+    qa = logits[0].dim() == 2
+    return {
+        "input_ids": torch.as_tensor([t for x in data.input_ids for t in x], dtype=torch.int32),
+        "token_type_ids": torch.as_tensor(
+            [t for x in data.token_type_ids for t in x], dtype=torch.int8
+        ),
+        "offsets": offsets,
+        "teacher_logits": torch.cat(logits) if qa else torch.stack(logits),
+    }
+
+
+def _from_tensors(t: dict[str, torch.Tensor], meta: dict) -> SampleData:
+    off = t["offsets"].tolist()
+    ids = t["input_ids"].tolist()
+    types = t["token_type_ids"].tolist()
+    spans = list(itertools.pairwise(off))
+    logits = t["teacher_logits"]
+    qa = meta.get("head") == "qa"
+    return SampleData(
+        [ids[a:b] for a, b in spans],
+        [types[a:b] for a, b in spans],
+        [logits[a:b] for a, b in spans] if qa else list(logits),
+        meta,
+    )
+
+
+def _tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        h.update(name.encode())
+        h.update(tensors[name].contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _is_qa(adapter: Adapter, model) -> bool:
@@ -120,13 +259,12 @@ def _inputs(model, inp: dict) -> dict:
     return model_inputs(model, inp)
 
 
-def _fingerprint(enc) -> str:
-    import hashlib
-
+def _fingerprint(data: SampleData) -> str:
+    """Hash of the sample's token ids and teacher logits (names the sample in score tables)."""
     h = hashlib.sha256()
-    for ids in enc.input_ids:
+    for ids, z in zip(data.input_ids, data.teacher_logits, strict=True):
         h.update(np.asarray(ids, dtype=np.int32).tobytes())
-        h.update(b"|")
+        h.update(z.numpy().astype(np.float32).tobytes())
     return h.hexdigest()[:16]
 
 
