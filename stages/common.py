@@ -1,0 +1,86 @@
+"""What every stage shares: the params sections as typed dataclasses, and the entry wrapper."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kprune.cli import run_main
+from kprune.config import load_section, read_params
+
+
+@dataclass(frozen=True)
+class SampleParams:
+    tokens: int = 100_000
+    seed: int = 0
+    batch_size: int = 32
+    max_length: int = 128
+
+
+@dataclass(frozen=True)
+class MeasureParams:
+    gamma: float = 2.0
+    pred_form: str = "paper"
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    reduction: float = 0.6
+    lam: float = 2.5e-4
+    mu: float = 64.0
+    use_pred: bool = True
+    use_rep: bool = True
+
+
+@dataclass(frozen=True)
+class PruneTuneParams:
+    mode: str = "iterative"
+    tune: bool = True
+    ridge: float = 1e-4
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    split: str = "dev"
+    latency: bool = True
+    threads: int = 2
+    repeats: int = 10
+    seq_len: int = 128
+
+
+@dataclass(frozen=True)
+class CompressParams:
+    task: str = "rt"
+    reductions: tuple[float, ...] = (0.6,)
+
+
+SECTIONS = {"sample": SampleParams, "measure": MeasureParams, "search": SearchParams,
+            "prune_tune": PruneTuneParams, "evaluate": EvaluateParams,
+            "compress": CompressParams}
+
+
+def section(params_path: str, name: str):
+    return load_section(params_path, name, SECTIONS[name])
+
+
+def validate_params(params_path: str) -> None:
+    """Every known section parses (unknown keys and wrong types name the key)."""
+    data = read_params(params_path)
+    for name, cls in SECTIONS.items():
+        load_section(data, name, cls)
+
+
+def stage_main(doc: str, add_args: Callable[[argparse.ArgumentParser], None],
+               run: Callable[[argparse.Namespace], None], argv: list[str] | None) -> int:
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    add_args(parser)
+    args = parser.parse_args(argv)
+    return run_main(lambda: run(args))
+
+
+def exit_with(code: int) -> None:
+    sys.exit(code)

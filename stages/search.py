@@ -1,0 +1,45 @@
+"""Stage search: score tables + lambda, mu, reduction -> one-shot masks (JSON). Cheap."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from kprune.atomic import write_json
+from kprune.flops import FlopsModel
+from kprune.scores import read_scores
+from kprune.search import SearchSpec
+from kprune.steps import knowledge_from_tables, search_masks
+from stages.common import exit_with, section, stage_main
+
+
+def add_args(p):
+    p.add_argument("--rep", required=True, help="K_rep table")
+    p.add_argument("--pred", required=True, help="K_pred table")
+    p.add_argument("--reduction", type=float, help="overrides search.reduction")
+    p.add_argument("--out", required=True, help="masks file (.json)")
+
+
+def run(args) -> None:
+    cfg = section(args.params, "search")
+    reduction = cfg.reduction if args.reduction is None else args.reduction
+    rep, rep_meta = read_scores(args.rep)
+    pred, _ = read_scores(args.pred)
+    dims = tuple(rep_meta["dims"])
+    k = knowledge_from_tables(rep, pred, dims)
+    flops = FlopsModel(**rep_meta["flops_model"])
+    spec = SearchSpec(cfg.lam, cfg.mu, cfg.use_pred, cfg.use_rep)
+    masks = search_masks(k, flops, reduction, spec)
+    write_json(args.out, {"reduction": reduction, "search": asdict(spec),
+                          "flops_kept": flops.of_masks(masks.heads, masks.neurons)
+                          / flops.of_counts(dims[0] * dims[1], dims[0] * dims[4]),
+                          "kept": masks.to_dict(), "heads": dims[1], "neurons": dims[4]})
+    kept = masks.kept_per_layer()
+    print(f"search r={reduction}: heads {kept['heads']} neurons {kept['neurons']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main(__doc__, add_args, run, argv)
+
+
+if __name__ == "__main__":
+    exit_with(main())
