@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.kprune-installed
 # The CPU build of torch 2.13.0 lies in /opt/wheels on these machines; elsewhere pip finds torch on PyPI.
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export DO_NOT_TRACK := 1
 
@@ -20,9 +21,12 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q $(FIND_LINKS) -c constraints.txt -e ".[dev]"
 	@touch $(STAMP)
 
+# fetch + prepare + fine-tune the rt teacher (DVC, cached), then prune, evaluate and track it
+# at the reductions of params.yaml (Prefect flow, cached on content, logged to MLflow).
 run: setup
 	$(BIN)/dvc repro finetune@rt
-	$(BIN)/kprune show data/teachers/rt/metrics.json
+	@echo; $(BIN)/kprune show data/teachers/rt/metrics.json; echo
+	$(BIN)/python -m flows.compress
 
 test: setup lint
 	$(BIN)/pytest

@@ -23,8 +23,10 @@ def kept_units_plot(report: dict, path: str | Path) -> None:
     heads, neurons = report["kept_heads_per_layer"], report["kept_neurons_per_layer"]
     layers = range(len(heads))
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    for ax, kept, total, name in ((axes[0], heads, report["heads_per_layer"], "heads"),
-                                  (axes[1], neurons, report["neurons_per_layer"], "neurons")):
+    for ax, kept, total, name in (
+        (axes[0], heads, report["heads_per_layer"], "heads"),
+        (axes[1], neurons, report["neurons_per_layer"], "neurons"),
+    ):
         ax.bar(layers, [total] * len(kept), color="#dddddd", label="total")
         ax.bar(layers, kept, color="#3a7bd5", label="kept")
         ax.set_xlabel("layer")
@@ -36,15 +38,17 @@ def kept_units_plot(report: dict, path: str | Path) -> None:
     _save(fig, path)
 
 
-def metric_vs_flops_plot(rows: Sequence[dict], metric: str, path: str | Path,
-                         title: str = "") -> None:
+def metric_vs_flops_plot(
+    rows: Sequence[dict], metric: str, path: str | Path, title: str = ""
+) -> None:
     """Metric against the fraction of FLOPs kept; one line per ``method`` in ``rows``."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     methods = sorted({r.get("method", "kprune") for r in rows})
     for method in methods:
-        pts = sorted((r["flops_kept"], r["metric"]) for r in rows
-                     if r.get("method", "kprune") == method)
+        pts = sorted(
+            (r["flops_kept"], r["metric"]) for r in rows if r.get("method", "kprune") == method
+        )
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
     dense = [r["dense_metric"] for r in rows if r.get("dense_metric") is not None]
     if dense:

@@ -12,6 +12,17 @@ from kprune.config import load_section, read_params
 
 
 @dataclass(frozen=True)
+class PrepareParams:
+    tasks: tuple[str, ...] = ("rt", "vader-movie", "trec6", "sms-spam")
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TeacherParams:
+    base_model: str = "data/raw/minilm-l6"
+
+
+@dataclass(frozen=True)
 class SampleParams:
     tokens: int = 100_000
     seed: int = 0
@@ -56,9 +67,14 @@ class CompressParams:
     reductions: tuple[float, ...] = (0.6,)
 
 
-SECTIONS = {"sample": SampleParams, "measure": MeasureParams, "search": SearchParams,
-            "prune_tune": PruneTuneParams, "evaluate": EvaluateParams,
-            "compress": CompressParams}
+SECTIONS = {
+    "sample": SampleParams,
+    "measure": MeasureParams,
+    "search": SearchParams,
+    "prune_tune": PruneTuneParams,
+    "evaluate": EvaluateParams,
+    "compress": CompressParams,
+}
 
 
 def section(params_path: str, name: str):
@@ -72,8 +88,12 @@ def validate_params(params_path: str) -> None:
         load_section(data, name, cls)
 
 
-def stage_main(doc: str, add_args: Callable[[argparse.ArgumentParser], None],
-               run: Callable[[argparse.Namespace], None], argv: list[str] | None) -> int:
+def stage_main(
+    doc: str,
+    add_args: Callable[[argparse.ArgumentParser], None],
+    run: Callable[[argparse.Namespace], None],
+    argv: list[str] | None,
+) -> int:
     parser = argparse.ArgumentParser(description=doc)
     parser.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")

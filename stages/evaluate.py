@@ -13,7 +13,7 @@ from kprune.evaluation import compare_latency, count_params, evaluate_model
 from kprune.modeling import load_tokenizer
 from kprune.plots import kept_units_plot
 from kprune.tasks import load_task
-from stages.common import exit_with, section, stage_main
+from stages.common import EvaluateParams, exit_with, section, stage_main
 
 
 def add_args(p):
@@ -25,8 +25,15 @@ def add_args(p):
     p.add_argument("--plots", required=True, help="folder for PNG plots")
 
 
-def evaluate(teacher: str, pruned_dir: str, task_name: str, data_dir: str | None, cfg,
-             max_length: int, device: str = "auto") -> dict:
+def evaluate(
+    teacher: str,
+    pruned_dir: str,
+    task_name: str,
+    data_dir: str | None,
+    cfg,
+    max_length: int,
+    device: str = "auto",
+) -> dict:
     """Metrics of the pruned model and its teacher on one split, with FLOPs/params/latency."""
     dev = resolve_device(device)
     task = load_task(task_name, data_dir)
@@ -37,32 +44,65 @@ def evaluate(teacher: str, pruned_dir: str, task_name: str, data_dir: str | None
     before = evaluate_model(dense, tok, task, cfg.split, max_length, dev)
     after = evaluate_model(pruned, tok, task, cfg.split, max_length, dev)
     result = {
-        "task": task.spec.name, "metric": metric, "split": cfg.split,
-        "reduction": report["reduction"], "mode": report["mode"],
-        "metric_before": before[metric], "metric_after": after[metric],
-        "all_metrics_before": before, "all_metrics_after": after,
-        "flops_before": report["flops_before"], "flops_after": report["flops_after"],
+        "task": task.spec.name,
+        "metric": metric,
+        "split": cfg.split,
+        "reduction": report["reduction"],
+        "mode": report["mode"],
+        "metric_before": before[metric],
+        "metric_after": after[metric],
+        "all_metrics_before": before,
+        "all_metrics_after": after,
+        "flops_before": report["flops_before"],
+        "flops_after": report["flops_after"],
         "flops_kept": report["flops_kept"],
-        "params_before": count_params(dense), "params_after": count_params(pruned),
+        "params_before": count_params(dense),
+        "params_after": count_params(pruned),
         "prune_seconds_per_phase": report["seconds_per_phase"],
     }
     result["params_kept"] = result["params_after"] / result["params_before"]
     if cfg.latency:
-        result["latency"] = compare_latency(dense.cpu(), pruned.cpu(), seq_len=cfg.seq_len,
-                                            threads=cfg.threads, repeats=cfg.repeats)
+        result["latency"] = compare_latency(
+            dense.cpu(), pruned.cpu(), seq_len=cfg.seq_len, threads=cfg.threads, repeats=cfg.repeats
+        )
+    return result
+
+
+def make(
+    teacher: str,
+    pruned: str,
+    task: str,
+    data_dir: str | None,
+    out: str,
+    plots: str,
+    cfg: EvaluateParams,
+    max_length: int,
+    device: str = "auto",
+) -> dict:
+    """Evaluate, plot kept units, write the metrics file; returns the metrics."""
+    result = evaluate(teacher, pruned, task, data_dir, cfg, max_length, device)
+    report = json.loads((Path(pruned) / "report.json").read_text())
+    kept_units_plot(report, Path(plots) / "kept_units.png")
+    write_json(out, result)
     return result
 
 
 def run(args) -> None:
-    cfg = section(args.params, "evaluate")
-    max_length = section(args.params, "sample").max_length
-    result = evaluate(args.teacher, args.pruned, args.task, args.data_dir, cfg, max_length,
-                      args.device)
-    report = json.loads((Path(args.pruned) / "report.json").read_text())
-    kept_units_plot(report, Path(args.plots) / "kept_units.png")
-    write_json(args.out, result)
-    print(f"evaluate: {result['metric']} {result['metric_before']:.4f} -> "
-          f"{result['metric_after']:.4f}, FLOPs kept {result['flops_kept']:.3f}")
+    result = make(
+        args.teacher,
+        args.pruned,
+        args.task,
+        args.data_dir,
+        args.out,
+        args.plots,
+        section(args.params, "evaluate"),
+        section(args.params, "sample").max_length,
+        args.device,
+    )
+    print(
+        f"evaluate: {result['metric']} {result['metric_before']:.4f} -> "
+        f"{result['metric_after']:.4f}, FLOPs kept {result['flops_kept']:.3f}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ from kprune.knowledge import MeasureSpec
 from kprune.sample import load_sample
 from kprune.scores import write_scores
 from kprune.steps import measure_initial
-from stages.common import exit_with, section, stage_main
+from stages.common import MeasureParams, SampleParams, exit_with, section, stage_main
 
 
 def add_args(p):
@@ -22,21 +22,42 @@ def add_args(p):
     p.add_argument("--out", required=True, help="score table (.parquet)")
 
 
-def run(args) -> None:
-    m = section(args.params, "measure")
-    s = section(args.params, "sample")
-    device = resolve_device(args.device)
-    data = load_sample(args.sample)
-    with_pred = args.what == "pred"
+def make(
+    teacher: str,
+    sample: str,
+    what: str,
+    out: str,
+    m: MeasureParams,
+    s: SampleParams,
+    device: str = "auto",
+) -> int:
+    """Measure K_rep or K_pred on the teacher and write the table; returns the row count."""
+    data = load_sample(sample)
+    with_pred = what == "pred"
     spec = MeasureSpec(data.meta["kind"], m.gamma, m.pred_form, with_pred=with_pred, seed=s.seed)
-    model = load_model(args.teacher)
-    df, meta = measure_initial(model, data, spec, s.batch_size, device, (f"k_{args.what}",))
-    meta.update({"model": str(args.teacher), "task": data.meta["task"]})
+    model = load_model(teacher)
+    df, meta = measure_initial(
+        model, data, spec, s.batch_size, resolve_device(device), (f"k_{what}",)
+    )
+    meta.update({"model": str(teacher), "task": data.meta["task"]})
     if not with_pred:  # K_rep does not depend on these
         meta.pop("gamma")
         meta.pop("pred_form")
-    write_scores(df, args.out, meta)
-    print(f"measure {args.what}: {len(df)} units -> {args.out}")
+    write_scores(df, out, meta)
+    return len(df)
+
+
+def run(args) -> None:
+    n = make(
+        args.teacher,
+        args.sample,
+        args.what,
+        args.out,
+        section(args.params, "measure"),
+        section(args.params, "sample"),
+        args.device,
+    )
+    print(f"measure {args.what}: {n} units -> {args.out}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,17 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
 
 from kprune.cli import run_main
-from kprune.config import load_section
 from kprune.prepare import prepare_all
-
-
-@dataclass(frozen=True)
-class PrepareParams:
-    tasks: tuple[str, ...] = ("rt", "vader-movie", "trec6", "sms-spam")
-    seed: int = 0
+from stages.common import section
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     def run() -> None:
-        cfg = load_section(args.params, "prepare", PrepareParams)
+        cfg = section(args.params, "prepare")
         for task, sizes in prepare_all(args.raw, args.out, list(cfg.tasks), cfg.seed).items():
             print(task, sizes)
 

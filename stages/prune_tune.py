@@ -8,6 +8,7 @@ the search stage and tunes sublayers bottom-up. Writes the pruned model with rep
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from kprune.api import load_model, save_pruned
@@ -20,7 +21,15 @@ from kprune.scores import read_scores, write_scores
 from kprune.search import SearchSpec
 from kprune.steps import flops_of, knowledge_from_tables, prune_tune
 from kprune.surgery import prune_model
-from stages.common import exit_with, section, stage_main
+from stages.common import (
+    MeasureParams,
+    PruneTuneParams,
+    SampleParams,
+    SearchParams,
+    exit_with,
+    section,
+    stage_main,
+)
 
 
 def add_args(p):
@@ -34,38 +43,98 @@ def add_args(p):
     p.add_argument("--iterations", required=True, help="per-iteration score table (.parquet)")
 
 
-def run(args) -> None:
-    s, m = section(args.params, "sample"), section(args.params, "measure")
-    q, pt = section(args.params, "search"), section(args.params, "prune_tune")
-    reduction = q.reduction if args.reduction is None else args.reduction
-    device = resolve_device(args.device)
-    data = load_sample(args.sample)
-    model = load_model(args.teacher)
-    rep, rep_meta = read_scores(args.rep)
-    pred, _ = read_scores(args.pred)
+@dataclass(frozen=True)
+class Inputs:
+    teacher: str
+    sample: str
+    rep: str
+    pred: str
+    masks: str
+
+
+def make(
+    inp: Inputs,
+    out: str,
+    iterations: str,
+    s: SampleParams,
+    m: MeasureParams,
+    q: SearchParams,
+    pt: PruneTuneParams,
+    reduction: float | None = None,
+    device: str = "auto",
+) -> dict:
+    """Run the loop, cut the model, save it with its report; returns the report."""
+    reduction = q.reduction if reduction is None else reduction
+    data = load_sample(inp.sample)
+    model = load_model(inp.teacher)
+    rep, rep_meta = read_scores(inp.rep)
+    pred, _ = read_scores(inp.pred)
     initial = knowledge_from_tables(rep, pred, tuple(rep_meta["dims"]))
-    mask_file = json.loads(Path(args.masks).read_text())
+    mask_file = json.loads(Path(inp.masks).read_text())
     masks = Masks.from_dict(mask_file["kept"], mask_file["heads"], mask_file["neurons"])
     res = prune_tune(
-        model, data, data.meta["kind"], reduction,
+        model,
+        data,
+        data.meta["kind"],
+        reduction,
         MeasureSpec(data.meta["kind"], m.gamma, m.pred_form, q.use_pred, s.seed),
         SearchSpec(q.lam, q.mu, q.use_pred, q.use_rep),
-        mode=pt.mode, tune=pt.tune, ridge=pt.ridge, batch_size=s.batch_size,
-        initial=initial, masks=masks, device=device,
+        mode=pt.mode,
+        tune=pt.tune,
+        ridge=pt.ridge,
+        batch_size=s.batch_size,
+        initial=initial,
+        masks=masks,
+        device=resolve_device(device),
     )
-    res.report.update({"task": data.meta["task"], "teacher": str(args.teacher),
-                       "params": {"sample": vars(s), "measure": vars(m), "search": vars(q),
-                                  "prune_tune": vars(pt)}})
+    res.report.update(
+        {
+            "task": data.meta["task"],
+            "teacher": str(inp.teacher),
+            "params": {
+                "sample": vars(s),
+                "measure": vars(m),
+                "search": vars(q),
+                "prune_tune": vars(pt),
+            },
+        }
+    )
     pruned = prune_model(res.model, res.masks)
     res.report["params_after"] = sum(p.numel() for p in pruned.parameters())
     res.report["params_kept"] = res.report["params_after"] / res.report["params_before"]
-    save_pruned(pruned, args.out, res.masks, load_tokenizer(args.teacher), res.report)
+    save_pruned(pruned, out, res.masks, load_tokenizer(inp.teacher), res.report)
     flops = flops_of(model, data)
-    write_scores(res.iterations if len(res.iterations) else rep.iloc[:0], args.iterations,
-                 {"sample": data.meta["fingerprint"], "gamma": m.gamma, "mode": pt.mode,
-                  "flops_model": vars(flops)})
-    print(f"prune_tune {pt.mode} r={reduction}: FLOPs kept {res.report['flops_kept']:.3f} "
-          f"-> {args.out}")
+    write_scores(
+        res.iterations if len(res.iterations) else rep.iloc[:0],
+        iterations,
+        {
+            "sample": data.meta["fingerprint"],
+            "gamma": m.gamma,
+            "mode": pt.mode,
+            "flops_model": vars(flops),
+        },
+    )
+    return res.report
+
+
+def run(args) -> None:
+    p = args.params
+    inp = Inputs(args.teacher, args.sample, args.rep, args.pred, args.masks)
+    report = make(
+        inp,
+        args.out,
+        args.iterations,
+        section(p, "sample"),
+        section(p, "measure"),
+        section(p, "search"),
+        section(p, "prune_tune"),
+        args.reduction,
+        args.device,
+    )
+    print(
+        f"prune_tune {report['mode']} r={report['reduction']}: FLOPs kept "
+        f"{report['flops_kept']:.3f} -> {args.out}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ from kprune.device import resolve_device
 from kprune.modeling import load_tokenizer
 from kprune.sample import draw_sample, save_sample
 from kprune.tasks import load_task
-from stages.common import exit_with, section, stage_main
+from stages.common import SampleParams, exit_with, section, stage_main
 
 
 def add_args(p):
@@ -17,16 +17,43 @@ def add_args(p):
     p.add_argument("--out", required=True, help="sample file (.safetensors)")
 
 
-def run(args) -> None:
-    cfg = section(args.params, "sample")
-    device = resolve_device(args.device)
-    model = load_model(args.teacher).to(device)
-    task = load_task(args.task, args.data_dir)
-    data = draw_sample(model, load_tokenizer(args.teacher), task.split("train"), cfg.tokens,
-                       cfg.seed, cfg.batch_size, cfg.max_length, device)
+def make(
+    teacher: str,
+    task_name: str,
+    data_dir: str | None,
+    out: str,
+    cfg: SampleParams,
+    device: str = "auto",
+) -> dict:
+    """Draw the sample and save it; returns its metadata."""
+    dev = resolve_device(device)
+    model = load_model(teacher).to(dev)
+    task = load_task(task_name, data_dir)
+    data = draw_sample(
+        model,
+        load_tokenizer(teacher),
+        task.split("train"),
+        cfg.tokens,
+        cfg.seed,
+        cfg.batch_size,
+        cfg.max_length,
+        dev,
+    )
     data.meta.update({"task": task.spec.name, "kind": task.spec.kind})
-    save_sample(data, args.out)
-    print(f"sample: {data.meta['examples']} examples, {data.meta['tokens']} tokens -> {args.out}")
+    save_sample(data, out)
+    return data.meta
+
+
+def run(args) -> None:
+    meta = make(
+        args.teacher,
+        args.task,
+        args.data_dir,
+        args.out,
+        section(args.params, "sample"),
+        args.device,
+    )
+    print(f"sample: {meta['examples']} examples, {meta['tokens']} tokens -> {args.out}")
 
 
 def main(argv: list[str] | None = None) -> int:

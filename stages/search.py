@@ -9,7 +9,7 @@ from kprune.flops import FlopsModel
 from kprune.scores import read_scores
 from kprune.search import SearchSpec
 from kprune.steps import knowledge_from_tables, search_masks
-from stages.common import exit_with, section, stage_main
+from stages.common import SearchParams, exit_with, section, stage_main
 
 
 def add_args(p):
@@ -19,22 +19,38 @@ def add_args(p):
     p.add_argument("--out", required=True, help="masks file (.json)")
 
 
-def run(args) -> None:
-    cfg = section(args.params, "search")
-    reduction = cfg.reduction if args.reduction is None else args.reduction
-    rep, rep_meta = read_scores(args.rep)
-    pred, _ = read_scores(args.pred)
+def make(
+    rep_path: str, pred_path: str, out: str, cfg: SearchParams, reduction: float | None = None
+) -> dict:
+    """One-shot masks from the two score tables; returns kept units per layer."""
+    reduction = cfg.reduction if reduction is None else reduction
+    rep, rep_meta = read_scores(rep_path)
+    pred, _ = read_scores(pred_path)
     dims = tuple(rep_meta["dims"])
     k = knowledge_from_tables(rep, pred, dims)
     flops = FlopsModel(**rep_meta["flops_model"])
     spec = SearchSpec(cfg.lam, cfg.mu, cfg.use_pred, cfg.use_rep)
     masks = search_masks(k, flops, reduction, spec)
-    write_json(args.out, {"reduction": reduction, "search": asdict(spec),
-                          "flops_kept": flops.of_masks(masks.heads, masks.neurons)
-                          / flops.of_counts(dims[0] * dims[1], dims[0] * dims[4]),
-                          "kept": masks.to_dict(), "heads": dims[1], "neurons": dims[4]})
-    kept = masks.kept_per_layer()
-    print(f"search r={reduction}: heads {kept['heads']} neurons {kept['neurons']}")
+    write_json(
+        out,
+        {
+            "reduction": reduction,
+            "search": asdict(spec),
+            "flops_kept": flops.of_masks(masks.heads, masks.neurons)
+            / flops.of_counts(dims[0] * dims[1], dims[0] * dims[4]),
+            "kept": masks.to_dict(),
+            "heads": dims[1],
+            "neurons": dims[4],
+        },
+    )
+    return masks.kept_per_layer()
+
+
+def run(args) -> None:
+    cfg = section(args.params, "search")
+    kept = make(args.rep, args.pred, args.out, cfg, args.reduction)
+    r = cfg.reduction if args.reduction is None else args.reduction
+    print(f"search r={r}: heads {kept['heads']} neurons {kept['neurons']}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,3 +24,17 @@ def test_wrong_type_is_named():
 def test_missing_params_file(tmp_path):
     with pytest.raises(KPruneError, match="does not exist"):
         load_section(tmp_path / "params.yaml", "finetune", FinetuneConfig)
+
+
+def test_every_section_of_the_repo_params_validates():
+    from stages.common import validate_params
+
+    validate_params(str(ROOT / "params.yaml"))
+
+
+def test_unknown_section_key_in_pipeline_params(tmp_path):
+    from stages.common import validate_params
+
+    (tmp_path / "p.yaml").write_text("search:\n  lamda: 0.1\n")
+    with pytest.raises(KPruneError, match="unknown key 'search.lamda'"):
+        validate_params(str(tmp_path / "p.yaml"))

@@ -1,7 +1,7 @@
 """The DVC pipeline reruns exactly what a change touches, also across clones via a remote.
 
-Runs the real pipeline (real wheels, real rt data, real MiniLM) on a copy of the project with
-tiny knobs: 64 training examples, a 2,000-token sample, no latency timing.
+Runs the real pipeline (real wheels, real rt data) on a copy of the project with tiny knobs:
+a tiny random base model, 256 training examples, a 2,000-token sample, no latency timing.
 """
 
 import os
@@ -15,10 +15,20 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
+from tests.helpers import make_tiny_model
 
 pytestmark = pytest.mark.integration
-ALL = {"fetch", "prepare", "finetune@rt", "sample", "measure_rep", "measure_pred", "search",
-       "prune_tune", "evaluate"}
+ALL = {
+    "fetch",
+    "prepare",
+    "finetune@rt",
+    "sample",
+    "measure_rep",
+    "measure_pred",
+    "search",
+    "prune_tune",
+    "evaluate",
+}
 
 
 def _env():
@@ -70,7 +80,9 @@ def repo(tmp_path_factory) -> Path:
     _dvc(["init", "-q"], repo)
     _dvc(["config", "core.analytics", "false"], repo)
     _set(repo, "prepare", "tasks", ["rt"])
-    _set(repo, "finetune", "max_train_examples", 64)
+    make_tiny_model(repo / "tiny-base")  # the real pipeline and data, a tiny base model
+    _set(repo, "teacher", "base_model", "tiny-base")
+    _set(repo, "finetune", "max_train_examples", 256)
     _set(repo, "finetune", "epochs", 1.0)
     _set(repo, "sample", "tokens", 2000)
     _set(repo, "evaluate", "latency", False)
@@ -102,6 +114,7 @@ def test_reduction_reruns_only_downstream(repo):
 
 
 def test_team_reuse_through_a_remote(repo, tmp_path):
+    _repro(repo)  # up to date when run after the other tests
     remote = tmp_path / "remote"
     _dvc(["remote", "add", "-d", "shared", str(remote)], repo)
     _git(["add", "-A"], repo)

@@ -1,0 +1,183 @@
+"""Compress many checkpoints x reductions concurrently, from a YAML list.
+
+    python -m flows.batch batch.yaml                     # local threads
+    python -m flows.batch batch.yaml --dask tcp://host:8786   # tasks on a Dask cluster
+    python -m flows.batch batch.yaml --serve "0 3 * * *"      # a deployment on a cron schedule
+
+batch.yaml:
+    reductions: [0.4, 0.6]            # default for every checkpoint
+    checkpoints:
+      - {checkpoint: data/teachers/rt, task: rt}
+      - {checkpoint: data/teachers/trec6, task: trec6, reductions: [0.5]}
+
+A failing checkpoint is retried (task retries), then reported; it does not stop the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from prefect import flow
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows import tasks as t
+from flows.compress import format_table, summary_row, task_files
+from kprune.cli import run_main
+from kprune.config import from_mapping
+from kprune.errors import KPruneError
+from stages.common import section, validate_params
+
+
+@dataclass(frozen=True)
+class Item:
+    checkpoint: str
+    task: str
+    reductions: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    checkpoints: tuple[dict, ...] = ()
+    reductions: tuple[float, ...] = (0.6,)
+
+
+def read_batch(path: str) -> list[Item]:
+    p = Path(path)
+    if not p.is_file():
+        raise KPruneError(f"batch file {p} does not exist; see `python -m flows.batch --help`")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise KPruneError(f"batch file {p} is not valid YAML ({exc})".splitlines()[0]) from None
+    spec = from_mapping(BatchSpec, data if isinstance(data, dict) else {}, "batch")
+    if not spec.checkpoints:
+        raise KPruneError(f"batch file {p} lists no checkpoints")
+    items = []
+    for i, entry in enumerate(spec.checkpoints):
+        item = from_mapping(Item, entry if isinstance(entry, dict) else {}, f"checkpoints[{i}]")
+        items.append(Item(item.checkpoint, item.task, item.reductions or spec.reductions))
+    return items
+
+
+@flow(name="kprune-batch", task_runner=ThreadPoolTaskRunner(max_workers=4))
+def batch(
+    items: list[Item],
+    params: str = "params.yaml",
+    data_dir: str | None = None,
+    device: str = "auto",
+) -> dict:
+    """Submit every checkpoint's chain of tasks; collect rows and failures."""
+    s, m, q = section(params, "sample"), section(params, "measure"), section(params, "search")
+    pt, ev = section(params, "prune_tune"), section(params, "evaluate")
+    chains = []
+    for item in items:
+        ckpt = str(Path(item.checkpoint).resolve())
+        files = task_files(item.task, data_dir)
+        sample = t.sample.submit(ckpt, item.task, files, data_dir, s, device)
+        rep = t.measure_rep.submit(ckpt, sample, s.batch_size, device)
+        pred = t.measure_pred.submit(ckpt, sample, m, s.batch_size, s.seed, device)
+        per_r = []
+        for r in item.reductions:
+            masks = t.search.submit(rep, pred, q, r)
+            pruned = t.prune_tune.submit(ckpt, sample, rep, pred, masks, s, m, q, pt, r, device)
+            evaluation = t.evaluate.submit(
+                ckpt, pruned, item.task, files, data_dir, ev, s.max_length, device
+            )
+            per_r.append((r, masks, pruned, evaluation))
+        chains.append((item, sample, rep, pred, per_r))
+    results: dict = {"ok": {}, "failed": {}}
+    for item, sample, rep, pred, per_r in chains:
+        key = f"{item.checkpoint} ({item.task})"
+        rows, errors = [], []
+        for r, masks, pruned, evaluation in per_r:
+            evaluation.wait()
+            if evaluation.state.is_completed():
+                rows.append(
+                    summary_row(
+                        r,
+                        evaluation.result(),
+                        pruned.result(),
+                        masks.result(),
+                        rep.result(),
+                        pred.result(),
+                        0.0,
+                        0.0,
+                    )
+                )
+            else:
+                errors.append(f"r={r}: {_reason([evaluation, pruned, masks, pred, rep, sample])}")
+        if rows:
+            results["ok"][key] = rows
+        if errors:
+            results["failed"][key] = errors
+    return results
+
+
+def _reason(futures) -> str:
+    """The first failed upstream state's message."""
+    for fut in reversed(futures):
+        state = fut.state
+        if state.is_failed() or state.is_crashed():
+            try:
+                fut.result(raise_on_failure=True)
+            except Exception as exc:
+                return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return "did not complete"
+
+
+def format_results(results: dict) -> str:
+    lines = []
+    for key, rows in results["ok"].items():
+        lines.append(format_table(rows, key))
+    for key, errors in results["failed"].items():
+        lines.append(f"FAILED {key}: " + "; ".join(errors))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("batch_file", help="YAML list of checkpoints (see above)")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dask", metavar="ADDRESS", help="run tasks on this Dask scheduler")
+    p.add_argument("--workers", type=int, default=4, help="local concurrent tasks (threads)")
+    p.add_argument("--serve", metavar="CRON", help="serve as a deployment on this cron schedule")
+    args = p.parse_args(argv)
+
+    def run() -> int:
+        validate_params(args.params)
+        items = read_batch(args.batch_file)
+        runner = ThreadPoolTaskRunner(max_workers=args.workers)
+        if args.dask:
+            from prefect_dask import DaskTaskRunner
+
+            runner = DaskTaskRunner(address=args.dask)
+        job = batch.with_options(task_runner=runner)
+        if args.serve:
+            job.serve(
+                name="kprune-batch",
+                cron=args.serve,
+                parameters={
+                    "items": items,
+                    "params": args.params,
+                    "data_dir": args.data_dir,
+                    "device": args.device,
+                },
+            )
+            return 0
+        results = job(items, args.params, args.data_dir, args.device)
+        print(format_results(results))
+        return 1 if results["failed"] else 0
+
+    return run_main(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

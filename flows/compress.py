@@ -1,0 +1,264 @@
+"""Compress one checkpoint at one or more reductions: sample -> measure -> search ->
+prune_tune -> evaluate, cached on content, tracked in MLflow, summarised in a table.
+
+    python -m flows.compress                       # the rt teacher at params.yaml's reductions
+    python -m flows.compress --checkpoint data/teachers/trec6 --task trec6 --reductions 0.4 0.6
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from prefect import flow
+
+from flows import tasks as t
+from kprune.cli import run_main
+from kprune.config import read_params
+from kprune.errors import KPruneError
+from kprune.plots import metric_vs_flops_plot
+from kprune.tasks import REGISTRY, default_data_root
+from stages.common import section, validate_params
+
+
+def task_files(task: str, data_dir: str | None) -> str:
+    """The files a task's data comes from (hashed into cache keys)."""
+    if task in REGISTRY:
+        return str(Path(data_dir or default_data_root()) / task)
+    return task  # a local file or folder (or hf:..., hashed by name)
+
+
+def check_inputs(checkpoint: str, task: str, data_dir: str | None, params: str) -> None:
+    validate_params(params)
+    if not Path(checkpoint).is_dir():
+        raise KPruneError(
+            f"checkpoint {checkpoint} does not exist; fine-tune one first "
+            "(`dvc repro finetune@rt` or `kprune finetune`)"
+        )
+    files = task_files(task, data_dir)
+    if task in REGISTRY and not Path(files).is_dir():
+        raise KPruneError(
+            f"task '{task}' is not prepared ({files} missing); run `dvc repro prepare`"
+        )
+
+
+class StateLog:
+    """Calls tasks for their state, so the flow can show which ones were served from cache."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[str, str, float]] = []
+
+    def __call__(self, task, *args):
+        t0 = time.perf_counter()
+        state = task(*args, return_state=True)
+        self.entries.append((task.name, state.name, time.perf_counter() - t0))
+        return state.result()
+
+    def format(self) -> str:
+        return "tasks: " + ", ".join(f"{n} {s.lower()} ({sec:.1f} s)" for n, s, sec in self.entries)
+
+
+@flow(name="kprune-compress")
+def compress(
+    checkpoint: str = "data/teachers/rt",
+    task: str = "rt",
+    reductions: list[float] | None = None,
+    params: str = "params.yaml",
+    data_dir: str | None = None,
+    device: str = "auto",
+    track: bool = True,
+) -> dict:
+    """Prune one checkpoint at each reduction; returns summary rows, task states, tracking."""
+    checkpoint = str(Path(checkpoint).resolve())
+    s, m, q = section(params, "sample"), section(params, "measure"), section(params, "search")
+    pt, ev = section(params, "prune_tune"), section(params, "evaluate")
+    reductions = list(reductions or section(params, "compress").reductions)
+    files = task_files(task, data_dir)
+    call = StateLog()
+    t0 = time.perf_counter()
+    sample_dir = call(t.sample, checkpoint, task, files, data_dir, s, device)
+    rep_dir = call(t.measure_rep, checkpoint, sample_dir, s.batch_size, device)
+    pred_dir = call(t.measure_pred, checkpoint, sample_dir, m, s.batch_size, s.seed, device)
+    shared = time.perf_counter() - t0
+    rows = []
+    for r in reductions:
+        t1 = time.perf_counter()
+        masks_dir = call(t.search, rep_dir, pred_dir, q, r)
+        pruned_dir = call(
+            t.prune_tune,
+            checkpoint,
+            sample_dir,
+            rep_dir,
+            pred_dir,
+            masks_dir,
+            s,
+            m,
+            q,
+            pt,
+            r,
+            device,
+        )
+        eval_dir = call(
+            t.evaluate, checkpoint, pruned_dir, task, files, data_dir, ev, s.max_length, device
+        )
+        rows.append(
+            summary_row(
+                r,
+                eval_dir,
+                pruned_dir,
+                masks_dir,
+                rep_dir,
+                pred_dir,
+                time.perf_counter() - t1,
+                shared,
+            )
+        )
+    plot = None
+    if rows:
+        slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(task).stem)
+        plot = Path(rows[0]["artifacts"]["evaluation"]) / f"metric_vs_flops_{slug}.png"
+        metric_vs_flops_plot(rows, rows[0]["metric"], plot, f"{task}: K-prune")
+    tracking = None
+    if track:
+        from flows.tracking import log_compress_runs
+
+        all_params = {
+            name: vars(section(params, name))
+            for name in ("sample", "measure", "search", "prune_tune", "evaluate")
+        }
+        tracking = log_compress_runs(rows, all_params, checkpoint, task, plot)
+    return {
+        "task": task,
+        "rows": rows,
+        "states": call.entries,
+        "tracking": tracking,
+        "plot": str(plot) if plot else None,
+    }
+
+
+def format_result(result: dict) -> str:
+    lines = [format_table(result["rows"], result["task"])]
+    log = StateLog()
+    log.entries = result["states"]
+    lines.append(log.format())
+    if result.get("plot"):
+        lines.append(f"plot: {result['plot']}")
+    tr = result.get("tracking")
+    if tr:
+        from flows.tracking import EXPERIMENT
+
+        lines.append(
+            f"MLflow: experiment '{EXPERIMENT}' at {tr['tracking_uri']} "
+            f"(parent run {tr['parent']}); `mlflow ui --backend-store-uri "
+            f"{tr['tracking_uri']}` to browse"
+        )
+    return "\n".join(lines)
+
+
+def summary_row(
+    r: float,
+    eval_dir: str,
+    pruned_dir: str,
+    masks_dir: str,
+    rep_dir: str,
+    pred_dir: str,
+    seconds: float,
+    shared: float,
+) -> dict:
+    ev = json.loads((Path(eval_dir) / "metrics.json").read_text())
+    report = json.loads((Path(pruned_dir) / "model" / "report.json").read_text())
+    lat = ev.get("latency") or {}
+    return {
+        "reduction": r,
+        "metric": ev["metric"],
+        "metric_before": ev["metric_before"],
+        "metric_after": ev["metric_after"],
+        "dense_metric": ev["metric_before"],
+        "flops_kept": ev["flops_kept"],
+        "params_kept": ev["params_kept"],
+        "flops_before": ev["flops_before"],
+        "flops_after": ev["flops_after"],
+        "params_before": ev["params_before"],
+        "params_after": ev["params_after"],
+        "speedup_b32": lat.get("speedup_b32"),
+        "speedup_b1": lat.get("speedup_b1"),
+        "latency": lat,
+        "prune_seconds": sum(report["seconds_per_phase"].values()),
+        "wall_seconds": round(seconds, 2),
+        "shared_seconds": round(shared, 2),
+        "seconds": report["seconds_per_phase"],
+        "artifacts": {
+            "evaluation": eval_dir,
+            "model": f"{pruned_dir}/model",
+            "scores": f"{pruned_dir}/iterations.parquet",
+            "scores_rep": f"{rep_dir}/k_rep.parquet",
+            "scores_pred": f"{pred_dir}/k_pred.parquet",
+            "masks": f"{masks_dir}/masks.json",
+        },
+    }
+
+
+def format_table(rows: list[dict], task: str) -> str:
+    if not rows:
+        return "no reductions"
+    m = rows[0]["metric"]
+    head = (
+        f"{'reduction':>9}  {m + ' before':>16}  {m + ' after':>15}  {'FLOPs kept':>10}  "
+        f"{'params kept':>11}  {'speedup b32':>11}  {'prune s':>8}  {'wall s':>7}"
+    )
+    lines = [f"K-prune of '{task}'", head, "-" * len(head)]
+    for r in rows:
+        sp = f"{r['speedup_b32']:.2f}x" if r.get("speedup_b32") else "n/a"
+        lines.append(
+            f"{r['reduction']:>9.2f}  {r['metric_before']:>16.4f}  {r['metric_after']:>15.4f}  "
+            f"{100 * r['flops_kept']:>9.1f}%  {100 * r['params_kept']:>10.1f}%  {sp:>11}  "
+            f"{r['prune_seconds']:>8.1f}  {r['wall_seconds']:>7.1f}"
+        )
+    lines.append(
+        f"(sample + measurement: {rows[0]['shared_seconds']:.1f} s wall, shared by all "
+        "reductions; cached stages take ~0 s)"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="fine-tuned teacher folder (default data/teachers/<compress.task>)",
+    )
+    p.add_argument("--task", default=None, help="task (default compress.task of params.yaml)")
+    p.add_argument("--reductions", type=float, nargs="*", help="default compress.reductions")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    args = p.parse_args(argv)
+
+    def run() -> None:
+        read_params(args.params)
+        task = args.task or section(args.params, "compress").task
+        checkpoint = args.checkpoint or f"data/teachers/{task}"
+        check_inputs(checkpoint, task, args.data_dir, args.params)
+        result = compress(
+            checkpoint,
+            task,
+            args.reductions,
+            args.params,
+            args.data_dir,
+            args.device,
+            not args.no_track,
+        )
+        print(format_result(result))
+
+    return run_main(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

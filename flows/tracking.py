@@ -1,0 +1,121 @@
+"""MLflow tracking for flows: a local SQLite store by default, a shared server by URI.
+
+An unreachable server does not fail the run: it is recorded locally, and the log says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import urllib.request
+from pathlib import Path
+
+from flows import settings
+
+log = logging.getLogger("kprune.tracking")
+EXPERIMENT = os.environ.get("KPRUNE_EXPERIMENT", "kprune")
+
+
+def _reachable(uri: str, timeout: float = 3.0) -> bool:
+    if not uri.startswith(("http://", "https://")):
+        return True
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
+            return resp.status == 200
+    except Exception:
+        return False
+
+
+def resolve_tracking_uri() -> tuple[str, str | None]:
+    """(URI to use, warning or None). MLFLOW_TRACKING_URI wins if its server answers."""
+    wanted = os.environ.get("MLFLOW_TRACKING_URI")
+    if not wanted:
+        return settings.LOCAL_MLFLOW_URI, None
+    if _reachable(wanted):
+        return wanted, None
+    return settings.LOCAL_MLFLOW_URI, (
+        f"MLflow server {wanted} is unreachable; this run is "
+        f"recorded locally in {settings.LOCAL_MLFLOW_URI}"
+    )
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=settings.ROOT,
+            timeout=5,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _flatten(prefix: str, obj, out: dict) -> None:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    elif isinstance(obj, list | tuple):
+        out[prefix] = json.dumps(list(obj))
+    else:
+        out[prefix] = obj
+
+
+def log_compress_runs(
+    rows: list[dict], params: dict, checkpoint: str, task: str, summary_plot: Path | None = None
+) -> dict:
+    """One parent run for the flow call and a child run per reduction. Returns run ids/URI."""
+    import mlflow
+
+    uri, warning = resolve_tracking_uri()
+    if warning:
+        log.warning(warning)
+        print(f"warning: {warning}")
+    mlflow.set_tracking_uri(uri)
+    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+        location = None if uri.startswith("http") else settings.LOCAL_ARTIFACTS.as_uri()
+        mlflow.create_experiment(EXPERIMENT, artifact_location=location)
+    mlflow.set_experiment(EXPERIMENT)
+    tags = {"checkpoint": checkpoint, "task": task, "git_commit": git_commit()}
+    flat: dict = {}
+    _flatten("", params, flat)
+    ids = {"tracking_uri": uri, "children": []}
+    with mlflow.start_run(run_name=f"compress {task}", tags=tags) as parent:
+        ids["parent"] = parent.info.run_id
+        mlflow.log_params(flat)
+        if summary_plot is not None and summary_plot.exists():
+            mlflow.log_artifact(str(summary_plot), "plots")
+        for row in rows:
+            with mlflow.start_run(
+                run_name=f"{task} r={row['reduction']}",
+                nested=True,
+                tags={**tags, "reduction": str(row["reduction"])},
+            ) as child:
+                _log_child(row, flat)
+                ids["children"].append(child.info.run_id)
+    return ids
+
+
+def _log_child(row: dict, flat_params: dict) -> None:
+    import mlflow
+
+    mlflow.log_params({**flat_params, "reduction": row["reduction"]})
+    metrics = {
+        k: float(v)
+        for k, v in row.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    metrics.update({f"seconds_{k}": float(v) for k, v in row.get("seconds", {}).items()})
+    lat = row.get("latency") or {}
+    metrics.update({f"latency_{k}": float(v) for k, v in lat.items() if isinstance(v, int | float)})
+    mlflow.log_metrics(metrics)
+    for name, path in row.get("artifacts", {}).items():
+        p = Path(path)
+        if p.is_dir():
+            mlflow.log_artifacts(str(p), name)
+        elif p.exists():
+            mlflow.log_artifact(str(p), name)

@@ -1,0 +1,202 @@
+"""Prefect flows end to end on tiny checkpoints, with a real MLflow server and a real Dask
+cluster on loopback. Each flow runs as a user would run it: ``python -m flows.<name>``."""
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kprune.finetune import FinetuneConfig, finetune
+from kprune.tasks import load_task
+from tests.helpers import make_tiny_model, sentiment_frame
+
+PARAMS = {
+    "compress": {"task": "rt", "reductions": [0.3, 0.6]},
+    "sample": {"tokens": 1500, "seed": 0, "batch_size": 16, "max_length": 16},
+    "measure": {"gamma": 2.0, "pred_form": "paper"},
+    "search": {"reduction": 0.6, "lam": 2.5e-4, "mu": 64.0},
+    "prune_tune": {"mode": "iterative"},
+    "evaluate": {"latency": True, "threads": 1, "repeats": 2, "seq_len": 16},
+}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("flows")
+    make_tiny_model(root / "base")
+    sentiment_frame(240).to_csv(root / "s.csv", index=False)
+    cfg = FinetuneConfig(epochs=3, batch_size=16, lr=3e-3, max_length=16, warmup_ratio=0.0)
+    task = load_task(str(root / "s.csv"))
+    finetune(str(root / "base"), task, root / "teacher", cfg, device="cpu", progress=False)
+    shutil.copytree(root / "teacher", root / "teacher2")
+    (root / "params.yaml").write_text(yaml.safe_dump(PARAMS))
+    return root
+
+
+def _run(module, args, root: Path, **env_extra) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    env.update({"KPRUNE_HOME": str(root), **env_extra})
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _states(stdout: str) -> list[tuple[str, str]]:
+    line = next(x for x in stdout.splitlines() if x.startswith("tasks: "))
+    return re.findall(r"(\w+) (\w+) \(", line)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on 127.0.0.1, stopped after the module."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    exe = Path(sys.executable).parent / "mlflow"
+    proc = subprocess.Popen(
+        [
+            str(exe),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'server.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+        ],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(1)
+    else:
+        proc.kill()
+        pytest.fail("mlflow server did not start")
+    yield uri
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def _compress(project, **env):
+    return _run(
+        "flows.compress",
+        [
+            "--checkpoint",
+            str(project / "teacher"),
+            "--task",
+            str(project / "s.csv"),
+            "--params",
+            "params.yaml",
+        ],
+        project,
+        **env,
+    )
+
+
+def test_compress_tracks_to_a_real_mlflow_server(project, mlflow_server):
+    from mlflow.tracking import MlflowClient
+
+    proc = _compress(project, MLFLOW_TRACKING_URI=mlflow_server)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {s for _, s in _states(proc.stdout)} == {"completed"}
+    assert "0.30" in proc.stdout and "0.60" in proc.stdout
+    client = MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name("kprune")
+    runs = client.search_runs([exp.experiment_id])
+    children = [r for r in runs if "reduction" in r.data.tags]
+    assert sorted(float(r.data.tags["reduction"]) for r in children) == [0.3, 0.6]
+    child = children[0]
+    for metric in (
+        "metric_before",
+        "metric_after",
+        "flops_kept",
+        "params_kept",
+        "seconds_measure",
+        "latency_speedup_b32",
+    ):
+        assert metric in child.data.metrics, metric
+    assert child.data.tags["git_commit"] and child.data.tags["checkpoint"].endswith("teacher")
+    assert child.data.params["search.lam"] == "0.00025"
+    names = {a.path for a in client.list_artifacts(child.info.run_id)}
+    assert {"masks", "model", "scores", "evaluation"} <= names
+
+
+def test_lambda_change_reuses_cached_stages_and_survives_mlflow_outage(project):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["search"]["lam"] = 1e-3
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    sample_files = list((project / "data" / "flows" / "sample").rglob("*.safetensors"))
+    before = {p: p.stat().st_mtime_ns for p in sample_files}
+    start = time.perf_counter()
+    proc = _compress(project, MLFLOW_TRACKING_URI="http://127.0.0.1:9")  # nothing listens
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    states = _states(proc.stdout)
+    assert {s for n, s in states if n in ("sample", "measure_rep", "measure_pred")} == {"cached"}
+    assert {s for n, s in states if n in ("search", "prune_tune", "evaluate")} == {"completed"}
+    assert {p: p.stat().st_mtime_ns for p in sample_files} == before  # really skipped
+    assert "unreachable" in proc.stdout and "recorded locally" in proc.stdout
+    assert (project / "mlflow.db").exists()
+    assert time.perf_counter() - start < 300
+
+
+def test_batch_on_a_dask_cluster_isolates_a_failing_checkpoint(project):
+    from distributed import LocalCluster
+
+    (project / "batch.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "reductions": [0.5],
+                "checkpoints": [
+                    {"checkpoint": str(project / "teacher"), "task": str(project / "s.csv")},
+                    {
+                        "checkpoint": str(project / "teacher2"),
+                        "task": str(project / "s.csv"),
+                        "reductions": [0.4],
+                    },
+                    {"checkpoint": str(project / "missing"), "task": str(project / "s.csv")},
+                ],
+            }
+        )
+    )
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1"
+    ) as cluster:
+        proc = _run(
+            "flows.batch",
+            ["batch.yaml", "--params", "params.yaml", "--dask", cluster.scheduler_address],
+            project,
+        )
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "teacher (" in out and "teacher2 (" in out
+    assert re.search(r"FAILED .*missing.*does not exist", out), out
