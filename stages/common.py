@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from kprune.cli import run_main
 from kprune.config import load_section, read_params
+from kprune.errors import KPruneError
+from kprune.finetune import FinetuneConfig
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,9 @@ class CompressParams:
 
 
 SECTIONS = {
+    "prepare": PrepareParams,
+    "teacher": TeacherParams,
+    "finetune": FinetuneConfig,
     "sample": SampleParams,
     "measure": MeasureParams,
     "search": SearchParams,
@@ -84,6 +89,12 @@ def section(params_path: str, name: str):
 def validate_params(params_path: str) -> None:
     """Every known section parses (unknown keys and wrong types name the key)."""
     data = read_params(params_path)
+    unknown = sorted(set(data) - set(SECTIONS))
+    if unknown:
+        raise KPruneError(
+            f"unknown section '{unknown[0]}' in {params_path}; known sections: "
+            f"{', '.join(SECTIONS)}"
+        )
     for name, cls in SECTIONS.items():
         load_section(data, name, cls)
 

@@ -38,3 +38,11 @@ def test_unknown_section_key_in_pipeline_params(tmp_path):
     (tmp_path / "p.yaml").write_text("search:\n  lamda: 0.1\n")
     with pytest.raises(KPruneError, match="unknown key 'search.lamda'"):
         validate_params(str(tmp_path / "p.yaml"))
+
+
+def test_unknown_section_is_named(tmp_path):
+    from stages.common import validate_params
+
+    (tmp_path / "p.yaml").write_text("serach:\n  lam: 0.1\n")
+    with pytest.raises(KPruneError, match="unknown section 'serach'"):
+        validate_params(str(tmp_path / "p.yaml"))
