@@ -48,6 +48,7 @@ class PruneConfig:
     use_rep: bool = True
     tune: bool = True
     mode: str = "iterative"
+    search_strategy: str = "kpms"
 
     def __post_init__(self) -> None:
         if not 0 <= self.reduction < 1:
@@ -61,6 +62,10 @@ class PruneConfig:
             raise KPruneError("gamma (temperature) must be > 0")
         if self.tokens < 1 or self.batch_size < 1 or self.max_length < 8:
             raise KPruneError("tokens and batch_size must be >= 1 and max_length >= 8")
+        if self.search_strategy not in ("kpms", "uniform"):
+            raise KPruneError(
+                f"search_strategy must be kpms or uniform, got {self.search_strategy!r}"
+            )
         if self.mode not in ("iterative", "oneshot"):
             raise KPruneError(f"mode must be iterative or oneshot, got {self.mode!r}")
         if self.pred_form not in PRED_FORMS:
@@ -133,7 +138,9 @@ def prune_masked(
     mspec = MeasureSpec(
         task.spec.kind, config.gamma, config.pred_form, config.use_pred, config.seed
     )
-    sspec = SearchSpec(config.lam, config.mu, config.use_pred, config.use_rep)
+    sspec = SearchSpec(
+        config.lam, config.mu, config.use_pred, config.use_rep, config.search_strategy
+    )
     masks, t_search = None, 0.0
     if config.mode == "oneshot":
         from kprune.steps import flops_of
@@ -180,6 +187,7 @@ def prune(
     device: str = "auto",
     progress: bool = True,
     eval_split: str | None = "dev",
+    method: str = "kprune",
 ) -> tuple[nn.Module, dict]:
     """Prune ``model`` to ``1 - config.reduction`` of its FLOPs on ``task``'s training sample.
 
@@ -207,7 +215,15 @@ def prune(
         else None
     )
     t_before = time.perf_counter() - t
-    result = prune_masked(model, task, config, tokenizer, dev, progress)
+    from kprune.methods import config_for, get_method, masker_for
+
+    chosen = get_method(method)
+    masker = masker_for(chosen)
+    if masker is None:
+        result = prune_masked(model, task, config_for(chosen, config), tokenizer, dev, progress)
+    else:
+        result = masker(chosen, model, task, config, tokenizer, dev, progress)
+    result.report["method"] = chosen.name
     t = time.perf_counter()
     pruned = prune_model(result.model, result.masks)
     t_surgery = time.perf_counter() - t

@@ -142,7 +142,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
         tune=not args.no_tune,
     )
     task = task_from_args(args)
-    model, report = prune(args.model, task, cfg, device=args.device)
+    model, report = prune(args.model, task, cfg, device=args.device, method=args.method)
     if args.latency:
         from kprune.api import load_model
         from kprune.evaluation import compare_latency
@@ -278,6 +278,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="predictive knowledge: the paper's KL gradient or per-example Fisher",
     )
     p.add_argument("--no-tune", action="store_true", help="skip least-squares weight tuning")
+    p.add_argument(
+        "--method",
+        default="kprune",
+        help="kprune (default), an ablation (kprune-no-pred, kprune-no-rep, "
+        "kprune-no-kpms, kprune-no-tune, kprune-paper-pred, kprune-fisher-pred, "
+        "kprune-oneshot) or a baseline (kwon, magnitude, random)",
+    )
     p.add_argument(
         "--latency",
         action="store_true",

@@ -15,11 +15,13 @@ from dataclasses import dataclass
 import torch
 
 from kprune.adapters import LayerView
+from kprune.errors import KPruneError
 from kprune.forward import layer_norm, sublayer
 from kprune.losses import distill_loss, fisher_loss
+from kprune.modeling import task_loss
 from kprune.sample import Sample
 
-PRED_FORMS = ("paper", "fisher")
+PRED_FORMS = ("paper", "fisher", "label")  # label: Kwon et al.'s task-loss Fisher
 
 
 @dataclass
@@ -58,12 +60,13 @@ class _RepAccumulator:
         self.tokens = 0
 
     def add(self, layer: int, is_mha: bool, units: torch.Tensor, heads: int) -> None:
-        u = units.detach().double()  # (n, k)
+        """Add one batch's real-token rows (n, k): float32 per batch, float64 across batches."""
+        u = units.detach().float()
         if is_mha:
             uh = u.view(len(u), heads, -1).transpose(0, 1)  # (H, n, dh)
-            self.gram[layer] += uh.transpose(1, 2) @ uh
+            self.gram[layer] += torch.bmm(uh.transpose(1, 2), uh).double()
         else:
-            self.sq[layer] += (u * u).sum(0)
+            self.sq[layer] += (u * u).sum(0).double()
 
     def scores(self, views: list[LayerView], start_layer: int, hidden: int):
         heads = torch.zeros(self.gram.shape[:2], dtype=torch.float64)
@@ -114,6 +117,10 @@ def measure(
             loss = distill_loss(
                 logits, batch.teacher_logits, spec.kind, spec.gamma, batch.valid
             ).mean()
+        elif spec.pred_form == "label":
+            if batch.labels is None:
+                raise KPruneError("label-based importance needs ground-truth labels in the sample")
+            loss = task_loss(logits, batch.labels, spec.kind)
         else:
             loss = fisher_loss(logits, batch.teacher_logits, spec.kind, gen, batch.valid).sum()
         keys = sorted(masks)
@@ -121,13 +128,20 @@ def measure(
         if any(g is not None and not torch.isfinite(g).all() for g in grads):
             skipped += 1
             continue
-        count += 1 if spec.pred_form == "paper" else len(x)
+        count += len(x) if spec.pred_form == "fisher" else 1
         for s, g in zip(keys, grads, strict=True):
             if g is None:
                 continue
             layer, is_mha = s // 2, s % 2 == 0
             g = g.double().squeeze(1)  # (B, k) per example
-            if spec.pred_form == "paper":
+            if spec.pred_form == "label":  # batch gradient of each unit's scalar mask, squared
+                g = g.sum(0)
+                if is_mha:
+                    g = g.view(heads, head_dim).sum(-1)
+                    pred_h[layer] += g * g
+                else:
+                    pred_n[layer] += g * g
+            elif spec.pred_form == "paper":
                 g = g.sum(0)  # gradient of the batch-mean loss
                 if is_mha:  # the paper's code: mean of squared per-dim gradients
                     pred_h[layer] += 0.5 * (g * g).view(heads, head_dim).mean(-1)

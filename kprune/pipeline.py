@@ -21,7 +21,7 @@ from kprune.knowledge import Knowledge, MeasureSpec, measure
 from kprune.masks import Masks
 from kprune.sample import Sample
 from kprune.search import SearchSpec, kpms
-from kprune.tuning import NormalEquations
+from kprune.tuning import NormalEquations, solve_scales
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ class LoopOptions:
     tune: bool = True
     ridge: float = 1e-4
     progress: bool = True
+    tune_mode: str = "lstsq"  # lstsq (KPWT) or scale (Kwon et al.'s mask rescaling)
 
 
 @dataclass
@@ -152,7 +153,10 @@ def _tune_and_advance(
         batch.teacher = layer_norm(tv, is_mha, y_t)
     if eq is not None:
         w_old = proj.weight[:, kept]
-        res = eq.solve(w_old, opts.ridge)
+        if opts.tune_mode == "scale":
+            res = solve_scales(eq, w_old, head_dim if is_mha else 1)
+        else:
+            res = eq.solve(w_old, opts.ridge)
         proj.weight[:, kept] = res.weight.to(proj.weight.dtype)
         info = {
             "status": res.status,

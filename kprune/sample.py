@@ -33,6 +33,7 @@ class SampleBatch:
     student: torch.Tensor  # (B, T, d): student's input to the current sublayer
     teacher: torch.Tensor  # (B, T, d): teacher's input to the current sublayer
     teacher_logits: torch.Tensor  # (B, C) or (B, T, 2) for QA
+    labels: torch.Tensor | None = None  # ground truth (classification / regression only)
 
 
 @dataclass
@@ -70,6 +71,7 @@ class SampleData:
     token_type_ids: list[list[int]]
     teacher_logits: list[torch.Tensor]  # per example: (C,) or (T, 2) for QA
     meta: dict
+    labels: torch.Tensor | None = None  # ground-truth labels, for Kwon et al.'s importance
 
     @property
     def lengths(self) -> np.ndarray:
@@ -122,7 +124,8 @@ def draw_sample(
         "max_length": max_length,
         "head": adapter.head_type(model),
     }
-    data = SampleData(enc.input_ids, enc.token_type_ids, logits, meta)
+    labels = torch.as_tensor(np.asarray(enc.labels)) if meta["head"] == "seq" else None
+    data = SampleData(enc.input_ids, enc.token_type_ids, logits, meta, labels)
     data.meta["fingerprint"] = _fingerprint(data)
     return data
 
@@ -150,7 +153,10 @@ def materialise(
                 z = torch.cat([z, z.new_zeros(width - len(z), 2)])
             rows.append(z)
         logits = torch.stack(rows).to(device)
-        batches.append(SampleBatch(valid[:, None, None, :], valid, hidden, hidden.clone(), logits))
+        labels = data.labels[torch.as_tensor(idx)].to(device) if data.labels is not None else None
+        batches.append(
+            SampleBatch(valid[:, None, None, :], valid, hidden, hidden.clone(), logits, labels)
+        )
     n_tokens = int(enc.lengths.sum())
     return Sample(batches, len(enc), n_tokens, n_tokens / len(enc), data.meta["fingerprint"])
 
@@ -218,6 +224,7 @@ def _to_tensors(data: SampleData) -> dict[str, torch.Tensor]:
         ),
         "offsets": offsets,
         "teacher_logits": torch.cat(logits) if qa else torch.stack(logits),
+        **({"labels": data.labels} if data.labels is not None else {}),
     }
 
 
@@ -233,6 +240,7 @@ def _from_tensors(t: dict[str, torch.Tensor], meta: dict) -> SampleData:
         [types[a:b] for a, b in spans],
         [logits[a:b] for a, b in spans] if qa else list(logits),
         meta,
+        t.get("labels"),
     )
 
 

@@ -16,6 +16,8 @@ from kprune.flops import FlopsModel
 from kprune.knowledge import Knowledge
 from kprune.masks import Masks
 
+STRATEGIES = ("kpms", "uniform")
+
 
 @dataclass(frozen=True)
 class SearchSpec:
@@ -23,6 +25,7 @@ class SearchSpec:
     mu: float = 64.0
     use_pred: bool = True
     use_rep: bool = True
+    strategy: str = "kpms"  # uniform: every sublayer keeps the same fraction (ablation)
 
 
 def unit_scores(k: Knowledge, flops: FlopsModel, spec: SearchSpec):
@@ -41,11 +44,27 @@ def finished_flops(masks: Masks, target: int, flops: FlopsModel) -> float:
     return flops.of_masks(masks.heads[:heads_done], masks.neurons[:layer])
 
 
+def uniform(
+    k: Knowledge, target: int, keep: float, flops: FlopsModel, spec: SearchSpec
+) -> torch.Tensor:
+    """The target sublayer keeps its top ``keep`` fraction of units (no cross-layer search)."""
+    layer, is_mha = target // 2, target % 2 == 0
+    head_scores, neuron_scores = unit_scores(k, flops, spec)
+    scores = (head_scores if is_mha else neuron_scores)[layer]
+    n = round(keep * len(scores))
+    mask = torch.zeros_like(scores)
+    mask[torch.argsort(-scores, stable=True)[:n]] = 1.0
+    return mask
+
+
 def kpms(
     k: Knowledge, masks: Masks, target: int, budget: float, flops: FlopsModel, spec: SearchSpec
 ) -> torch.Tensor:
     """0/1 mask of the target sublayer's units (heads for even targets, neurons for odd)."""
     layer, is_mha = target // 2, target % 2 == 0
+    if spec.strategy == "uniform":
+        total = flops.of_counts(masks.heads.numel(), masks.neurons.numel())
+        return uniform(k, target, budget / total, flops, spec)
     head_scores, neuron_scores = unit_scores(k, flops, spec)
     first_head_layer = layer if is_mha else layer + 1
     hs = head_scores[first_head_layer:].flatten()
@@ -62,3 +81,29 @@ def kpms(
         return keep[:heads].float()
     neurons = neuron_scores.shape[1]
     return keep[len(hs) : len(hs) + neurons].float()
+
+
+def heads_neurons_search(
+    head_imp: torch.Tensor, neuron_imp: torch.Tensor, budget: float, flops: FlopsModel
+) -> Masks:
+    """Kwon et al.'s search: for each head count h, fill the rest of the budget with the most
+    important neurons; keep the (h, n) with the largest summed importance."""
+    h_sorted, h_order = torch.sort(head_imp.flatten().double(), descending=True, stable=True)
+    n_sorted, n_order = torch.sort(neuron_imp.flatten().double(), descending=True, stable=True)
+    cum_h = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(h_sorted, 0)])
+    cum_n = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(n_sorted, 0)])
+    hs = torch.arange(len(h_sorted) + 1, dtype=torch.float64)
+    ns = torch.floor((budget - hs * flops.head) / flops.neuron).clamp(max=len(n_sorted))
+    feasible = ns >= 0
+    value = torch.where(
+        feasible,
+        cum_h + cum_n[ns.clamp(min=0).long()],
+        torch.tensor(float("-inf"), dtype=torch.float64),
+    )
+    h = int(torch.argmax(value))
+    n = int(ns[h])
+    heads = torch.zeros(head_imp.numel())
+    heads[h_order[:h]] = 1
+    neurons = torch.zeros(neuron_imp.numel())
+    neurons[n_order[:n]] = 1
+    return Masks(heads.view_as(head_imp), neurons.view_as(neuron_imp))

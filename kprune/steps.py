@@ -130,6 +130,7 @@ def prune_tune(
     masks: Masks | None = None,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    tune_mode: str = "lstsq",
 ) -> PruneTuneResult:
     """The sublayer loop on ``model`` (changed in place). ``mode='oneshot'`` needs ``masks``."""
     if mode not in MODES:
@@ -148,7 +149,9 @@ def prune_tune(
     total = flops.of_counts(layers * heads, layers * neurons)
     budget = (1 - reduction) * total
     params_before = count_params(model)
-    opts = LoopOptions(measure_spec, search_spec, tune=tune, ridge=ridge, progress=progress)
+    opts = LoopOptions(
+        measure_spec, search_spec, tune=tune, ridge=ridge, progress=progress, tune_mode=tune_mode
+    )
     teacher = clone_teacher(model)
     t_sample = time.perf_counter() - t0
     loop = run_loop(

@@ -61,3 +61,30 @@ class NormalEquations:
         if not after <= before:
             return TuneResult(w_old, before, before, "kept: no improvement")
         return TuneResult(w_new.to(w_old.dtype), before, after, "tuned")
+
+
+def solve_scales(
+    eq: NormalEquations, w: torch.Tensor, group: int, damping: float = 1e-2
+) -> TuneResult:
+    """Kwon et al.'s mask tuning: one scalar per kept unit (``group`` columns each), fitted by
+    damped least squares from the same sums: A = blocksum((H^T H) * (W^T W)),
+    b = blocksum(rowsum((H^T R) * W^T)). Kept only if it lowers the error."""
+    before = eq.error(w)
+    k = eq.a.shape[0]
+    if k == 0:
+        return TuneResult(w, before, before, "kept: no units left")
+    wd = w.double().to(eq.a.device)  # (d, k)
+    units = k // group
+    prod = eq.a * (wd.T @ wd)
+    a = prod.view(units, group, units, group).sum((1, 3))
+    b = (eq.b * wd.T).sum(1).view(units, group).sum(1)
+    a = a + damping * torch.diag(torch.diagonal(a))
+    try:
+        scales = torch.linalg.solve(a, b)
+    except RuntimeError:
+        return TuneResult(w, before, before, "kept: solve failed")
+    w_new = (wd * scales.repeat_interleave(group)[None, :]).to(w.dtype)
+    after = eq.error(w_new)
+    if not torch.isfinite(scales).all() or not after <= before:
+        return TuneResult(w, before, before, "kept: unstable")
+    return TuneResult(w_new, before, after, "rescaled")

@@ -296,3 +296,58 @@ def test_label_count_mismatch(teacher, tmp_path):
     df.to_csv(tmp_path / "three.csv", index=False)
     with pytest.raises(KPruneError, match="has 2 labels but task 'three' has 3"):
         prune(str(folder), str(tmp_path / "three.csv"), PruneConfig(), device="cpu")
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        "kwon",
+        "magnitude",
+        "random",
+        "kprune-no-kpms",
+        "kprune-oneshot",
+        "kprune-no-pred",
+        "kprune-fisher-pred",
+    ],
+)
+def test_every_method_meets_the_budget_and_matches_its_masks(teacher, method):
+    folder, task = teacher
+    cfg = PruneConfig(reduction=0.5, tokens=1500, max_length=16)
+    pruned, r = prune(str(folder), task, cfg, device="cpu", progress=False, method=method)
+    assert r["method"] == method
+    assert r["flops_after"] <= r["flops_budget"] * (1 + 1e-9)
+    assert r["flops_after"] >= r["flops_budget"] * 0.85
+    flops = FlopsModel(r["avg_seq_len"], 32, 8)
+    assert r["flops_after"] == pytest.approx(
+        flops.of_counts(sum(r["kept_heads_per_layer"]), sum(r["kept_neurons_per_layer"]))
+    )
+    assert r["params_after"] < r["params_before"]
+    assert _outputs(pruned, _inputs()).shape == (3, 2)  # runs with the ordinary forward
+
+
+def test_kwon_rescaling_never_raises_the_error(teacher):
+    folder, task = teacher
+    _, rk = prune(
+        str(folder),
+        task,
+        PruneConfig(reduction=0.6, tokens=1500, max_length=16),
+        device="cpu",
+        progress=False,
+        method="kwon",
+    )
+    for s in rk["sublayers"]:
+        if "error_after" in s:
+            assert s["error_after"] <= s["error_before"]
+    assert any(s["status"] == "rescaled" for s in rk["sublayers"])
+
+
+def test_unknown_method():
+    with pytest.raises(KPruneError, match="unknown method 'obs'"):
+        from kprune.methods import get_method
+
+        get_method("obs")
+
+
+def test_uniform_search_keeps_the_same_fraction_everywhere(teacher):
+    _, r = _prune(teacher, reduction=0.5, search_strategy="uniform")
+    assert set(r["kept_heads_per_layer"]) == {2} and set(r["kept_neurons_per_layer"]) == {32}
