@@ -49,6 +49,7 @@ class PruneConfig:
     tune: bool = True
     mode: str = "iterative"
     search_strategy: str = "kpms"
+    measure_dtype: str = "float32"  # or bfloat16 for the measurement passes
 
     def __post_init__(self) -> None:
         if not 0 <= self.reduction < 1:
@@ -62,6 +63,10 @@ class PruneConfig:
             raise KPruneError("gamma (temperature) must be > 0")
         if self.tokens < 1 or self.batch_size < 1 or self.max_length < 8:
             raise KPruneError("tokens and batch_size must be >= 1 and max_length >= 8")
+        if self.measure_dtype not in ("float32", "bfloat16"):
+            raise KPruneError(
+                f"measure_dtype must be float32 or bfloat16, got {self.measure_dtype!r}"
+            )
         if self.search_strategy not in ("kpms", "uniform"):
             raise KPruneError(
                 f"search_strategy must be kpms or uniform, got {self.search_strategy!r}"
@@ -163,6 +168,7 @@ def prune_masked(
         masks=masks,
         device=device,
         progress=progress,
+        measure_dtype=config.measure_dtype,
     )
     report = {
         "task": task.spec.name,

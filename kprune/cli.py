@@ -140,6 +140,8 @@ def cmd_prune(args: argparse.Namespace) -> None:
         max_length=args.max_length,
         pred_form=args.pred_form,
         tune=not args.no_tune,
+        measure_dtype=args.measure_dtype,
+        mode=args.mode,
     )
     task = task_from_args(args)
     model, report = prune(args.model, task, cfg, device=args.device, method=args.method)
@@ -278,6 +280,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="predictive knowledge: the paper's KL gradient or per-example Fisher",
     )
     p.add_argument("--no-tune", action="store_true", help="skip least-squares weight tuning")
+    p.add_argument(
+        "--measure-dtype",
+        choices=["float32", "bfloat16"],
+        default="float32",
+        help="precision of the knowledge-measurement passes (bfloat16: faster on "
+        "CPUs with bf16 matmul units and on GPUs)",
+    )
+    p.add_argument(
+        "--mode",
+        choices=["iterative", "oneshot"],
+        default="iterative",
+        help="iterative (re-measure at every sublayer, the paper) or oneshot",
+    )
     p.add_argument(
         "--method",
         default="kprune",

@@ -97,13 +97,16 @@ def measure(
     pred_n = torch.zeros(layers, neurons, dtype=torch.float64, device=device)
     gen = torch.Generator().manual_seed(spec.seed + start)
     start_layer, skipped, count = start // 2, 0, 0
+    dtype = views[start // 2].attn_out.weight.dtype  # a bf16 copy measures in bf16
     for batch in sample.batches:
-        x = batch.student
+        x = batch.student.to(dtype)
         masks: dict[int, torch.Tensor] = {}
         for s in range(start, 2 * layers):
             layer, is_mha = s // 2, s % 2 == 0
             width = heads * head_dim if is_mha else neurons
-            m = torch.ones(len(x), 1, width, device=device, requires_grad=spec.with_pred)
+            m = torch.ones(
+                len(x), 1, width, device=device, dtype=x.dtype, requires_grad=spec.with_pred
+            )
             masks[s] = m
             with torch.set_grad_enabled(spec.with_pred):
                 units, y = sublayer(views[layer], is_mha, x, batch.attend, head_dim, m)

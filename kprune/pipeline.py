@@ -34,6 +34,7 @@ class LoopOptions:
     ridge: float = 1e-4
     progress: bool = True
     tune_mode: str = "lstsq"  # lstsq (KPWT) or scale (Kwon et al.'s mask rescaling)
+    measure_dtype: str = "float32"  # bfloat16: measurement passes on a bf16 copy
 
 
 @dataclass
@@ -72,7 +73,11 @@ def run_loop(
     masks = Masks.ones(layers, heads, neurons)
     result = LoopResult(masks)
     timer = {"measure": 0.0, "search": 0.0, "tune": 0.0, "advance": 0.0}
-    head_fn = lambda h: adapter.logits(student, h)  # noqa: E731
+    m_model = student
+    if opts.measure_dtype == "bfloat16":  # a bf16 copy for the measurement passes only
+        m_model = copy.deepcopy(student).to(torch.bfloat16)
+    m_views = _views(adapter, m_model)
+    head_fn = lambda h: adapter.logits(m_model, h)  # noqa: E731
     bar = tqdm(range(2 * layers), desc="prune sublayers", disable=None if opts.progress else True)
     for s in bar:
         layer, is_mha = s // 2, s % 2 == 0
@@ -81,7 +86,7 @@ def run_loop(
             k = (
                 initial
                 if (s == 0 and initial is not None)
-                else measure(s_views, head_fn, sample, s, dims, opts.measure)
+                else measure(m_views, head_fn, sample, s, dims, opts.measure)
             )
             result.knowledge.append(k)
         t1 = time.perf_counter()
@@ -112,6 +117,10 @@ def run_loop(
                 pruned_any,
             )
         )
+        if m_model is not student:  # keep the bf16 copy in step with the tuned projection
+            src = s_views[layer].attn_out if is_mha else s_views[layer].ffn_out
+            dst = m_views[layer].attn_out if is_mha else m_views[layer].ffn_out
+            dst.weight.data.copy_(src.weight.data)
         t3 = time.perf_counter()
         timer["measure"] += t1 - t0
         timer["search"] += t2 - t1

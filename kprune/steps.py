@@ -131,6 +131,7 @@ def prune_tune(
     device: torch.device | str = "cpu",
     progress: bool = True,
     tune_mode: str = "lstsq",
+    measure_dtype: str = "float32",
 ) -> PruneTuneResult:
     """The sublayer loop on ``model`` (changed in place). ``mode='oneshot'`` needs ``masks``."""
     if mode not in MODES:
@@ -150,7 +151,13 @@ def prune_tune(
     budget = (1 - reduction) * total
     params_before = count_params(model)
     opts = LoopOptions(
-        measure_spec, search_spec, tune=tune, ridge=ridge, progress=progress, tune_mode=tune_mode
+        measure_spec,
+        search_spec,
+        tune=tune,
+        ridge=ridge,
+        progress=progress,
+        tune_mode=tune_mode,
+        measure_dtype=measure_dtype,
     )
     teacher = clone_teacher(model)
     t_sample = time.perf_counter() - t0

@@ -30,10 +30,11 @@ class NormalEquations:
         self.rows = 0
 
     def add(self, h: torch.Tensor, r: torch.Tensor) -> None:
-        h, r = h.double(), r.double()
-        self.a += h.T @ h
-        self.b += h.T @ r
-        self.rr += float((r * r).sum())
+        """One batch of rows: float32 products per batch, summed in float64 across batches."""
+        h, r = h.float(), r.float()
+        self.a += (h.T @ h).double()
+        self.b += (h.T @ r).double()
+        self.rr += float((r.double() ** 2).sum())
         self.rows += len(h)
 
     def error(self, w: torch.Tensor) -> float:

@@ -57,7 +57,8 @@ def test_score_table_round_trip_and_corruption(model_and_sample, tmp_path):
     k = measure_knowledge(model, data, spec, 8, "cpu")
     k2 = to_knowledge(back, 2, 4, 64)
     assert torch.allclose(k2.rep_neurons, k.rep_neurons) and torch.allclose(
-        k2.pred_heads, k.pred_heads)
+        k2.pred_heads, k.pred_heads
+    )
     raw = (tmp_path / "k.parquet").read_bytes()
     (tmp_path / "k.parquet").write_bytes(raw[: len(raw) - 40])
     with pytest.raises(KPruneError, match="corrupt"):
@@ -66,13 +67,14 @@ def test_score_table_round_trip_and_corruption(model_and_sample, tmp_path):
 
 def test_tables_rebuild_the_knowledge_of_the_loop(model_and_sample):
     model, data = model_and_sample
-    rep, _ = measure_initial(model, data, MeasureSpec("classification", 2.0, "paper", False),
-                             8, "cpu", ("k_rep",))
-    pred, _ = measure_initial(model, data, MeasureSpec("classification", 2.0, "fisher"), 8,
-                              "cpu", ("k_pred",))
+    rep, _ = measure_initial(
+        model, data, MeasureSpec("classification", 2.0, "paper", False), 8, "cpu", ("k_rep",)
+    )
+    pred, _ = measure_initial(
+        model, data, MeasureSpec("classification", 2.0, "fisher"), 8, "cpu", ("k_pred",)
+    )
     k = knowledge_from_tables(rep, pred, get_adapter(model).dims(model))
-    direct = measure_knowledge(model, data, MeasureSpec("classification", 2.0, "fisher"), 8,
-                               "cpu")
+    direct = measure_knowledge(model, data, MeasureSpec("classification", 2.0, "fisher"), 8, "cpu")
     assert torch.allclose(k.rep_heads, direct.rep_heads)
     assert torch.allclose(k.pred_neurons, direct.pred_neurons)
 
