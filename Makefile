@@ -10,7 +10,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export DO_NOT_TRACK := 1
 
-.PHONY: setup run test lint format clean-venv
+.PHONY: setup run test lint format clean-venv bench bench-quick
 
 setup: $(STAMP)
 
@@ -27,6 +27,12 @@ run: setup
 	$(BIN)/dvc repro finetune@rt
 	@echo; $(BIN)/kprune show data/teachers/rt/metrics.json; echo
 	$(BIN)/python -m flows.compress
+
+bench: setup
+	$(BIN)/python -m stages.bench
+
+bench-quick: setup
+	$(BIN)/python -m stages.bench --quick
 
 test: setup lint
 	$(BIN)/pytest

@@ -119,3 +119,23 @@ def _log_child(row: dict, flat_params: dict) -> None:
             mlflow.log_artifacts(str(p), name)
         elif p.exists():
             mlflow.log_artifact(str(p), name)
+
+
+def log_benchmark(out_dir: Path, paths: list[Path]) -> str:
+    """Log the benchmark's CSV, report and plots as one MLflow run."""
+    import mlflow
+
+    uri, warning = resolve_tracking_uri()
+    if warning:
+        print(f"warning: {warning}")
+    mlflow.set_tracking_uri(uri)
+    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+        location = None if uri.startswith("http") else settings.LOCAL_ARTIFACTS.as_uri()
+        mlflow.create_experiment(EXPERIMENT, artifact_location=location)
+    mlflow.set_experiment(EXPERIMENT)
+    with mlflow.start_run(
+        run_name="benchmark", tags={"git_commit": git_commit(), "kind": "benchmark"}
+    ) as run:
+        for p in paths:
+            mlflow.log_artifact(str(p), "benchmark")
+    return run.info.run_id

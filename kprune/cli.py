@@ -217,6 +217,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"{args.model} on {task.spec.name}/{args.split}: {vals}  (written to {out})")
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from stages.bench import main as bench_main
+
+    return bench_main(args.rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kprune",
@@ -317,6 +323,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="metrics JSON path (default MODEL/eval-TASK-SPLIT.json)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "bench", help="benchmark methods x reductions x seeds (see stages/bench.py)", add_help=False
+    )
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("show", help="print a metrics.json (or a folder holding one)")
     p.add_argument("path")

@@ -79,6 +79,7 @@ SECTIONS = {
     "prune_tune": PruneTuneParams,
     "evaluate": EvaluateParams,
     "compress": CompressParams,
+    "bench": None,  # validated by stages.bench (BenchParams)
 }
 
 
@@ -95,8 +96,10 @@ def validate_params(params_path: str) -> None:
             f"unknown section '{unknown[0]}' in {params_path}; known sections: "
             f"{', '.join(SECTIONS)}"
         )
+    from stages.bench import BenchParams
+
     for name, cls in SECTIONS.items():
-        load_section(data, name, cls)
+        load_section(data, name, cls or BenchParams)
 
 
 def stage_main(

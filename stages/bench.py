@@ -1,0 +1,286 @@
+"""Stage bench: every method x reduction x seed on the demo teachers, side by side.
+
+Each configuration runs in its own process (so its peak RSS is its own); rows are appended to
+the CSV as they finish, and a rerun skips rows already there (resumable). Outputs:
+docs/benchmarks.csv, docs/benchmarks.md, docs/bench_<task>.png, and an MLflow run.
+
+    python -m stages.bench --quick     # rt, reductions 0.4 and 0.6, seed 0, 8K-token sample
+    python -m stages.bench             # the bench section of params.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from kprune.cli import run_main
+from stages.common import exit_with
+
+COLUMNS = [
+    "task",
+    "method",
+    "reduction",
+    "seed",
+    "metric_name",
+    "metric",
+    "dense_metric",
+    "flops_kept",
+    "params_kept",
+    "prune_seconds",
+    "peak_rss_mb",
+    "latency_ms_b1",
+    "latency_ms_b32",
+    "dense_latency_ms_b1",
+    "dense_latency_ms_b32",
+    "tokens",
+]
+
+
+@dataclass(frozen=True)
+class BenchParams:
+    tasks: tuple[str, ...] = ("rt", "vader-movie", "trec6", "sms-spam")
+    methods: tuple[str, ...] = (
+        "kprune",
+        "kwon",
+        "magnitude",
+        "random",
+        "kprune-no-pred",
+        "kprune-no-rep",
+        "kprune-no-kpms",
+        "kprune-no-tune",
+        "kprune-paper-pred",
+        "kprune-fisher-pred",
+        "kprune-oneshot",
+    )
+    reductions: tuple[float, ...] = (0.4, 0.5, 0.6, 0.7, 0.8)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    tokens: int = 100_000
+    split: str = "test"
+    threads: int = 2
+    repeats: int = 10
+
+
+QUICK = BenchParams(
+    tasks=("rt",),
+    methods=("kprune", "kwon", "magnitude", "random"),
+    reductions=(0.4, 0.6),
+    seeds=(0,),
+    tokens=8000,
+    repeats=5,
+)
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One configuration: prune, evaluate on the split, time the pruned model; print JSON."""
+    import torch
+
+    from kprune.api import PruneConfig, prune
+    from kprune.evaluation import evaluate_model, latency_ms
+    from kprune.modeling import load_tokenizer
+    from kprune.tasks import load_task
+
+    torch.set_num_threads(args.threads)
+    teacher = f"{args.teachers}/{args.task}"
+    task = load_task(args.task, args.data_dir)
+    t0 = time.perf_counter()
+    cfg = PruneConfig(reduction=args.reduction, tokens=args.tokens, seed=args.seed)
+    pruned, report = prune(
+        teacher, task, cfg, device="cpu", progress=False, eval_split=None, method=args.method
+    )
+    seconds = time.perf_counter() - t0
+    metric = evaluate_model(pruned, load_tokenizer(teacher), task, args.split, 128, "cpu")
+    row = {
+        "metric": metric[task.spec.metric],
+        "flops_kept": report["flops_kept"],
+        "params_kept": report["params_kept"],
+        "prune_seconds": round(seconds, 2),
+        "tokens": report["sample"]["tokens"],
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    for b in (1, 32):
+        row[f"latency_ms_b{b}"] = round(
+            latency_ms(pruned, b, 128, args.repeats, threads=args.threads), 3
+        )
+    print("BENCH-ROW " + json.dumps(row))
+
+
+def dense(args: argparse.Namespace) -> None:
+    """The teacher's metric and latency (one per task)."""
+    import torch
+
+    from kprune.api import load_model
+    from kprune.evaluation import evaluate_model, latency_ms
+    from kprune.modeling import load_tokenizer
+    from kprune.tasks import load_task
+
+    torch.set_num_threads(args.threads)
+    teacher = f"{args.teachers}/{args.task}"
+    task = load_task(args.task, args.data_dir)
+    model = load_model(teacher)
+    row = {
+        "dense_metric": evaluate_model(
+            model, load_tokenizer(teacher), task, args.split, 128, "cpu"
+        )[task.spec.metric],
+        "metric_name": task.spec.metric,
+    }
+    for b in (1, 32):
+        row[f"dense_latency_ms_b{b}"] = round(
+            latency_ms(model, b, 128, args.repeats, threads=args.threads), 3
+        )
+    print("BENCH-ROW " + json.dumps(row))
+
+
+def _call(mode: str, extra: list[str]) -> dict:
+    cmd = [sys.executable, "-m", "stages.bench", f"--{mode}", *extra]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, env={**os.environ, "KPRUNE_LOG_LEVEL": "WARNING"}
+    )
+    rows = [line[10:] for line in proc.stdout.splitlines() if line.startswith("BENCH-ROW ")]
+    if proc.returncode != 0 or not rows:
+        err = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"{' '.join(extra)}: {err}")
+    return json.loads(rows[-1])
+
+
+def run_bench(p: BenchParams, teachers: str, data_dir: str, out_dir: Path) -> list[dict]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = out_dir / "benchmarks.csv"
+    rows = _read_rows(csv_path)
+    done = {
+        (r["task"], r["method"], float(r["reduction"]), int(r["seed"]), int(r["tokens"]))
+        for r in rows
+    }
+    common = [
+        "--teachers",
+        teachers,
+        "--data-dir",
+        data_dir,
+        "--split",
+        p.split,
+        "--threads",
+        str(p.threads),
+        "--repeats",
+        str(p.repeats),
+    ]
+    for task in p.tasks:
+        base = _call("dense", [*common, "--task", task])
+        for reduction in p.reductions:
+            for method in p.methods:
+                for seed in p.seeds:
+                    if (task, method, reduction, seed) in {
+                        k[:4] for k in done if k[4] >= p.tokens * 0.9
+                    }:
+                        continue
+                    extra = [
+                        *common,
+                        "--task",
+                        task,
+                        "--method",
+                        method,
+                        "--reduction",
+                        str(reduction),
+                        "--seed",
+                        str(seed),
+                        "--tokens",
+                        str(p.tokens),
+                    ]
+                    try:
+                        got = _call("worker", extra)
+                    except RuntimeError as exc:
+                        print(f"bench: failed {exc}", file=sys.stderr)
+                        continue
+                    row = {
+                        "task": task,
+                        "method": method,
+                        "reduction": reduction,
+                        "seed": seed,
+                        **base,
+                        **got,
+                    }
+                    rows.append(row)
+                    _append(csv_path, row)
+                    print(
+                        f"{task:12s} {method:18s} r={reduction:.1f} seed={seed} "
+                        f"{row['metric_name']}={row['metric']:.4f} "
+                        f"flops={row['flops_kept']:.3f} {row['prune_seconds']:.0f}s "
+                        f"rss={row['peak_rss_mb']:.0f}MB",
+                        flush=True,
+                    )
+    return rows
+
+
+def _read_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _append(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
+        if new:
+            w.writeheader()
+        w.writerow(row)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--quick", action="store_true", help="one task, two reductions, one seed")
+    p.add_argument("--teachers", default="data/teachers")
+    p.add_argument("--data-dir", default="data/tasks")
+    p.add_argument("--out", default=None,
+                   help="folder for the CSV, report and plots (default docs, or docs/quick)")
+    p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    for hidden in ("--worker", "--dense"):
+        p.add_argument(hidden, action="store_true", help=argparse.SUPPRESS)
+    for name, typ in (
+        ("--task", str),
+        ("--method", str),
+        ("--reduction", float),
+        ("--seed", int),
+        ("--tokens", int),
+        ("--split", str),
+        ("--threads", int),
+        ("--repeats", int),
+    ):
+        p.add_argument(name, type=typ, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        return run_main(lambda: worker(args))
+    if args.dense:
+        return run_main(lambda: dense(args))
+
+    def run() -> None:
+        from kprune.config import load_section
+        from stages.bench_report import write_report
+
+        cfg = QUICK if args.quick else load_section(args.params, "bench", BenchParams)
+        out = Path(args.out or ("docs/quick" if args.quick else "docs"))
+        rows = run_bench(cfg, args.teachers, args.data_dir, out)
+        paths = write_report(_read_rows(out / "benchmarks.csv"), out)
+        print(f"wrote {', '.join(str(p) for p in paths)}")
+        if not args.no_track and rows:
+            from flows.tracking import log_benchmark
+
+            log_benchmark(out, paths)
+
+    return run_main(run)
+
+
+if __name__ == "__main__":
+    exit_with(main())

@@ -1,0 +1,37 @@
+"""The benchmark runs every configuration in its own process, resumes, and reports."""
+
+import csv
+
+from stages.bench import BenchParams, run_bench
+from stages.bench_report import write_report
+from tests.helpers import make_tiny_model, sentiment_frame
+
+
+def test_bench_rows_resume_and_report(tmp_path):
+    from kprune.finetune import FinetuneConfig, finetune
+    from kprune.prepare import stratified_split
+    from kprune.tasks import load_task
+
+    tasks = tmp_path / "tasks" / "rt"
+    tasks.mkdir(parents=True)
+    for split, part in stratified_split(sentiment_frame(300), "classification").items():
+        part.to_parquet(tasks / f"{split}.parquet")
+    make_tiny_model(tmp_path / "base")
+    finetune(str(tmp_path / "base"), load_task("rt", tmp_path / "tasks"),
+             tmp_path / "teachers" / "rt",
+             FinetuneConfig(epochs=2, batch_size=16, lr=3e-3, max_length=16), device="cpu",
+             progress=False)
+    cfg = BenchParams(tasks=("rt",), methods=("kprune", "random"), reductions=(0.5,),
+                      seeds=(0,), tokens=400, repeats=1, threads=1)
+    out = tmp_path / "docs"
+    rows = run_bench(cfg, str(tmp_path / "teachers"), str(tmp_path / "tasks"), out)
+    assert [r["method"] for r in rows] == ["kprune", "random"]
+    with open(out / "benchmarks.csv") as fh:
+        saved = list(csv.DictReader(fh))
+    assert len(saved) == 2 and float(saved[0]["flops_kept"]) <= 0.5 + 1e-9
+    assert float(saved[0]["peak_rss_mb"]) > 50 and float(saved[0]["latency_ms_b32"]) > 0
+    assert len(run_bench(cfg, str(tmp_path / "teachers"), str(tmp_path / "tasks"), out)) == 2
+    paths = write_report(saved, out)
+    text = (out / "benchmarks.md").read_text()
+    assert "| kprune |" in text and "| random |" in text
+    assert (out / "bench_rt.png") in paths and (out / "bench_rt.png").stat().st_size > 1000
