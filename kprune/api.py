@@ -28,6 +28,7 @@ from kprune.tasks import TaskData, load_task
 
 log = logging.getLogger(__name__)
 RECORD = "kprune.json"
+HEAD_PREFIXES = ("classifier", "qa_outputs", "pre_classifier")
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,12 @@ class PruneConfig:
             raise KPruneError(f"pred_form must be one of {PRED_FORMS}, got {self.pred_form!r}")
 
 
-def load_model(source: str | Path) -> nn.Module:
-    """A fine-tuned sequence-classification or QA model from a folder or hub name."""
+def load_model(source: str | Path, allow_untrained_head: bool = False) -> nn.Module:
+    """A fine-tuned sequence-classification or QA model from a folder or hub name.
+
+    A checkpoint whose task head is missing (a base model: the head would be random) is
+    refused unless ``allow_untrained_head``.
+    """
     from transformers import AutoConfig
 
     src = check_model_source(source)
@@ -99,7 +104,17 @@ def load_model(source: str | Path) -> nn.Module:
             "Classification or *ForQuestionAnswering checkpoint (see `kprune "
             "finetune`)"
         )
-    return cls.from_pretrained(src).eval()
+    try:
+        model, info = cls.from_pretrained(src, output_loading_info=True)
+    except (OSError, ValueError) as exc:
+        raise KPruneError(f"cannot load weights of '{src}' ({exc})".splitlines()[0]) from None
+    head = [k for k in info.get("missing_keys", ()) if k.startswith(HEAD_PREFIXES)]
+    if head and not allow_untrained_head:
+        raise KPruneError(
+            f"'{src}' has no trained task head (missing {head[0]}); fine-tune it "
+            "first (`kprune finetune`) or pass --allow-untrained-head"
+        )
+    return model.eval()
 
 
 @dataclass
@@ -194,6 +209,7 @@ def prune(
     progress: bool = True,
     eval_split: str | None = "dev",
     method: str = "kprune",
+    allow_untrained_head: bool = False,
 ) -> tuple[nn.Module, dict]:
     """Prune ``model`` to ``1 - config.reduction`` of its FLOPs on ``task``'s training sample.
 
@@ -206,7 +222,7 @@ def prune(
     torch.manual_seed(config.seed)
     if isinstance(model, str | Path):
         tokenizer = tokenizer or load_tokenizer(str(model))
-        model = load_model(model)
+        model = load_model(model, allow_untrained_head)
     else:
         model = copy.deepcopy(model)
     if tokenizer is None:

@@ -144,7 +144,14 @@ def cmd_prune(args: argparse.Namespace) -> None:
         mode=args.mode,
     )
     task = task_from_args(args)
-    model, report = prune(args.model, task, cfg, device=args.device, method=args.method)
+    model, report = prune(
+        args.model,
+        task,
+        cfg,
+        device=args.device,
+        method=args.method,
+        allow_untrained_head=args.allow_untrained_head,
+    )
     if args.latency:
         from kprune.api import load_model
         from kprune.evaluation import compare_latency
@@ -223,6 +230,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench_main(args.rest)
 
 
+def cmd_doctor(args: argparse.Namespace) -> None:
+    from kprune.doctor import report
+
+    print(report())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kprune",
@@ -287,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-tune", action="store_true", help="skip least-squares weight tuning")
     p.add_argument(
+        "--allow-untrained-head",
+        action="store_true",
+        help="prune even if the checkpoint's task head is not trained (rarely useful)",
+    )
+    p.add_argument(
         "--measure-dtype",
         choices=["float32", "bfloat16"],
         default="float32",
@@ -329,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("doctor", help="versions, device, MLflow/Prefect/DVC reachability, disk")
+    p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("show", help="print a metrics.json (or a folder holding one)")
     p.add_argument("path")

@@ -243,8 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="one task, two reductions, one seed")
     p.add_argument("--teachers", default="data/teachers")
     p.add_argument("--data-dir", default="data/tasks")
-    p.add_argument("--out", default=None,
-                   help="folder for the CSV, report and plots (default docs, or docs/quick)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="folder for the CSV, report and plots (default docs, or docs/quick)",
+    )
     p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     for hidden in ("--worker", "--dense"):
         p.add_argument(hidden, action="store_true", help=argparse.SUPPRESS)

@@ -31,11 +31,21 @@ class SampleParams:
     batch_size: int = 32
     max_length: int = 128
 
+    def __post_init__(self) -> None:
+        if self.tokens < 1 or self.batch_size < 1 or self.max_length < 8:
+            raise KPruneError("sample.tokens and sample.batch_size must be >= 1, max_length >= 8")
+
 
 @dataclass(frozen=True)
 class MeasureParams:
     gamma: float = 2.0
     pred_form: str = "paper"
+
+    def __post_init__(self) -> None:
+        if self.gamma <= 0:
+            raise KPruneError(f"measure.gamma must be > 0, got {self.gamma}")
+        if self.pred_form not in ("paper", "fisher"):
+            raise KPruneError(f"measure.pred_form must be paper or fisher, got {self.pred_form!r}")
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,12 @@ class SearchParams:
     mu: float = 64.0
     use_pred: bool = True
     use_rep: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.reduction < 1:
+            raise KPruneError(f"search.reduction must be in [0, 1), got {self.reduction}")
+        if self.lam < 0 or self.mu < 0:
+            raise KPruneError(f"search.lam and search.mu must be >= 0, got {self.lam}, {self.mu}")
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,23 @@ def test_bench_rows_resume_and_report(tmp_path):
     for split, part in stratified_split(sentiment_frame(300), "classification").items():
         part.to_parquet(tasks / f"{split}.parquet")
     make_tiny_model(tmp_path / "base")
-    finetune(str(tmp_path / "base"), load_task("rt", tmp_path / "tasks"),
-             tmp_path / "teachers" / "rt",
-             FinetuneConfig(epochs=2, batch_size=16, lr=3e-3, max_length=16), device="cpu",
-             progress=False)
-    cfg = BenchParams(tasks=("rt",), methods=("kprune", "random"), reductions=(0.5,),
-                      seeds=(0,), tokens=400, repeats=1, threads=1)
+    finetune(
+        str(tmp_path / "base"),
+        load_task("rt", tmp_path / "tasks"),
+        tmp_path / "teachers" / "rt",
+        FinetuneConfig(epochs=2, batch_size=16, lr=3e-3, max_length=16),
+        device="cpu",
+        progress=False,
+    )
+    cfg = BenchParams(
+        tasks=("rt",),
+        methods=("kprune", "random"),
+        reductions=(0.5,),
+        seeds=(0,),
+        tokens=400,
+        repeats=1,
+        threads=1,
+    )
     out = tmp_path / "docs"
     rows = run_bench(cfg, str(tmp_path / "teachers"), str(tmp_path / "tasks"), out)
     assert [r["method"] for r in rows] == ["kprune", "random"]

@@ -1,0 +1,152 @@
+"""Bad input through the real CLI: one line naming the problem and the fix, exit code 2,
+no traceback, and nothing written."""
+
+import logging
+import shutil
+import subprocess
+import sys
+
+import pytest
+from transformers import BertModel
+
+from kprune.api import PruneConfig, prune
+from kprune.finetune import FinetuneConfig, finetune
+from kprune.tasks import load_task
+from tests.conftest import ROOT
+from tests.helpers import make_tiny_model, sentiment_frame, tiny_config, tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad")
+    make_tiny_model(root / "base")
+    sentiment_frame(120).to_csv(root / "s.csv", index=False)
+    finetune(
+        str(root / "base"),
+        load_task(str(root / "s.csv")),
+        root / "teacher",
+        FinetuneConfig(epochs=1, batch_size=16, lr=1e-3, max_length=16),
+        device="cpu",
+        progress=False,
+    )
+    # a base encoder (no task head), saved as if it were a classifier
+    base = BertModel(tiny_config())
+    base.config.architectures = ["BertForSequenceClassification"]
+    base.save_pretrained(root / "headless")
+    tiny_tokenizer().save_pretrained(root / "headless")
+    # a checkpoint without its tokenizer
+    shutil.copytree(root / "teacher", root / "no-tokenizer")
+    for f in root.joinpath("no-tokenizer").glob("*"):
+        if "token" in f.name or f.name in ("vocab.txt", "special_tokens_map.json"):
+            f.unlink()
+    return root
+
+
+def _prune_cli(env, *args, model="teacher"):
+    out = env / "out"
+    cmd = [
+        sys.executable,
+        "-m",
+        "kprune.cli",
+        "prune",
+        str(env / model),
+        "--task",
+        str(env / "s.csv"),
+        "--out",
+        str(out),
+        "--tokens",
+        "300",
+        "--max-length",
+        "16",
+        *args,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    return proc, out
+
+
+CASES = [
+    ({"model": "missing"}, ["--reduction", "0.5"], "model folder .*missing does not exist"),
+    (
+        {"model": "headless"},
+        ["--reduction", "0.5"],
+        "has no trained task head .*--allow-untrained-head",
+    ),
+    ({"model": "no-tokenizer"}, ["--reduction", "0.5"], "no usable tokenizer"),
+    ({}, ["--reduction", "1.0"], r"reduction must be in \[0, 1\)"),
+    ({}, ["--reduction", "-0.2"], r"reduction must be in \[0, 1\)"),
+    ({}, ["--reduction", "0.5", "--lam", "-1"], "lam must be >= 0"),
+    ({}, ["--reduction", "0.5", "--gamma", "0"], "gamma .* must be > 0"),
+    ({}, ["--reduction", "0.5", "--method", "obs"], "unknown method 'obs'"),
+]
+
+
+@pytest.mark.parametrize(("kw", "args", "message"), CASES)
+def test_bad_input_is_one_line(env, kw, args, message):
+    import re
+
+    proc, out = _prune_cli(env, *args, **kw)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("kprune: error:")]
+    assert len(errors) == 1 and re.search(message, errors[0]), proc.stderr[-2000:]
+    assert not out.exists()
+
+
+def test_untrained_head_allowed_on_request(env):
+    proc, out = _prune_cli(env, "--reduction", "0.5", "--allow-untrained-head", model="headless")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (out / "report.json").exists()
+
+
+def test_labels_that_do_not_fit_the_model(env, tmp_path):
+    df = sentiment_frame(60)
+    df["label"] = [i % 4 for i in range(len(df))]
+    df.to_csv(tmp_path / "four.csv", index=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kprune.cli",
+            "prune",
+            str(env / "teacher"),
+            "--task",
+            str(tmp_path / "four.csv"),
+            "--reduction",
+            "0.5",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 2 and "has 2 labels but task 'four' has 4" in proc.stderr
+
+
+def test_more_tokens_than_the_training_split_uses_all_and_warns(env, caplog):
+    task = load_task(str(env / "s.csv"))
+    with caplog.at_level(logging.WARNING):
+        _, report = prune(
+            str(env / "teacher"),
+            task,
+            PruneConfig(reduction=0.5, tokens=10**7, max_length=16),
+            device="cpu",
+            progress=False,
+        )
+    assert report["sample"]["examples"] == len(task.split("train"))
+    assert any("using all" in r.message for r in caplog.records)
+
+
+def test_whole_layers_disappear_at_a_very_high_reduction(env):
+    task = load_task(str(env / "s.csv"))
+    _, report = prune(
+        str(env / "teacher"),
+        task,
+        PruneConfig(reduction=0.97, tokens=800, max_length=16),
+        device="cpu",
+        progress=False,
+    )
+    assert report["flops_after"] <= report["flops_budget"]
+    assert 0 in report["kept_heads_per_layer"] or 0 in report["kept_neurons_per_layer"]
+    assert report["metric_after"] is not None
