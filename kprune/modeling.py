@@ -16,6 +16,13 @@ from kprune.errors import KPruneError
 from kprune.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
 
 
 def check_model_source(source: str | os.PathLike) -> str:
@@ -42,6 +49,13 @@ def load_tokenizer(source: str):
     from transformers import AutoTokenizer
 
     src = check_model_source(source)
+    folder = Path(src)
+    if folder.is_dir() and not any((folder / f).exists() for f in TOKENIZER_FILES):
+        # transformers would silently build an empty tokenizer here
+        raise KPruneError(
+            f"model folder {src} has no tokenizer files ({', '.join(TOKENIZER_FILES)}"
+            "); save the tokenizer with the model (tokenizer.save_pretrained)"
+        )
     try:
         return AutoTokenizer.from_pretrained(src)
     except Exception as exc:

@@ -68,8 +68,8 @@ def to_knowledge(
         ("neuron", (k.pred_neurons, k.rep_neurons)),
     ):
         part = df[df["unit"] == unit]
-        li = torch.as_tensor(part["layer"].to_numpy(), dtype=torch.long)
-        ui = torch.as_tensor(part["index"].to_numpy(), dtype=torch.long)
+        li = torch.as_tensor(part["layer"].to_numpy().copy(), dtype=torch.long)
+        ui = torch.as_tensor(part["index"].to_numpy().copy(), dtype=torch.long)
         if (li >= layers).any() or (ui >= (heads if unit == "head" else neurons)).any():
             raise KPruneError(
                 "score table does not fit the model (layer or unit index out of "

@@ -1,10 +1,12 @@
 """Bad input through the real CLI: one line naming the problem and the fix, exit code 2,
 no traceback, and nothing written."""
 
+import json
 import logging
 import shutil
 import subprocess
 import sys
+import uuid
 
 import pytest
 from transformers import BertModel
@@ -31,8 +33,10 @@ def env(tmp_path_factory):
     )
     # a base encoder (no task head), saved as if it were a classifier
     base = BertModel(tiny_config())
-    base.config.architectures = ["BertForSequenceClassification"]
     base.save_pretrained(root / "headless")
+    cfg = json.loads((root / "headless" / "config.json").read_text())
+    cfg["architectures"] = ["BertForSequenceClassification"]
+    (root / "headless" / "config.json").write_text(json.dumps(cfg))
     tiny_tokenizer().save_pretrained(root / "headless")
     # a checkpoint without its tokenizer
     shutil.copytree(root / "teacher", root / "no-tokenizer")
@@ -43,7 +47,7 @@ def env(tmp_path_factory):
 
 
 def _prune_cli(env, *args, model="teacher"):
-    out = env / "out"
+    out = env / f"out-{uuid.uuid4().hex[:8]}"
     cmd = [
         sys.executable,
         "-m",
@@ -71,7 +75,7 @@ CASES = [
         ["--reduction", "0.5"],
         "has no trained task head .*--allow-untrained-head",
     ),
-    ({"model": "no-tokenizer"}, ["--reduction", "0.5"], "no usable tokenizer"),
+    ({"model": "no-tokenizer"}, ["--reduction", "0.5"], "has no tokenizer files"),
     ({}, ["--reduction", "1.0"], r"reduction must be in \[0, 1\)"),
     ({}, ["--reduction", "-0.2"], r"reduction must be in \[0, 1\)"),
     ({}, ["--reduction", "0.5", "--lam", "-1"], "lam must be >= 0"),
