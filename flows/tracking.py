@@ -41,6 +41,22 @@ def resolve_tracking_uri() -> tuple[str, str | None]:
     )
 
 
+def use_experiment() -> str:
+    """Point MLflow at the configured (or fallback local) store and the kprune experiment."""
+    import mlflow
+
+    uri, warning = resolve_tracking_uri()
+    if warning:
+        log.warning(warning)
+        print(f"warning: {warning}")
+    mlflow.set_tracking_uri(uri)
+    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+        location = None if uri.startswith("http") else settings.LOCAL_ARTIFACTS.as_uri()
+        mlflow.create_experiment(EXPERIMENT, artifact_location=location)
+    mlflow.set_experiment(EXPERIMENT)
+    return uri
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(
@@ -71,15 +87,7 @@ def log_compress_runs(
     """One parent run for the flow call and a child run per reduction. Returns run ids/URI."""
     import mlflow
 
-    uri, warning = resolve_tracking_uri()
-    if warning:
-        log.warning(warning)
-        print(f"warning: {warning}")
-    mlflow.set_tracking_uri(uri)
-    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
-        location = None if uri.startswith("http") else settings.LOCAL_ARTIFACTS.as_uri()
-        mlflow.create_experiment(EXPERIMENT, artifact_location=location)
-    mlflow.set_experiment(EXPERIMENT)
+    uri = use_experiment()
     tags = {"checkpoint": checkpoint, "task": task, "git_commit": git_commit()}
     flat: dict = {}
     _flatten("", params, flat)
@@ -125,14 +133,7 @@ def log_benchmark(out_dir: Path, paths: list[Path]) -> str:
     """Log the benchmark's CSV, report and plots as one MLflow run."""
     import mlflow
 
-    uri, warning = resolve_tracking_uri()
-    if warning:
-        print(f"warning: {warning}")
-    mlflow.set_tracking_uri(uri)
-    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
-        location = None if uri.startswith("http") else settings.LOCAL_ARTIFACTS.as_uri()
-        mlflow.create_experiment(EXPERIMENT, artifact_location=location)
-    mlflow.set_experiment(EXPERIMENT)
+    use_experiment()
     with mlflow.start_run(
         run_name="benchmark", tags={"git_commit": git_commit(), "kind": "benchmark"}
     ) as run:

@@ -127,6 +127,22 @@ class MaskedResult:
     tokenizer: object
 
 
+def task_sample(
+    model: nn.Module, tokenizer, task: TaskData, config: PruneConfig, device: torch.device
+):
+    """The pruning sample of ``task``'s training split under ``config``."""
+    return draw_sample(
+        model,
+        tokenizer,
+        task.split("train"),
+        config.tokens,
+        config.seed,
+        config.batch_size,
+        config.max_length,
+        device,
+    )
+
+
 def prune_masked(
     model: nn.Module,
     task: TaskData,
@@ -144,16 +160,7 @@ def prune_masked(
     _check_task_fits(model, task)
     model = model.to(device).eval()
     t = time.perf_counter()
-    data = draw_sample(
-        model,
-        tokenizer,
-        task.split("train"),
-        config.tokens,
-        config.seed,
-        config.batch_size,
-        config.max_length,
-        device,
-    )
+    data = task_sample(model, tokenizer, task, config, device)
     t_draw = time.perf_counter() - t
     mspec = MeasureSpec(
         task.spec.kind, config.gamma, config.pred_form, config.use_pred, config.seed

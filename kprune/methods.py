@@ -140,24 +140,14 @@ def masker_for(method: Method) -> Callable | None:
 
 
 def _baseline_masked(method: Method, model, task, config, tokenizer, device, progress):
-    from kprune.api import MaskedResult
-    from kprune.sample import draw_sample
+    from kprune.api import MaskedResult, task_sample
     from kprune.steps import flops_of, prune_tune
 
     model = model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     t = time.perf_counter()
-    data = draw_sample(
-        model,
-        tokenizer,
-        task.split("train"),
-        config.tokens,
-        config.seed,
-        config.batch_size,
-        config.max_length,
-        device,
-    )
+    data = task_sample(model, tokenizer, task, config, device)
     seconds = {"sample": time.perf_counter() - t}
     masks, s2 = baseline_masks(
         method,
