@@ -141,6 +141,7 @@ def test_sigkill_mid_prune_leaves_nothing_and_rerun_matches(project):
         cwd=project,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "KPRUNE_LOG_LEVEL": "DEBUG"},
     )
     deadline = time.time() + 120
@@ -149,7 +150,7 @@ def test_sigkill_mid_prune_leaves_nothing_and_rerun_matches(project):
         if "sublayer {'sublayer': 1" in line or not line:
             break
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    assert proc.wait() == -signal.SIGKILL  # killed mid-loop, not finished
     assert not (killed / "model").exists()
     assert not (killed / "iterations.parquet").exists()
     assert [p.name for p in killed.iterdir()] == [] or all(
