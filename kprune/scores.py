@@ -77,7 +77,7 @@ def to_knowledge(
             )
         for col, target in (("k_pred", pred), ("k_rep", rep)):
             if col in part:
-                target[li, ui] = torch.as_tensor(part[col].to_numpy(), dtype=torch.float32)
+                target[li, ui] = torch.as_tensor(part[col].to_numpy().copy(), dtype=torch.float32)
     return k
 
 

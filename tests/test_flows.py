@@ -200,3 +200,37 @@ def test_batch_on_a_dask_cluster_isolates_a_failing_checkpoint(project):
     out = proc.stdout
     assert "teacher (" in out and "teacher2 (" in out
     assert re.search(r"FAILED .*missing.*does not exist", out), out
+
+
+def test_two_batch_flows_on_the_same_data_do_not_clobber(project):
+    (project / "batch2.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "reductions": [0.45],
+                "checkpoints": [
+                    {"checkpoint": str(project / "teacher"), "task": str(project / "s.csv")}
+                ],
+            }
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    env["KPRUNE_HOME"] = str(project)
+    cmd = [sys.executable, "-m", "flows.batch", "batch2.yaml", "--params", "params.yaml"]
+    procs = [
+        subprocess.Popen(
+            cmd, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+        assert "0.45" in out
+    from kprune.api import load_pruned
+
+    models = list((project / "data" / "flows" / "prune_tune").glob("*/model"))
+    assert models and all((m.parent / ".done").exists() for m in models)
+    for m in models:
+        load_pruned(m)  # every shared output is complete and loadable
+    leftovers = [p for p in (project / "data" / "flows").rglob(".*tmp-*")]
+    assert leftovers == []
