@@ -18,6 +18,7 @@ from kprune.atomic import atomic_path, write_json
 from kprune.device import resolve_device
 from kprune.errors import KPruneError
 from kprune.evaluation import count_params, evaluate_model
+from kprune.fetch import sha256_of
 from kprune.knowledge import PRED_FORMS, MeasureSpec
 from kprune.masks import Masks
 from kprune.modeling import check_model_source, load_tokenizer
@@ -323,6 +324,7 @@ def save_pruned(
         model.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
+        record["weights_sha256"] = {f.name: sha256_of(f) for f in sorted(tmp.glob("*.safetensors"))}
         write_json(tmp / RECORD, record)
         if report is not None:
             write_json(tmp / "report.json", report)
@@ -353,6 +355,10 @@ def load_pruned(path: str | Path) -> nn.Module:
     weights = sorted(folder.glob("*.safetensors"))
     if not weights:
         raise KPruneError(f"{folder} has no .safetensors weights; prune again")
+    expected = record.get("weights_sha256", {})
+    for f in weights:
+        if f.name in expected and sha256_of(f) != expected[f.name]:
+            raise KPruneError(f"{f} fails its content hash (corrupt or truncated); prune again")
     state: dict = {}
     for f in weights:
         try:

@@ -351,3 +351,14 @@ def test_unknown_method():
 def test_uniform_search_keeps_the_same_fraction_everywhere(teacher):
     _, r = _prune(teacher, reduction=0.5, search_strategy="uniform")
     assert set(r["kept_heads_per_layer"]) == {2} and set(r["kept_neurons_per_layer"]) == {32}
+
+
+def test_corrupt_pruned_model_is_detected(teacher, tmp_path):
+    pruned, report = _prune(teacher, reduction=0.5)
+    save_pruned(pruned, tmp_path / "p", report=report)
+    weights = tmp_path / "p" / "model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[-5] ^= 0xFF
+    weights.write_bytes(bytes(raw))
+    with pytest.raises(KPruneError, match="fails its content hash"):
+        load_pruned(tmp_path / "p")
