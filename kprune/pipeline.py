@@ -45,6 +45,13 @@ class LoopResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+def _nonfinite_units(k: Knowledge, layer: int, is_mha: bool) -> int:
+    """Units of the target sublayer whose knowledge is NaN/Inf (ranked last, pruned first)."""
+    rep = (k.rep_heads if is_mha else k.rep_neurons)[layer]
+    pred = (k.pred_heads if is_mha else k.pred_neurons)[layer]
+    return int((~torch.isfinite(rep + pred)).sum())
+
+
 def _views(adapter: Adapter, model) -> list[LayerView]:
     return [adapter.view(layer) for layer in adapter.layers(model)]
 
@@ -103,6 +110,7 @@ def run_loop(
             "kept": int(unit_mask.sum()),
             "total": len(unit_mask),
             "nonfinite_batches": k.nonfinite if fixed_masks is None else 0,
+            "nonfinite_units": _nonfinite_units(k, layer, is_mha) if fixed_masks is None else 0,
         }
         pruned_any = bool((unit_mask == 0).any())
         info.update(

@@ -34,7 +34,14 @@ def unit_scores(k: Knowledge, flops: FlopsModel, spec: SearchSpec):
     kn = (k.pred_neurons if spec.use_pred else 0) + (
         spec.lam * k.rep_neurons if spec.use_rep else 0
     )
-    return spec.mu * kh / flops.head, kn / flops.neuron
+    return _finite(spec.mu * kh / flops.head), _finite(kn / flops.neuron)
+
+
+def _finite(scores):
+    """A unit whose knowledge is NaN or infinite ranks last: it is the first to be pruned."""
+    if not isinstance(scores, torch.Tensor):
+        return scores
+    return torch.where(torch.isfinite(scores), scores, torch.full_like(scores, float("-inf")))
 
 
 def finished_flops(masks: Masks, target: int, flops: FlopsModel) -> float:

@@ -154,3 +154,28 @@ def test_whole_layers_disappear_at_a_very_high_reduction(env):
     assert report["flops_after"] <= report["flops_budget"]
     assert 0 in report["kept_heads_per_layer"] or 0 in report["kept_neurons_per_layer"]
     assert report["metric_after"] is not None
+
+
+def test_nan_in_the_model_is_survived_recorded_and_pruned_away(env):
+    import torch
+
+    from kprune.api import load_model
+    from kprune.modeling import load_tokenizer
+
+    model = load_model(str(env / "teacher"))
+    with torch.no_grad():  # one FFN neuron of the last layer emits NaN
+        model.bert.encoder.layer[1].intermediate.dense.weight[3] = float("nan")
+    task = load_task(str(env / "s.csv"))
+    pruned, report = prune(
+        model,
+        task,
+        PruneConfig(reduction=0.5, tokens=800, max_length=16),
+        tokenizer=load_tokenizer(str(env / "teacher")),
+        device="cpu",
+        progress=False,
+    )
+    last = report["sublayers"][-1]
+    assert last["nonfinite_units"] == 1 and last["nonfinite_batches"] > 0
+    ids = torch.randint(5, 20, (2, 8))
+    with torch.no_grad():
+        assert torch.isfinite(pruned(input_ids=ids).logits).all()  # the NaN neuron is gone
