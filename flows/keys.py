@@ -76,6 +76,17 @@ def output_dir(root: Path, name: str, key: str) -> Path:
 DONE = ".done"
 
 
+def seal(folder: Path) -> None:
+    """Mark a finished output folder with a digest of everything in it."""
+    (folder / DONE).write_text(path_digest(folder))
+
+
+def intact(folder: Path) -> bool:
+    """True if the folder is finished and unchanged since it was sealed."""
+    done = folder / DONE
+    return done.is_file() and done.read_text() == path_digest(folder)
+
+
 def prefect_key_fn(ignore: tuple[str, ...] = ("device",)):
     """A Prefect ``cache_key_fn``: the content key, or a fresh one if the outputs are gone."""
 
@@ -84,9 +95,9 @@ def prefect_key_fn(ignore: tuple[str, ...] = ("device",)):
 
         name = context.task.name
         key = content_key(name, parameters, ignore)
-        if not (output_dir(settings.FLOW_DATA, name, key) / DONE).exists():
-            # never serve a cached result whose files are gone: drop the record, so the task
-            # runs and stores a fresh one under the same key
+        if not intact(output_dir(settings.FLOW_DATA, name, key)):
+            # never serve a cached result whose files are gone or corrupt: drop the record,
+            # so the task runs and stores a fresh one under the same key
             (settings.RESULTS / key).unlink(missing_ok=True)
         return key
 

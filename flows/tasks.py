@@ -13,7 +13,7 @@ from typing import Any
 from prefect import task
 
 from flows import settings
-from flows.keys import DONE, content_key, output_dir, prefect_key_fn
+from flows.keys import content_key, intact, output_dir, prefect_key_fn, seal
 from kprune.atomic import atomic_path
 from stages import evaluate as evaluate_stage
 from stages import measure as measure_stage
@@ -41,10 +41,10 @@ def _produce(name: str, params: dict[str, Any], build: Callable[[Path], None]) -
     """Build the outputs of a call in a temp folder and rename it into place when complete."""
     key = content_key(name, params, IGNORED)
     out = output_dir(settings.FLOW_DATA, name, key)
-    if not (out / DONE).exists():
+    if not intact(out):  # missing, unfinished or corrupt: (re)build
         with atomic_path(out, is_dir=True) as tmp:
             build(tmp)
-            (tmp / DONE).write_text(key)
+            seal(tmp)
     return str(out)
 
 

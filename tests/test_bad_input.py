@@ -43,6 +43,7 @@ def env(tmp_path_factory):
     for f in root.joinpath("no-tokenizer").glob("*"):
         if "token" in f.name or f.name in ("vocab.txt", "special_tokens_map.json"):
             f.unlink()
+    (root / "empty-folder").mkdir()
     return root
 
 
@@ -76,6 +77,9 @@ CASES = [
         "has no trained task head .*--allow-untrained-head",
     ),
     ({"model": "no-tokenizer"}, ["--reduction", "0.5"], "has no tokenizer files"),
+    ({"model": "s.csv"}, ["--reduction", "0.5"], "is a file; pass the model folder"),
+    ({"model": "empty-folder"}, ["--reduction", "0.5"], "has no config.json"),
+    ({}, ["--reduction", "0.5", "--mu", "-2"], "mu must be >= 0"),
     ({}, ["--reduction", "1.0"], r"reduction must be in \[0, 1\)"),
     ({}, ["--reduction", "-0.2"], r"reduction must be in \[0, 1\)"),
     ({}, ["--reduction", "0.5", "--lam", "-1"], "lam must be >= 0"),
@@ -179,3 +183,17 @@ def test_nan_in_the_model_is_survived_recorded_and_pruned_away(env):
     ids = torch.randint(5, 20, (2, 8))
     with torch.no_grad():
         assert torch.isfinite(pruned(input_ids=ids).logits).all()  # the NaN neuron is gone
+
+
+def test_doctor_shows_one_readable_screen():
+    proc = subprocess.run(
+        [sys.executable, "-m", "kprune.cli", "doctor"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for line in ("torch", "prefect", "mlflow", "dvc", "device", "disk"):
+        assert any(x.startswith(line) for x in proc.stdout.splitlines()), line
+    assert "GB free" in proc.stdout

@@ -234,3 +234,20 @@ def test_two_batch_flows_on_the_same_data_do_not_clobber(project):
         load_pruned(m)  # every shared output is complete and loadable
     leftovers = [p for p in (project / "data" / "flows").rglob(".*tmp-*")]
     assert leftovers == []
+
+
+def test_a_corrupt_cached_output_is_recomputed_not_used(project):
+    samples = sorted((project / "data" / "flows" / "sample").glob("*/sample.safetensors"))
+    assert samples
+    for s in samples:  # damage every cached sample
+        raw = bytearray(s.read_bytes())
+        raw[-7] ^= 0xFF
+        s.write_bytes(bytes(raw))
+    proc = _compress(project)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    states = dict(_states(proc.stdout))
+    assert states["sample"] == "completed"  # rebuilt, not served from the cache
+    from kprune.sample import load_sample
+
+    for s in sorted((project / "data" / "flows" / "sample").glob("*/sample.safetensors")):
+        load_sample(s)  # intact again
