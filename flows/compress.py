@@ -57,9 +57,6 @@ class StateLog:
         self.entries.append((task.name, state.name, time.perf_counter() - t0))
         return state.result()
 
-    def format(self) -> str:
-        return "tasks: " + ", ".join(f"{n} {s.lower()} ({sec:.1f} s)" for n, s, sec in self.entries)
-
 
 @flow(name="kprune-compress")
 def compress(
@@ -139,11 +136,14 @@ def compress(
     }
 
 
+def format_states(entries: list[tuple[str, str, float]]) -> str:
+    """One line: each task's final state and time (cached tasks show ``cached``)."""
+    return "tasks: " + ", ".join(f"{n} {s.lower()} ({sec:.1f} s)" for n, s, sec in entries)
+
+
 def format_result(result: dict) -> str:
     lines = [format_table(result["rows"], result["task"])]
-    log = StateLog()
-    log.entries = result["states"]
-    lines.append(log.format())
+    lines.append(format_states(result["states"]))
     if result.get("plot"):
         lines.append(f"plot: {result['plot']}")
     tr = result.get("tracking")

@@ -11,7 +11,6 @@ import hashlib
 import itertools
 import json
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -172,7 +171,7 @@ def build_sample(
     max_length: int,
     device: torch.device,
 ) -> Sample:
-    """Draw and materialise in one go (the in-memory path of ``kprune.prune``)."""
+    """Draw and materialise in one go (a convenience for callers that need no saved sample)."""
     data = draw_sample(model, tokenizer, df, tokens, seed, batch_size, max_length, device)
     return materialise(model, adapter, data, batch_size, device)
 
@@ -274,12 +273,3 @@ def _fingerprint(data: SampleData) -> str:
         h.update(np.asarray(ids, dtype=np.int32).tobytes())
         h.update(z.numpy().astype(np.float32).tobytes())
     return h.hexdigest()[:16]
-
-
-def iterate_valid(batch: SampleBatch, tensor: torch.Tensor) -> torch.Tensor:
-    """Rows of a (B, T, k) tensor at real tokens: (n_tokens, k)."""
-    return tensor[batch.valid]
-
-
-def ceil_div(a: int, b: int) -> int:
-    return math.ceil(a / b)

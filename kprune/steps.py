@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 MODES = ("iterative", "oneshot")
 
 
+def _check_reduction(reduction: float) -> None:
+    if not 0 <= reduction < 1:
+        raise KPruneError(f"reduction must be in [0, 1), got {reduction}")
+
+
 def flops_of(model, data: SampleData) -> FlopsModel:
     adapter = get_adapter(model)
     _, _, head_dim, hidden, _ = adapter.dims(model)
@@ -94,8 +99,7 @@ def knowledge_from_tables(
 
 def search_masks(k: Knowledge, flops: FlopsModel, reduction: float, spec: SearchSpec) -> Masks:
     """One-shot KPMS: the bottom-up search with one set of scores gives every layer's mask."""
-    if not 0 <= reduction < 1:
-        raise KPruneError(f"reduction must be in [0, 1), got {reduction}")
+    _check_reduction(reduction)
     layers, heads = k.rep_heads.shape
     neurons = k.rep_neurons.shape[1]
     masks = Masks.ones(layers, heads, neurons)
@@ -138,8 +142,7 @@ def prune_tune(
         raise KPruneError(f"mode must be one of {MODES}, got {mode!r}")
     if mode == "oneshot" and masks is None:
         raise KPruneError("one-shot mode needs the masks of the search stage")
-    if not 0 <= reduction < 1:
-        raise KPruneError(f"reduction must be in [0, 1), got {reduction}")
+    _check_reduction(reduction)
     t0 = time.perf_counter()
     model = _frozen(model, device)
     adapter = get_adapter(model)
