@@ -214,3 +214,12 @@ def _baseline_masked(method: Method, model, task, config, tokenizer, device, pro
 def config_for(method: Method, config):
     """The PruneConfig a K-prune variant runs with."""
     return replace(config, **method.overrides)
+
+
+def run_key(name: str, config) -> tuple:
+    """What a method actually runs under ``config``: two names with the same key (such as
+    ``kprune`` and the ablation that spells out its default) are one computation."""
+    method = get_method(name)
+    if method.scorer is not None:
+        return (method.scorer, tuple(sorted(vars(config).items())))
+    return ("kprune", tuple(sorted(vars(config_for(method, config)).items())))

@@ -3,6 +3,10 @@
 Each configuration runs in its own process (so its peak RSS is its own); rows are appended to
 the CSV as they finish, and a rerun skips rows already there (resumable). Outputs:
 docs/benchmarks.csv, docs/benchmarks.md, docs/bench_<task>.png, and an MLflow run.
+The headline methods (K-prune and the baselines) run over the whole grid before the
+ablations, seed by seed, so a run stopped early still compares them on every task. Two
+method names for one computation (``kprune`` and the ablation that spells out its default)
+are run once and reported under both (column ``same_run_as``).
 
     python -m stages.bench --quick     # rt, reductions 0.4 and 0.6, seed 0, 8K-token sample
     python -m stages.bench             # the bench section of params.yaml
@@ -18,10 +22,11 @@ import resource
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from kprune.cli import run_main
+from kprune.errors import KPruneError
 from stages.common import exit_with
 
 COLUMNS = [
@@ -41,6 +46,9 @@ COLUMNS = [
     "dense_latency_ms_b1",
     "dense_latency_ms_b32",
     "tokens",
+    "tokens_asked",
+    "same_run_as",
+    "code",
 ]
 
 
@@ -62,10 +70,12 @@ class BenchParams:
     )
     reductions: tuple[float, ...] = (0.4, 0.5, 0.6, 0.7, 0.8)
     seeds: tuple[int, ...] = (0, 1, 2)
-    tokens: int = 100_000
+    tokens: int = 32_000
     split: str = "test"
     threads: int = 2
     repeats: int = 10
+    # run these methods over the whole grid before the others (the headline comparison)
+    priority: tuple[str, ...] = ("kprune", "kwon", "magnitude", "random")
 
 
 QUICK = BenchParams(
@@ -150,14 +160,48 @@ def _call(mode: str, extra: list[str]) -> dict:
     return json.loads(rows[-1])
 
 
+def plan(p: BenchParams) -> list[tuple[str, float, str, int]]:
+    """(task, reduction, method, seed) in run order: the priority methods over the whole grid
+    first, seed by seed, so a stopped run still compares K-prune with the baselines on every
+    task; then the ablations."""
+    first = [m for m in p.methods if m in p.priority]
+    rest = [m for m in p.methods if m not in p.priority]
+    return [
+        (task, reduction, method, seed)
+        for group in (first, rest)
+        for seed in p.seeds
+        for task in p.tasks
+        for reduction in p.reductions
+        for method in group
+    ]
+
+
+def _key(task: str, reduction: float, method: str, seed: int, tokens: int) -> tuple:
+    from kprune.api import PruneConfig
+    from kprune.methods import run_key
+
+    cfg = PruneConfig(reduction=reduction, tokens=tokens, seed=seed)
+    return (task, run_key(method, cfg))
+
+
+def _asked(row: dict) -> int:
+    """The sample size a row was asked for (rows from before that column: what it got)."""
+    return int(row.get("tokens_asked") or row["tokens"])
+
+
 def run_bench(p: BenchParams, teachers: str, data_dir: str, out_dir: Path) -> list[dict]:
+    from flows.keys import code_digest
+
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / "benchmarks.csv"
-    rows = _read_rows(csv_path)
-    done = {
-        (r["task"], r["method"], float(r["reduction"]), int(r["seed"]), int(r["tokens"]))
+    rows = [r for r in _read_rows(csv_path) if _asked(r) == p.tokens]
+    finished = {(r["task"], r["method"], float(r["reduction"]), int(r["seed"])) for r in rows}
+    by_key = {
+        _key(r["task"], float(r["reduction"]), r["method"], int(r["seed"]), p.tokens): r
         for r in rows
     }
+    code = code_digest()[:12]
+    dense: dict[str, dict] = {}
     common = [
         "--teachers",
         teachers,
@@ -170,51 +214,84 @@ def run_bench(p: BenchParams, teachers: str, data_dir: str, out_dir: Path) -> li
         "--repeats",
         str(p.repeats),
     ]
-    for task in p.tasks:
-        base = _call("dense", [*common, "--task", task])
-        for reduction in p.reductions:
-            for method in p.methods:
-                for seed in p.seeds:
-                    if (task, method, reduction, seed) in {
-                        k[:4] for k in done if k[4] >= p.tokens * 0.9
-                    }:
-                        continue
-                    extra = [
-                        *common,
-                        "--task",
-                        task,
-                        "--method",
-                        method,
-                        "--reduction",
-                        str(reduction),
-                        "--seed",
-                        str(seed),
-                        "--tokens",
-                        str(p.tokens),
-                    ]
-                    try:
-                        got = _call("worker", extra)
-                    except RuntimeError as exc:
-                        print(f"bench: failed {exc}", file=sys.stderr)
-                        continue
-                    row = {
-                        "task": task,
-                        "method": method,
-                        "reduction": reduction,
-                        "seed": seed,
-                        **base,
-                        **got,
-                    }
-                    rows.append(row)
-                    _append(csv_path, row)
-                    print(
-                        f"{task:12s} {method:18s} r={reduction:.1f} seed={seed} "
-                        f"{row['metric_name']}={row['metric']:.4f} "
-                        f"flops={row['flops_kept']:.3f} {row['prune_seconds']:.0f}s "
-                        f"rss={row['peak_rss_mb']:.0f}MB",
-                        flush=True,
-                    )
-    return rows
+    new = []
+    for task, reduction, method, seed in plan(p):
+        if (task, method, reduction, seed) in finished:
+            continue
+        key = _key(task, reduction, method, seed, p.tokens)
+        if key in by_key:  # the same computation under another name: reuse its measurement
+            twin = by_key[key]
+            row = {
+                **twin,
+                "method": method,
+                "same_run_as": twin.get("same_run_as") or twin["method"],
+            }
+        else:
+            if task not in dense:
+                dense[task] = _call("dense", [*common, "--task", task])
+            extra = [
+                *common,
+                "--task",
+                task,
+                "--method",
+                method,
+                "--reduction",
+                str(reduction),
+                "--seed",
+                str(seed),
+                "--tokens",
+                str(p.tokens),
+            ]
+            try:
+                got = _call("worker", extra)
+            except RuntimeError as exc:
+                print(f"bench: failed {exc}", file=sys.stderr)
+                continue
+            row = {
+                "task": task,
+                "method": method,
+                "reduction": reduction,
+                "seed": seed,
+                **dense[task],
+                **got,
+                "tokens_asked": p.tokens,
+                "same_run_as": "",
+                "code": code,
+            }
+            by_key[key] = row
+        new.append(row)
+        _append(csv_path, row)
+        print(
+            f"{task:12s} {method:18s} r={reduction:.1f} seed={seed} "
+            f"{row['metric_name']}={float(row['metric']):.4f} "
+            f"flops={float(row['flops_kept']):.3f} {float(row['prune_seconds']):.0f}s "
+            f"rss={float(row['peak_rss_mb']):.0f}MB"
+            + (f" (same run as {row['same_run_as']})" if row["same_run_as"] else ""),
+            flush=True,
+        )
+    return new
+
+
+def with_overrides(cfg: BenchParams, args: argparse.Namespace) -> BenchParams:
+    """The grid with the command line's --tasks/--methods/--reductions/--seeds/--tokens."""
+    from kprune.methods import get_method
+
+    def items(text: str, cast) -> tuple:
+        try:
+            return tuple(cast(x.strip()) for x in text.split(",") if x.strip())
+        except ValueError as exc:
+            raise KPruneError(f"bench: cannot read {text!r}: {exc}") from None
+
+    changes = {}
+    for name, cast in (("tasks", str), ("methods", str), ("reductions", float), ("seeds", int)):
+        if getattr(args, name):
+            changes[name] = items(getattr(args, name), cast)
+    if args.tokens and not args.worker:
+        changes["tokens"] = args.tokens
+    cfg = replace(cfg, **changes)
+    for m in cfg.methods:
+        get_method(m)  # an unknown name fails here, before any run
+    return cfg
 
 
 def _read_rows(path: Path) -> list[dict]:
@@ -226,8 +303,19 @@ def _read_rows(path: Path) -> list[dict]:
 
 def _append(path: Path, row: dict) -> None:
     new = not path.exists()
+    if not new:
+        with open(path, newline="") as fh:
+            header = next(csv.reader(fh), [])
+        if header != COLUMNS:  # written by an older version: rewrite with today's columns
+            old = _read_rows(path)
+            tmp = path.with_name(path.name + ".tmp")
+            with open(tmp, "w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore", restval="")
+                w.writeheader()
+                w.writerows(old)
+            os.replace(tmp, path)
     with open(path, "a", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
+        w = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore", restval="")
         if new:
             w.writeheader()
         w.writerow(row)
@@ -249,6 +337,12 @@ def main(argv: list[str] | None = None) -> int:
         help="folder for the CSV, report and plots (default docs, or docs/quick)",
     )
     p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    grid = p.add_argument_group("grid overrides (default: the bench section of --params)")
+    grid.add_argument("--tasks", help="comma-separated task names, e.g. rt,trec6")
+    grid.add_argument("--methods", help="comma-separated method names (see kprune prune --help)")
+    grid.add_argument("--reductions", help="comma-separated FLOPs reductions, e.g. 0.4,0.6")
+    grid.add_argument("--seeds", help="comma-separated sample seeds, e.g. 0,1,2")
+    grid.add_argument("--tokens", type=int, help="pruning sample size in tokens")
     for hidden in ("--worker", "--dense"):
         p.add_argument(hidden, action="store_true", help=argparse.SUPPRESS)
     for name, typ in (
@@ -256,7 +350,6 @@ def main(argv: list[str] | None = None) -> int:
         ("--method", str),
         ("--reduction", float),
         ("--seed", int),
-        ("--tokens", int),
         ("--split", str),
         ("--threads", int),
         ("--repeats", int),
@@ -273,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         from stages.bench_report import write_report
 
         cfg = QUICK if args.quick else load_section(args.params, "bench", BenchParams)
+        cfg = with_overrides(cfg, args)
         out = Path(args.out or ("docs/quick" if args.quick else "docs"))
         rows = run_bench(cfg, args.teachers, args.data_dir, out)
         paths = write_report(_read_rows(out / "benchmarks.csv"), out)

@@ -10,7 +10,41 @@ from kprune.atomic import write_text
 from kprune.plots import metric_vs_flops_plot
 from stages.bench import COLUMNS
 
-NUMERIC = tuple(c for c in COLUMNS if c not in ("task", "method", "metric_name"))
+TEXT = ("task", "method", "metric_name", "same_run_as", "code")
+NUMERIC = tuple(c for c in COLUMNS if c not in TEXT)
+BASELINES = ("kwon", "magnitude", "random")
+
+
+def headline(df: pd.DataFrame) -> list[str]:
+    """K-prune's mean metric against each baseline's, per task and reduction: where it is
+    at or above, and every place it is not."""
+    means = df.groupby(["task", "reduction", "method"])["metric"].mean()
+    wins, cells, below = 0, 0, []
+    for (task, reduction), part in means.groupby(level=[0, 1]):
+        got = part.droplevel([0, 1])
+        if "kprune" not in got:
+            continue
+        for base in BASELINES:
+            if base not in got:
+                continue
+            cells += 1
+            if got["kprune"] >= got[base]:
+                wins += 1
+            else:
+                below.append(
+                    f"{task} R={reduction:.1f}: kprune {got['kprune']:.4f} < {base} {got[base]:.4f}"
+                )
+    if not cells:
+        return []
+    lines = [
+        "## K-prune against the baselines",
+        "",
+        f"K-prune's mean is at or above the baseline's in {wins} of {cells} "
+        "(task, reduction, baseline) comparisons"
+        + (" (all of them)." if wins == cells else "; below in:"),
+        "",
+    ]
+    return lines + [f"- {b}" for b in below] + ([""] if below else [])
 
 
 def write_report(rows: list[dict], out: Path) -> list[Path]:
@@ -19,6 +53,8 @@ def write_report(rows: list[dict], out: Path) -> list[Path]:
     df = pd.DataFrame(rows)
     for col in NUMERIC:
         df[col] = pd.to_numeric(df[col])
+    for col in TEXT:
+        df[col] = df[col].fillna("") if col in df else ""
     paths = []
     lines = [
         "# Benchmarks",
@@ -28,6 +64,21 @@ def write_report(rows: list[dict], out: Path) -> list[Path]:
         "latency at length 128 with 2 threads, median of repeated runs).",
         "",
     ]
+    codes = sorted(c for c in df["code"].unique() if c)
+    if codes:
+        lines += [f"kprune source digest(s) of the runs: {', '.join(codes)}.", ""]
+    twins = df[df["same_run_as"] != ""]
+    if len(twins):
+        pairs = sorted(
+            {f"`{m}` = `{t}`" for m, t in zip(twins.method, twins.same_run_as, strict=True)}
+        )
+        lines += [
+            "Same computation under two names (the row is the one run, reported under both): "
+            + ", ".join(pairs)
+            + ".",
+            "",
+        ]
+    lines += headline(df)
     for task, part in df.groupby("task"):
         metric = part["metric_name"].iloc[0]
         dense = part["dense_metric"].iloc[0]

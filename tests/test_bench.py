@@ -1,6 +1,7 @@
 """The benchmark runs every configuration in its own process, resumes, and reports."""
 
 import csv
+from dataclasses import replace
 
 from stages.bench import BenchParams, run_bench
 from stages.bench_report import write_report
@@ -41,8 +42,38 @@ def test_bench_rows_resume_and_report(tmp_path):
         saved = list(csv.DictReader(fh))
     assert len(saved) == 2 and float(saved[0]["flops_kept"]) <= 0.5 + 1e-9
     assert float(saved[0]["peak_rss_mb"]) > 50 and float(saved[0]["latency_ms_b32"]) > 0
-    assert len(run_bench(cfg, str(tmp_path / "teachers"), str(tmp_path / "tasks"), out)) == 2
+    assert run_bench(cfg, str(tmp_path / "teachers"), str(tmp_path / "tasks"), out) == []
+    # a method that names the default explicitly is the same computation: reused, not rerun
+    twin = replace(cfg, methods=("kprune", "kprune-paper-pred"))
+    [row] = run_bench(twin, str(tmp_path / "teachers"), str(tmp_path / "tasks"), out)
+    assert row["method"] == "kprune-paper-pred" and row["same_run_as"] == "kprune"
+    assert row["prune_seconds"] == saved[0]["prune_seconds"]
+    with open(out / "benchmarks.csv") as fh:
+        saved = list(csv.DictReader(fh))
     paths = write_report(saved, out)
     text = (out / "benchmarks.md").read_text()
-    assert "| kprune |" in text and "| random |" in text
+    assert "| kprune |" in text and "| random |" in text and "| kprune-paper-pred |" in text
+    assert "at or above the baseline" in text
     assert (out / "bench_rt.png") in paths and (out / "bench_rt.png").stat().st_size > 1000
+
+
+def test_plan_runs_the_headline_methods_over_the_grid_first():
+    from stages.bench import plan
+
+    p = BenchParams(
+        tasks=("rt", "trec6"),
+        methods=("kprune", "kprune-no-rep", "random"),
+        reductions=(0.4, 0.6),
+        seeds=(0, 1),
+        priority=("kprune", "random"),
+    )
+    order = plan(p)
+    assert len(order) == 2 * 3 * 2 * 2 and len(set(order)) == len(order)
+    first_ablation = next(i for i, c in enumerate(order) if c[2] == "kprune-no-rep")
+    assert first_ablation == 2 * 2 * 2 * 2  # every (seed, task, R) of kprune and random first
+    assert order[:4] == [
+        ("rt", 0.4, "kprune", 0),
+        ("rt", 0.4, "random", 0),
+        ("rt", 0.6, "kprune", 0),
+        ("rt", 0.6, "random", 0),
+    ]
