@@ -33,6 +33,10 @@ class Knowledge:
     rep_heads: torch.Tensor  # [L, H]
     rep_neurons: torch.Tensor  # [L, N]
     nonfinite: int = 0  # batches whose gradients held NaN/Inf (skipped)
+    # label form only: each batch's gradient per unit, [batches, L, H] and [batches, L, N]
+    # (Kwon et al.'s mask rearrangement reads them)
+    batch_grads_heads: torch.Tensor | None = None
+    batch_grads_neurons: torch.Tensor | None = None
 
     @classmethod
     def zeros(cls, layers: int, heads: int, neurons: int) -> Knowledge:
@@ -97,6 +101,8 @@ def measure(
     pred_n = torch.zeros(layers, neurons, dtype=torch.float64, device=device)
     gen = torch.Generator().manual_seed(spec.seed + start)
     start_layer, skipped, count = start // 2, 0, 0
+    grads_h: list[torch.Tensor] = []  # label form: per batch, [L, H] / [L, N]
+    grads_n: list[torch.Tensor] = []
     dtype = views[start // 2].attn_out.weight.dtype  # a bf16 copy measures in bf16
     for batch in sample.batches:
         x = batch.student.to(dtype)
@@ -132,6 +138,9 @@ def measure(
             skipped += 1
             continue
         count += len(x) if spec.pred_form == "fisher" else 1
+        if spec.pred_form == "label":
+            grads_h.append(torch.zeros(layers, heads, dtype=torch.float64, device=device))
+            grads_n.append(torch.zeros(layers, neurons, dtype=torch.float64, device=device))
         for s, g in zip(keys, grads, strict=True):
             if g is None:
                 continue
@@ -142,8 +151,10 @@ def measure(
                 if is_mha:
                     g = g.view(heads, head_dim).sum(-1)
                     pred_h[layer] += g * g
+                    grads_h[-1][layer] = g
                 else:
                     pred_n[layer] += g * g
+                    grads_n[-1][layer] = g
             elif spec.pred_form == "paper":
                 g = g.sum(0)  # gradient of the batch-mean loss
                 if is_mha:  # the paper's code: mean of squared per-dim gradients
@@ -157,6 +168,12 @@ def measure(
                 pred_n[layer] += 0.5 * (g * g).sum(0)
     rep_h, rep_n = rep.scores(views, start_layer, hidden)
     denom = max(count, 1)
+    stacked = [torch.stack(g).cpu() if g else None for g in (grads_h, grads_n)]
     return Knowledge(
-        (pred_h / denom).float().cpu(), (pred_n / denom).float().cpu(), rep_h, rep_n, skipped
+        (pred_h / denom).float().cpu(),
+        (pred_n / denom).float().cpu(),
+        rep_h,
+        rep_n,
+        skipped,
+        *stacked,
     )

@@ -2,9 +2,9 @@
 
 - ``kprune`` and ``kprune-*`` ablations: the K-prune loop with one switch changed.
 - ``kwon``: Kwon et al. 2022: Fisher importance of unit masks from the task loss with
-  ground-truth labels, their (heads, neurons) search, and per-unit mask rescaling by damped
-  least squares against the teacher's sublayer outputs (kept only where it lowers the error).
-  Their mask rearrangement step is not implemented.
+  ground-truth labels, their (heads, neurons) search, mask rearrangement (greedy, per layer,
+  from per-batch gradients), and per-unit mask rescaling by damped least squares against the
+  teacher's sublayer outputs (kept only where it lowers the error).
 - ``magnitude`` / ``random``: weight-magnitude or random unit scores, the most valuable per
   FLOP kept to the same budget, no tuning.
 """
@@ -24,7 +24,7 @@ from kprune.evaluation import count_params
 from kprune.knowledge import Knowledge, MeasureSpec
 from kprune.masks import Masks
 from kprune.sample import SampleData
-from kprune.search import SearchSpec, heads_neurons_search
+from kprune.search import SearchSpec, heads_neurons_search, rearrange_masks
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,8 @@ def baseline_masks(
         layers, heads, _, _, neurons = get_adapter(model).dims(model)
         budget = (1 - reduction) * flops.of_counts(layers * heads, layers * neurons)
         masks = heads_neurons_search(k.pred_heads, k.pred_neurons, budget, flops)
+        if k.batch_grads_heads is not None:  # none when every batch was non-finite
+            masks = rearrange_masks(masks, k.batch_grads_heads, k.batch_grads_neurons)
     else:
         h, n = (
             magnitude_scores(model) if method.scorer == "magnitude" else random_scores(model, seed)

@@ -114,3 +114,38 @@ def heads_neurons_search(
     neurons = torch.zeros(neuron_imp.numel())
     neurons[n_order[:n]] = 1
     return Masks(heads.view_as(head_imp), neurons.view_as(neuron_imp))
+
+
+def rearrange(mask: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """Kwon et al.'s mask rearrangement for one layer's units: keep the layer's count, but
+    choose the pruned set P to make ||sum_{i in P} g_i||^2 small, where g_i holds unit i's
+    gradient on each batch (``grads``: [batches, units]; a block-diagonal Fisher estimate of
+    the loss increase, so units whose gradients cancel can be pruned together).
+
+    Greedy, as they describe it: start from the lowest-importance units; take the others in
+    ascending importance, each time adding one to P and then dropping from P the unit whose
+    removal leaves the smallest squared norm."""
+    n_pruned = int((mask == 0).sum())
+    if n_pruned == 0 or n_pruned == mask.numel():
+        return mask.clone()
+    g = grads.t().double()  # [units, batches]
+    order = torch.argsort((g * g).sum(1), stable=True).tolist()
+    pruned = order[:n_pruned]
+    total = g[pruned].sum(0)
+    for unit in order[n_pruned:]:
+        pruned.append(unit)
+        total = total + g[unit]
+        left = total.unsqueeze(0) - g[pruned]  # the sum without each member
+        drop = int(torch.argmin((left * left).sum(1)))
+        total = left[drop]
+        pruned.pop(drop)
+    out = torch.ones_like(mask)
+    out[pruned] = 0
+    return out
+
+
+def rearrange_masks(masks: Masks, grads_heads: torch.Tensor, grads_neurons: torch.Tensor) -> Masks:
+    """``rearrange`` applied to every layer's heads and neurons (counts per layer kept)."""
+    heads = torch.stack([rearrange(m, grads_heads[:, i]) for i, m in enumerate(masks.heads)])
+    neurons = torch.stack([rearrange(m, grads_neurons[:, i]) for i, m in enumerate(masks.neurons)])
+    return Masks(heads, neurons)

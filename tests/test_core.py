@@ -362,3 +362,44 @@ def test_corrupt_pruned_model_is_detected(teacher, tmp_path):
     weights.write_bytes(bytes(raw))
     with pytest.raises(KPruneError, match="fails its content hash"):
         load_pruned(tmp_path / "p")
+
+
+def test_rearrangement_prunes_units_whose_gradients_cancel():
+    from kprune.search import rearrange, rearrange_masks
+
+    # a and b each matter (|g| = 1) but cancel on every batch; c matters less alone (0.64)
+    grads = torch.tensor([[1.0, -1.0, 0.0], [0.0, 0.0, 0.8]])  # [batches, units a b c]
+    kept = rearrange(torch.tensor([0.0, 1.0, 0.0]), grads)  # importance alone prunes c and a
+    assert kept.tolist() == [0.0, 0.0, 1.0]
+
+    def loss(mask, g):  # the block-diagonal Fisher estimate Kwon et al. minimise
+        return float((g[:, mask == 0].sum(1) ** 2).sum())
+
+    torch.manual_seed(0)
+    g = torch.randn(12, 3, 40) + 0.3 * torch.randn(1, 3, 40)
+    masks = Masks(torch.ones(3, 4), (torch.rand(3, 40) > 0.6).float())
+    new = rearrange_masks(masks, torch.zeros(12, 3, 4), g)
+    for i in range(3):
+        assert new.neurons[i].sum() == masks.neurons[i].sum()  # each layer keeps its count
+        importance = (g[:, i] ** 2).sum(0)
+        start = torch.ones(40)
+        start[torch.argsort(importance)[: int((masks.neurons[i] == 0).sum())]] = 0
+        assert loss(new.neurons[i], g[:, i]) <= loss(start, g[:, i]) + 1e-9
+    assert torch.equal(new.heads, masks.heads)  # nothing pruned there: left alone
+
+
+def test_label_measurement_keeps_each_batch_gradient(teacher):
+    folder, task = teacher
+    from kprune.api import task_sample
+    from kprune.modeling import load_tokenizer
+    from kprune.steps import measure_knowledge
+
+    model = load_model(str(folder))
+    cfg = PruneConfig(tokens=600, max_length=16, batch_size=8)
+    data = task_sample(model, load_tokenizer(str(folder)), task, cfg, torch.device("cpu"))
+    k = measure_knowledge(model, data, MeasureSpec("classification", 1.0, "label"), 8, "cpu")
+    assert k.batch_grads_heads.shape[1:] == k.pred_heads.shape
+    assert k.batch_grads_neurons.shape[1:] == k.pred_neurons.shape
+    # the importance is the sum of the squared batch gradients, averaged over batches
+    expect = (k.batch_grads_neurons.double() ** 2).sum(0) / len(k.batch_grads_neurons)
+    assert torch.allclose(k.pred_neurons.double(), expect, rtol=1e-5)
