@@ -10,7 +10,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export DO_NOT_TRACK := 1
 
-.PHONY: setup run test lint format clean-venv bench bench-quick
+.PHONY: setup run test lint format clean-venv bench bench-quick bench-memory
 
 setup: $(STAMP)
 
@@ -47,3 +47,6 @@ format: setup
 
 clean-venv:
 	rm -rf $(VENV)
+
+bench-memory: setup
+	$(BIN)/python -m stages.bench_memory

@@ -159,9 +159,17 @@ def cmd_prune(args: argparse.Namespace) -> None:
         report["latency"] = compare_latency(
             load_model(args.model), model.cpu(), threads=args.threads
         )
+    report["peak_rss_mb"] = peak_rss_mb()
     out = Path(args.out)
     save_pruned(model, out, report=report)
     print(format_report(report, out))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def format_report(r: dict, out: Path | None = None) -> str:
@@ -188,6 +196,8 @@ def format_report(r: dict, out: Path | None = None) -> str:
                     f"{lat[f'pruned_ms_b{b}']:.1f} ms ({lat[f'speedup_b{b}']:.2f}x, length "
                     f"{lat['seq_len']}, {lat['threads']} threads)"
                 )
+    if "peak_rss_mb" in r:
+        lines.append(f"  peak RSS   {r['peak_rss_mb']:.0f} MB (the whole process)")
     if out is not None:
         lines.append(f"  written to {out} (report.json, kprune.json, weights, tokenizer)")
     return "\n".join(lines)

@@ -18,14 +18,13 @@ import argparse
 import csv
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from kprune.cli import run_main
+from kprune.cli import peak_rss_mb, run_main
 from kprune.errors import KPruneError
 from stages.common import exit_with
 
@@ -113,7 +112,7 @@ def worker(args: argparse.Namespace) -> None:
         "params_kept": report["params_kept"],
         "prune_seconds": round(seconds, 2),
         "tokens": report["sample"]["tokens"],
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": peak_rss_mb(),
     }
     for b in (1, 32):
         row[f"latency_ms_b{b}"] = round(
@@ -228,7 +227,10 @@ def run_bench(p: BenchParams, teachers: str, data_dir: str, out_dir: Path) -> li
             }
         else:
             if task not in dense:
-                dense[task] = _call("dense", [*common, "--task", task])
+                try:
+                    dense[task] = _call("dense", [*common, "--task", task])
+                except RuntimeError as exc:
+                    raise KPruneError(f"bench: the dense teacher failed: {exc}") from None
             extra = [
                 *common,
                 "--task",

@@ -97,3 +97,14 @@ def sentiment_frame(n: int = 200, seed: int = 0, regression: bool = False) -> pd
         score = (1.0 if pos else -1.0) * (1 + rng.random())
         rows.append((" ".join(words), score if regression else int(pos)))
     return pd.DataFrame(rows, columns=["text", "label"]).drop_duplicates("text")
+
+
+def write_task(root: Path, name: str = "rt", n: int = 300) -> Path:
+    """A prepared registered task (train/dev/test Parquet) under ``root``; returns ``root``."""
+    from kprune.prepare import stratified_split
+
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, part in stratified_split(sentiment_frame(n), "classification").items():
+        part.to_parquet(folder / f"{split}.parquet")
+    return root

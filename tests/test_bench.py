@@ -5,18 +5,14 @@ from dataclasses import replace
 
 from stages.bench import BenchParams, run_bench
 from stages.bench_report import write_report
-from tests.helpers import make_tiny_model, sentiment_frame
+from tests.helpers import make_tiny_model, write_task
 
 
 def test_bench_rows_resume_and_report(tmp_path):
     from kprune.finetune import FinetuneConfig, finetune
-    from kprune.prepare import stratified_split
     from kprune.tasks import load_task
 
-    tasks = tmp_path / "tasks" / "rt"
-    tasks.mkdir(parents=True)
-    for split, part in stratified_split(sentiment_frame(300), "classification").items():
-        part.to_parquet(tasks / f"{split}.parquet")
+    write_task(tmp_path / "tasks")
     make_tiny_model(tmp_path / "base")
     finetune(
         str(tmp_path / "base"),
@@ -77,3 +73,26 @@ def test_plan_runs_the_headline_methods_over_the_grid_first():
         ("rt", 0.6, "kprune", 0),
         ("rt", 0.6, "random", 0),
     ]
+
+
+def test_memory_bench_prunes_a_random_model_of_the_size_and_records_its_peak(tmp_path):
+    from stages.bench_memory import main
+
+    teacher, data_dir = make_tiny_model(tmp_path / "t"), write_task(tmp_path / "tasks")
+    out = tmp_path / "memory.csv"
+    args = ["--size", "tiny", "--tokens", "300", "--data-dir", str(data_dir), "--out", str(out)]
+    assert main([*args, "--tokenizer-from", str(teacher)]) == 0
+    with open(out) as fh:
+        [row] = list(csv.DictReader(fh))
+    assert row["size"] == "tiny" and float(row["peak_rss_mb"]) > 50
+    assert int(row["params_after"]) < int(row["params_before"])
+    assert main([*args, "--tokenizer-from", str(tmp_path / "nowhere")]) == 2
+
+
+def test_bench_says_which_teacher_is_missing(tmp_path, capsys):
+    from stages.bench import main
+
+    args = ["--tasks", "rt", "--methods", "random", "--seeds", "0", "--reductions", "0.5"]
+    assert main([*args, "--teachers", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "dense teacher failed" in err[0]
