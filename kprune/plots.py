@@ -39,24 +39,47 @@ def kept_units_plot(report: dict, path: str | Path) -> None:
 
 
 def metric_vs_flops_plot(
-    rows: Sequence[dict], metric: str, path: str | Path, title: str = ""
+    rows: Sequence[dict],
+    metric: str,
+    path: str | Path,
+    title: str = "",
+    panels: Sequence[tuple[str, Sequence[str]]] | None = None,
 ) -> None:
-    """Metric against the fraction of FLOPs kept; one line per ``method`` in ``rows``."""
+    """Metric against the fraction of FLOPs kept; one line per ``method`` in ``rows``
+    (error bars where rows carry ``metric_std``). ``panels``: (title, methods) per subplot;
+    default one panel with every method."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
     methods = sorted({r.get("method", "kprune") for r in rows})
-    for method in methods:
-        pts = sorted(
-            (r["flops_kept"], r["metric"]) for r in rows if r.get("method", "kprune") == method
-        )
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
+    panels = [(p, [m for m in ms if m in methods]) for p, ms in (panels or [("", methods)])]
+    panels = [(p, ms) for p, ms in panels if ms]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8), squeeze=False)
+    colors = {m: f"C{i % 10}" for i, m in enumerate(methods)}
     dense = [r["dense_metric"] for r in rows if r.get("dense_metric") is not None]
-    if dense:
-        ax.axhline(dense[0], color="grey", ls="--", lw=1, label="dense teacher")
-    ax.set_xlabel("fraction of FLOPs kept")
-    ax.set_ylabel(metric)
-    ax.set_title(title)
-    ax.legend(fontsize=8)
+    for ax, (panel, chosen) in zip(axes[0], panels, strict=True):
+        for method in chosen:
+            pts = sorted(
+                (r["flops_kept"], r["metric"], r.get("metric_std") or 0.0)
+                for r in rows
+                if r.get("method", "kprune") == method
+            )
+            ax.errorbar(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                yerr=[p[2] for p in pts],
+                marker="o",
+                ms=4,
+                capsize=2,
+                color=colors[method],
+                lw=2.2 if method == "kprune" else 1.2,
+                label=method,
+            )
+        if dense:
+            ax.axhline(dense[0], color="grey", ls="--", lw=1, label="dense teacher")
+        ax.set_xlabel("fraction of FLOPs kept")
+        ax.set_ylabel(metric)
+        ax.set_title(panel, fontsize=10)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path)
 

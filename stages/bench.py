@@ -48,6 +48,9 @@ COLUMNS = [
     "tokens_asked",
     "same_run_as",
     "code",
+    "finished_at",
+    "threads",
+    "load_1m",
 ]
 
 
@@ -118,6 +121,10 @@ def worker(args: argparse.Namespace) -> None:
         row[f"latency_ms_b{b}"] = round(
             latency_ms(pruned, b, 128, args.repeats, threads=args.threads), 3
         )
+    # the 1-minute load average as the run ends: about --threads on an otherwise idle machine;
+    # more means something else competed for the cores and the timings are inflated
+    row["load_1m"] = round(os.getloadavg()[0], 2)
+    row["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     print("BENCH-ROW " + json.dumps(row))
 
 
@@ -257,6 +264,7 @@ def run_bench(p: BenchParams, teachers: str, data_dir: str, out_dir: Path) -> li
                 **dense[task],
                 **got,
                 "tokens_asked": p.tokens,
+                "threads": p.threads,
                 "same_run_as": "",
                 "code": code,
             }

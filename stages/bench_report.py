@@ -10,7 +10,7 @@ from kprune.atomic import write_text
 from kprune.plots import metric_vs_flops_plot
 from stages.bench import COLUMNS
 
-TEXT = ("task", "method", "metric_name", "same_run_as", "code")
+TEXT = ("task", "method", "metric_name", "same_run_as", "code", "finished_at")
 NUMERIC = tuple(c for c in COLUMNS if c not in TEXT)
 BASELINES = ("kwon", "magnitude", "random")
 
@@ -47,12 +47,42 @@ def headline(df: pd.DataFrame) -> list[str]:
     return lines + [f"- {b}" for b in below] + ([""] if below else [])
 
 
+def ablation_table(df: pd.DataFrame) -> list[str]:
+    """Each ablation's metric minus K-prune's on the same (task, reduction, seed) runs."""
+    base = df[df["method"] == "kprune"].set_index(["task", "reduction", "seed"])["metric"]
+    lines = []
+    for method in sorted(m for m in df["method"].unique() if m.startswith("kprune-")):
+        part = df[df["method"] == method].set_index(["task", "reduction", "seed"])["metric"]
+        both = part.index.intersection(base.index)
+        if not len(both):
+            continue
+        diff = part[both] - base[both]
+        same = (df[df["method"] == method]["same_run_as"] == "kprune").all()
+        lines.append(
+            f"| {method} | {len(both)} | {diff.mean():+.4f} | {diff.min():+.4f} | "
+            f"{diff.max():+.4f} | {int((diff > 0).sum())} |" + (" the default |" if same else " |")
+        )
+    if not lines:
+        return []
+    return [
+        "## Ablations against K-prune",
+        "",
+        "Metric of the ablation minus K-prune's on the same task, reduction and seed "
+        "(negative: the component helps).",
+        "",
+        "| ablation | runs | mean Δ | min Δ | max Δ | runs above K-prune | |",
+        "|---|---|---|---|---|---|---|",
+        *lines,
+        "",
+    ]
+
+
 def write_report(rows: list[dict], out: Path) -> list[Path]:
     if not rows:
         return []
     df = pd.DataFrame(rows)
     for col in NUMERIC:
-        df[col] = pd.to_numeric(df[col])
+        df[col] = pd.to_numeric(df[col], errors="coerce") if col in df else float("nan")
     for col in TEXT:
         df[col] = df[col].fillna("") if col in df else ""
     paths = []
@@ -78,7 +108,15 @@ def write_report(rows: list[dict], out: Path) -> list[Path]:
             + ".",
             "",
         ]
-    lines += headline(df)
+    busy = df[df["load_1m"] > df["threads"] + 1.0]
+    if len(busy):
+        lines += [
+            f"{len(busy)} of {len(df)} runs ended with a 1-minute load average above the "
+            "thread count + 1 (something else used the cores): their seconds and latencies "
+            "are inflated; their metrics are not affected.",
+            "",
+        ]
+    lines += headline(df) + ablation_table(df)
     for task, part in df.groupby("task"):
         metric = part["metric_name"].iloc[0]
         dense = part["dense_metric"].iloc[0]
@@ -126,21 +164,31 @@ def write_report(rows: list[dict], out: Path) -> list[Path]:
                 f"{speed.loc[method, 'peak_rss_mb']:.0f} | " + " | ".join(cells) + " |"
             )
         lines.append("")
+        grouped = part.groupby(["method", "reduction"])
+        means = grouped.mean(numeric_only=True)
+        stds = grouped["metric"].std().fillna(0.0)
         plot_rows = [
             {
-                "method": r.method,
-                "flops_kept": r.flops_kept,
-                "metric": r.metric,
+                "method": method,
+                "flops_kept": row.flops_kept,
+                "metric": row.metric,
+                "metric_std": stds[(method, reduction)],
                 "dense_metric": dense,
             }
-            for r in part.groupby(["method", "reduction"])
-            .mean(numeric_only=True)
-            .reset_index()
-            .assign(metric_name=metric)
-            .itertuples()
+            for (method, reduction), row in means.iterrows()
         ]
         png = out / f"bench_{task}.png"
-        metric_vs_flops_plot(plot_rows, metric, png, f"{task}: {metric} vs FLOPs kept")
+        ablations = sorted(m for m in part["method"].unique() if m.startswith("kprune-"))
+        metric_vs_flops_plot(
+            plot_rows,
+            metric,
+            png,
+            f"{task}: {metric} on the test split vs FLOPs kept (mean ± std over seeds)",
+            panels=[
+                ("K-prune and the baselines", ["kprune", *BASELINES]),
+                ("K-prune and its ablations", ["kprune", *ablations]),
+            ],
+        )
         lines += [f"![{task}](bench_{task}.png)", ""]
         paths.append(png)
     md = out / "benchmarks.md"

@@ -38,6 +38,7 @@ def test_bench_rows_resume_and_report(tmp_path):
         saved = list(csv.DictReader(fh))
     assert len(saved) == 2 and float(saved[0]["flops_kept"]) <= 0.5 + 1e-9
     assert float(saved[0]["peak_rss_mb"]) > 50 and float(saved[0]["latency_ms_b32"]) > 0
+    assert saved[0]["finished_at"].endswith("Z") and float(saved[0]["load_1m"]) >= 0
     assert run_bench(cfg, str(tmp_path / "teachers"), str(tmp_path / "tasks"), out) == []
     # a method that names the default explicitly is the same computation: reused, not rerun
     twin = replace(cfg, methods=("kprune", "kprune-paper-pred"))
