@@ -1,0 +1,92 @@
+"""Stage bench_profile: where one measurement pass spends its time (torch.profiler).
+
+One full-depth measurement pass (forward through every sublayer from cached inputs, backward
+to the unit masks, K_rep sums) over a sample of the demo teacher, timed and profiled by
+operator. Prints the pass's seconds, tokens per second, the achieved matmul rate and the
+operator table; docs/speed.md quotes it.
+
+    python -m stages.bench_profile                       # rt teacher, 10K tokens, float32
+    python -m stages.bench_profile --dtype bfloat16 --tokens 30000
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+from kprune.cli import run_main
+from stages.common import exit_with
+
+
+def profile_pass(args: argparse.Namespace) -> None:
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from kprune.adapters import get_adapter
+    from kprune.api import PruneConfig, load_model, task_sample
+    from kprune.knowledge import MeasureSpec, measure
+    from kprune.modeling import load_tokenizer
+    from kprune.sample import materialise
+    from kprune.tasks import load_task
+
+    torch.set_num_threads(args.threads)
+    model = load_model(args.teacher).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    task = load_task(args.task, args.data_dir)
+    cfg = PruneConfig(tokens=args.tokens, batch_size=args.batch_size)
+    cpu = torch.device("cpu")
+    data = task_sample(model, load_tokenizer(args.teacher), task, cfg, cpu)
+    adapter = get_adapter(model)
+    sample = materialise(model, adapter, data, args.batch_size, cpu)
+    measured = copy.deepcopy(model).to(getattr(torch, args.dtype))
+    views = [adapter.view(layer) for layer in adapter.layers(measured)]
+    spec = MeasureSpec(task.spec.kind, 2.0, "paper", True, 0)
+    dims = adapter.dims(model)
+
+    def one_pass():
+        return measure(views, lambda h: adapter.logits(measured, h), sample, 0, dims, spec)
+
+    one_pass()  # warm-up
+    t0 = time.perf_counter()
+    one_pass()
+    seconds = time.perf_counter() - t0
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        one_pass()
+    layers, heads, head_dim, hidden, neurons = dims
+    padded = sum(b.valid.numel() for b in sample.batches)
+    per_token = layers * (4 * hidden * heads * head_dim + 2 * hidden * neurons) * 2
+    mm = sum(
+        e.self_cpu_time_total for e in prof.key_averages() if e.key in ("aten::mm", "aten::addmm")
+    )
+    total = sum(e.self_cpu_time_total for e in prof.key_averages())
+    print(
+        f"{args.dtype} pass over {sample.n_tokens} tokens ({padded} with padding), "
+        f"batch {args.batch_size}, {args.threads} threads: {seconds:.2f} s, "
+        f"{sample.n_tokens / seconds:.0f} tokens/s; "
+        f"matmuls {100 * mm / total:.0f}% of operator time at "
+        f"{2 * per_token * padded / (mm / 1e6 * seconds / (total / 1e6)) / 1e9:.0f} GFLOP/s "
+        "(forward + backward to the inputs)"
+    )
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--teacher", default="data/teachers/rt")
+    p.add_argument("--task", default="rt")
+    p.add_argument("--data-dir", default="data/tasks")
+    p.add_argument("--tokens", type=int, default=10_000)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rows", type=int, default=15, help="operators shown")
+    args = p.parse_args(argv)
+    return run_main(lambda: profile_pass(args))
+
+
+if __name__ == "__main__":
+    exit_with(main())
