@@ -19,13 +19,16 @@ def headline(df: pd.DataFrame) -> list[str]:
     """K-prune's mean metric against each baseline's, per task and reduction: where it is
     at or above, and every place it is not."""
     means = df.groupby(["task", "reduction", "method"])["metric"].mean()
-    wins, cells, below = 0, 0, []
+    wins, cells, below, undefined = 0, 0, [], 0
     for (task, reduction), part in means.groupby(level=[0, 1]):
         got = part.droplevel([0, 1])
         if "kprune" not in got:
             continue
         for base in BASELINES:
             if base not in got:
+                continue
+            if pd.isna(got[base]) or pd.isna(got["kprune"]):
+                undefined += 1
                 continue
             cells += 1
             if got["kprune"] >= got[base]:
@@ -44,7 +47,14 @@ def headline(df: pd.DataFrame) -> list[str]:
         + (" (all of them)." if wins == cells else "; below in:"),
         "",
     ]
-    return lines + [f"- {b}" for b in below] + ([""] if below else [])
+    lines += [f"- {b}" for b in below] + ([""] if below else [])
+    if undefined:
+        lines += [
+            f"Left out: {undefined} comparison(s) where a metric is undefined (every seed NaN: "
+            "a Spearman correlation of constant predictions).",
+            "",
+        ]
+    return lines
 
 
 def ablation_table(df: pd.DataFrame) -> list[str]:
@@ -128,7 +138,9 @@ def write_report(rows: list[dict], out: Path) -> list[Path]:
             "seeds.",
             "",
         ]
-        table = part.groupby(["method", "reduction"])["metric"].agg(["mean", "std", "count"])
+        table = part.groupby(["method", "reduction"])["metric"].agg(
+            ["mean", "std", "count", "size"]
+        )
         pivot = table.reset_index().pivot(index="method", columns="reduction")
         reductions = sorted(part["reduction"].unique())
         lines.append("| method | " + " | ".join(f"R={r:.1f}" for r in reductions) + " |")
@@ -136,9 +148,13 @@ def write_report(rows: list[dict], out: Path) -> list[Path]:
         for method in pivot.index:
             cells = []
             for r in reductions:
-                mean, std, n = (pivot.loc[method, (k, r)] for k in ("mean", "std", "count"))
-                if pd.isna(mean):
+                mean, std, n, runs = (
+                    pivot.loc[method, (k, r)] for k in ("mean", "std", "count", "size")
+                )
+                if pd.isna(runs) or runs == 0:
                     cells.append("–")
+                elif pd.isna(mean):
+                    cells.append("undefined")
                 else:
                     cells.append(f"{mean:.4f}" + (f" ± {std:.4f}" if n > 1 else ""))
             lines.append(f"| {method} | " + " | ".join(cells) + " |")

@@ -97,3 +97,23 @@ def test_bench_says_which_teacher_is_missing(tmp_path, capsys):
     assert main([*args, "--teachers", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "dense teacher failed" in err[0]
+
+
+def test_headline_names_every_place_kprune_is_below_and_leaves_out_undefined_metrics():
+    import pandas as pd
+
+    from stages.bench_report import headline
+
+    df = pd.DataFrame(
+        [
+            ("rt", 0.4, "kprune", 0.80),
+            ("rt", 0.4, "kwon", 0.82),
+            ("rt", 0.4, "random", 0.50),
+            ("vm", 0.4, "kprune", 0.70),
+            ("vm", 0.4, "random", float("nan")),
+        ],
+        columns=["task", "reduction", "method", "metric"],
+    )
+    text = "\n".join(headline(df))
+    assert "in 1 of 2" in text and "rt R=0.4: kprune 0.8000 < kwon 0.8200" in text
+    assert "Left out: 1 comparison" in text
