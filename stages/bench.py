@@ -347,6 +347,11 @@ def main(argv: list[str] | None = None) -> int:
         help="folder for the CSV, report and plots (default docs, or docs/quick)",
     )
     p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: rewrite the markdown and plots from the CSV in --out (and log them)",
+    )
     grid = p.add_argument_group("grid overrides (default: the bench section of --params)")
     grid.add_argument("--tasks", help="comma-separated task names, e.g. rt,trec6")
     grid.add_argument("--methods", help="comma-separated method names (see kprune prune --help)")
@@ -378,10 +383,12 @@ def main(argv: list[str] | None = None) -> int:
         cfg = QUICK if args.quick else load_section(args.params, "bench", BenchParams)
         cfg = with_overrides(cfg, args)
         out = Path(args.out or ("docs/quick" if args.quick else "docs"))
-        rows = run_bench(cfg, args.teachers, args.data_dir, out)
+        if args.report_only and not (out / "benchmarks.csv").is_file():
+            raise KPruneError(f"{out / 'benchmarks.csv'} does not exist; run the benchmark first")
+        rows = [] if args.report_only else run_bench(cfg, args.teachers, args.data_dir, out)
         paths = write_report(_read_rows(out / "benchmarks.csv"), out)
         print(f"wrote {', '.join(str(p) for p in paths)}")
-        if not args.no_track and rows:
+        if not args.no_track and (rows or args.report_only):
             from flows.tracking import log_benchmark
 
             log_benchmark(out, paths)

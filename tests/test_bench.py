@@ -117,3 +117,23 @@ def test_headline_names_every_place_kprune_is_below_and_leaves_out_undefined_met
     text = "\n".join(headline(df))
     assert "in 1 of 2" in text and "rt R=0.4: kprune 0.8000 < kwon 0.8200" in text
     assert "Left out: 1 comparison" in text
+
+
+def test_report_only_rewrites_from_the_csv_and_runs_nothing(tmp_path):
+    from stages.bench import COLUMNS, main
+
+    out = tmp_path / "docs"
+    assert main(["--report-only", "--out", str(out), "--no-track"]) == 2  # no CSV yet
+    out.mkdir()
+    row = dict.fromkeys(COLUMNS, "")
+    row.update(task="rt", method="kprune", reduction="0.5", seed="0", metric_name="accuracy")
+    row.update(metric="0.8", dense_metric="0.84", flops_kept="0.5", params_kept="0.7")
+    row.update(prune_seconds="1", peak_rss_mb="900", tokens="100", latency_ms_b32="1")
+    row.update(dense_latency_ms_b32="2", threads="2", load_1m="1.5")
+    with open(out / "benchmarks.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=COLUMNS)
+        w.writeheader()
+        w.writerow(row)
+    assert main(["--report-only", "--out", str(out), "--no-track"]) == 0
+    assert "| kprune | 0.8000 |" in (out / "benchmarks.md").read_text()
+    assert len(list(out.iterdir())) == 3  # csv, md, png: no runs
