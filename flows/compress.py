@@ -117,7 +117,16 @@ def compress(
     if rows:
         slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(task).stem)
         plot = Path(rows[0]["artifacts"]["evaluation"]) / f"metric_vs_flops_{slug}.png"
-        metric_vs_flops_plot(rows, rows[0]["metric"], plot, f"{task}: K-prune")
+        points = [  # the rows name the metric in "metric"; the plot wants its value there
+            {
+                "method": "kprune",
+                "flops_kept": row["flops_kept"],
+                "metric": row["metric_after"],
+                "dense_metric": row["dense_metric"],
+            }
+            for row in rows
+        ]
+        metric_vs_flops_plot(points, rows[0]["metric"], plot, f"{task}: K-prune")
     tracking = None
     if track:
         from flows.tracking import log_compress_runs

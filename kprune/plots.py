@@ -58,7 +58,7 @@ def metric_vs_flops_plot(
     for ax, (panel, chosen) in zip(axes[0], panels, strict=True):
         for method in chosen:
             pts = sorted(
-                (r["flops_kept"], r["metric"], r.get("metric_std") or 0.0)
+                (float(r["flops_kept"]), float(r["metric"]), float(r.get("metric_std") or 0.0))
                 for r in rows
                 if r.get("method", "kprune") == method
             )
