@@ -19,7 +19,7 @@ from kprune.device import resolve_device
 from kprune.errors import KPruneError
 from kprune.evaluation import count_params, evaluate_model
 from kprune.fetch import sha256_of
-from kprune.knowledge import PRED_FORMS, MeasureSpec
+from kprune.knowledge import PASS_TOKENS, PRED_FORMS, MeasureSpec
 from kprune.masks import Masks
 from kprune.modeling import check_model_source, load_tokenizer
 from kprune.sample import draw_sample
@@ -52,6 +52,9 @@ class PruneConfig:
     mode: str = "iterative"
     search_strategy: str = "kpms"
     measure_dtype: str = "float32"  # or bfloat16 for the measurement passes
+    # rows x padded length per autograd pass: bounds memory, does not change the result
+    # (0: a whole batch per pass)
+    pass_tokens: int = PASS_TOKENS
 
     def __post_init__(self) -> None:
         if not 0 <= self.reduction < 1:
@@ -65,6 +68,10 @@ class PruneConfig:
             raise KPruneError("gamma (temperature) must be > 0")
         if self.tokens < 1 or self.batch_size < 1 or self.max_length < 8:
             raise KPruneError("tokens and batch_size must be >= 1 and max_length >= 8")
+        if self.pass_tokens < 0:
+            raise KPruneError(
+                f"pass_tokens must be >= 0 (0: whole batches), got {self.pass_tokens}"
+            )
         if self.measure_dtype not in ("float32", "bfloat16"):
             raise KPruneError(
                 f"measure_dtype must be float32 or bfloat16, got {self.measure_dtype!r}"
@@ -164,7 +171,12 @@ def prune_masked(
     data = task_sample(model, tokenizer, task, config, device)
     t_draw = time.perf_counter() - t
     mspec = MeasureSpec(
-        task.spec.kind, config.gamma, config.pred_form, config.use_pred, config.seed
+        task.spec.kind,
+        config.gamma,
+        config.pred_form,
+        config.use_pred,
+        config.seed,
+        config.pass_tokens,
     )
     sspec = SearchSpec(
         config.lam, config.mu, config.use_pred, config.use_rep, config.search_strategy

@@ -141,6 +141,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
         pred_form=args.pred_form,
         tune=not args.no_tune,
         measure_dtype=args.measure_dtype,
+        **({} if args.pass_tokens is None else {"pass_tokens": args.pass_tokens}),
         mode=args.mode,
     )
     task = task_from_args(args)
@@ -320,6 +321,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="float32",
         help="precision of the knowledge-measurement passes (bfloat16: faster on "
         "CPUs with bf16 matmul units and on GPUs)",
+    )
+    p.add_argument(
+        "--pass-tokens",
+        type=int,
+        default=None,
+        help="examples x padded length per backward pass of the measurement (default: "
+        "kprune.knowledge.PASS_TOKENS): lower bounds peak memory, higher can be faster on "
+        "a GPU; 0 = whole batches; the scores are the same either way",
     )
     p.add_argument(
         "--mode",

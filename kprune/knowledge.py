@@ -21,6 +21,7 @@ from kprune.losses import distill_loss, fisher_loss
 from kprune.modeling import task_loss
 from kprune.sample import Sample
 
+PASS_TOKENS = 1024
 PRED_FORMS = ("paper", "fisher", "label")  # label: Kwon et al.'s task-loss Fisher
 
 
@@ -51,6 +52,8 @@ class MeasureSpec:
     pred_form: str = "paper"
     with_pred: bool = True
     seed: int = 0
+    # rows x padded length per autograd pass (memory only: the scores do not depend on it)
+    pass_tokens: int = PASS_TOKENS
 
 
 class _RepAccumulator:
@@ -100,44 +103,25 @@ def measure(
     pred_h = torch.zeros(layers, heads, dtype=torch.float64, device=device)
     pred_n = torch.zeros(layers, neurons, dtype=torch.float64, device=device)
     gen = torch.Generator().manual_seed(spec.seed + start)
-    start_layer, skipped, count = start // 2, 0, 0
+    skipped, count = 0, 0
     grads_h: list[torch.Tensor] = []  # label form: per batch, [L, H] / [L, N]
     grads_n: list[torch.Tensor] = []
-    dtype = views[start // 2].attn_out.weight.dtype  # a bf16 copy measures in bf16
     for batch in sample.batches:
-        x = batch.student.to(dtype)
-        masks: dict[int, torch.Tensor] = {}
-        for s in range(start, 2 * layers):
-            layer, is_mha = s // 2, s % 2 == 0
-            width = heads * head_dim if is_mha else neurons
-            m = torch.ones(
-                len(x), 1, width, device=device, dtype=x.dtype, requires_grad=spec.with_pred
-            )
-            masks[s] = m
-            with torch.set_grad_enabled(spec.with_pred):
-                units, y = sublayer(views[layer], is_mha, x, batch.attend, head_dim, m)
-                rep.add(layer, is_mha, units[batch.valid], heads)
-                x = layer_norm(views[layer], is_mha, y)
-        rep.tokens += int(batch.valid.sum())
+        # the autograd graph is built for a few rows at a time (its memory grows with rows x
+        # padded length); per-example mask gradients are exact row by row, and the batch
+        # gradient is their sum, so the scores do not depend on the cap
+        parts = [
+            _pass(views, head_fn, batch.rows(part), len(batch.valid), start, dims, spec, gen, rep)
+            for part in _row_parts(batch.valid.shape, spec.pass_tokens)
+        ]
         if not spec.with_pred:
             continue
-        logits = head_fn(x)
-        if spec.pred_form == "paper":
-            loss = distill_loss(
-                logits, batch.teacher_logits, spec.kind, spec.gamma, batch.valid
-            ).mean()
-        elif spec.pred_form == "label":
-            if batch.labels is None:
-                raise KPruneError("label-based importance needs ground-truth labels in the sample")
-            loss = task_loss(logits, batch.labels, spec.kind)
-        else:
-            loss = fisher_loss(logits, batch.teacher_logits, spec.kind, gen, batch.valid).sum()
-        keys = sorted(masks)
-        grads = torch.autograd.grad(loss, [masks[s] for s in keys], allow_unused=True)
+        keys = sorted(parts[0])
+        grads = [_cat([p[s] for p in parts]) for s in keys]
         if any(g is not None and not torch.isfinite(g).all() for g in grads):
             skipped += 1
             continue
-        count += len(x) if spec.pred_form == "fisher" else 1
+        count += len(batch.valid) if spec.pred_form == "fisher" else 1
         if spec.pred_form == "label":
             grads_h.append(torch.zeros(layers, heads, dtype=torch.float64, device=device))
             grads_n.append(torch.zeros(layers, neurons, dtype=torch.float64, device=device))
@@ -145,7 +129,7 @@ def measure(
             if g is None:
                 continue
             layer, is_mha = s // 2, s % 2 == 0
-            g = g.double().squeeze(1)  # (B, k) per example
+            g = g.double()  # (B, k) per example
             if spec.pred_form == "label":  # batch gradient of each unit's scalar mask, squared
                 g = g.sum(0)
                 if is_mha:
@@ -166,7 +150,7 @@ def measure(
                 pred_h[layer] += 0.5 * (gh * gh).sum(0)
             else:
                 pred_n[layer] += 0.5 * (g * g).sum(0)
-    rep_h, rep_n = rep.scores(views, start_layer, hidden)
+    rep_h, rep_n = rep.scores(views, start // 2, hidden)
     denom = max(count, 1)
     stacked = [torch.stack(g).cpu() if g else None for g in (grads_h, grads_n)]
     return Knowledge(
@@ -177,3 +161,52 @@ def measure(
         skipped,
         *stacked,
     )
+
+
+def _row_parts(shape: tuple[int, int], pass_tokens: int) -> list[slice]:
+    """Row slices of a (B, T) batch with at most ``pass_tokens`` padded tokens each (at least
+    one row; 0: the whole batch)."""
+    rows, length = shape
+    step = max(1, pass_tokens // length) if pass_tokens > 0 else rows
+    return [slice(i, min(i + step, rows)) for i in range(0, rows, step)]
+
+
+def _cat(parts: list[torch.Tensor | None]) -> torch.Tensor | None:
+    return None if any(p is None for p in parts) else torch.cat(parts)
+
+
+def _pass(views, head_fn, part, batch_rows: int, start: int, dims: tuple, spec, gen, rep):
+    """Forward the rows ``part`` through sublayers >= ``start``, adding their K_rep sums to
+    ``rep``; returns {sublayer: per-example gradient of the batch's predictive loss w.r.t. its
+    unit mask, (rows, k) or None} (empty without K_pred)."""
+    layers, heads, head_dim, _, neurons = dims
+    x = part.student.to(views[start // 2].attn_out.weight.dtype)  # a bf16 copy: bf16
+    masks: dict[int, torch.Tensor] = {}
+    for s in range(start, 2 * layers):
+        layer, is_mha = s // 2, s % 2 == 0
+        width = heads * head_dim if is_mha else neurons
+        m = torch.ones(
+            len(x), 1, width, device=x.device, dtype=x.dtype, requires_grad=spec.with_pred
+        )
+        masks[s] = m
+        with torch.set_grad_enabled(spec.with_pred):
+            units, y = sublayer(views[layer], is_mha, x, part.attend, head_dim, m)
+            rep.add(layer, is_mha, units[part.valid], heads)
+            x = layer_norm(views[layer], is_mha, y)
+    rep.tokens += int(part.valid.sum())
+    if not spec.with_pred:
+        return {}
+    logits = head_fn(x)
+    share = len(x) / batch_rows  # this part's weight in a batch-mean loss
+    if spec.pred_form == "paper":
+        loss = distill_loss(logits, part.teacher_logits, spec.kind, spec.gamma, part.valid)
+        loss = loss.sum() / batch_rows
+    elif spec.pred_form == "label":
+        if part.labels is None:
+            raise KPruneError("label-based importance needs ground-truth labels in the sample")
+        loss = task_loss(logits, part.labels, spec.kind) * share
+    else:
+        loss = fisher_loss(logits, part.teacher_logits, spec.kind, gen, part.valid).sum()
+    keys = sorted(masks)
+    grads = torch.autograd.grad(loss, [masks[s] for s in keys], allow_unused=True)
+    return {s: None if g is None else g.squeeze(1) for s, g in zip(keys, grads, strict=True)}

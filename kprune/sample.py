@@ -34,6 +34,18 @@ class SampleBatch:
     teacher_logits: torch.Tensor  # (B, C) or (B, T, 2) for QA
     labels: torch.Tensor | None = None  # ground truth (classification / regression only)
 
+    def rows(self, part: slice) -> SampleBatch:
+        """Examples ``part`` of this batch (views, not copies)."""
+        labels = None if self.labels is None else self.labels[part]
+        return SampleBatch(
+            self.attend[part],
+            self.valid[part],
+            self.student[part],
+            self.teacher[part],
+            self.teacher_logits[part],
+            labels,
+        )
+
 
 @dataclass
 class Sample:

@@ -15,7 +15,6 @@ are run once and reported under both (column ``same_run_as``).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import subprocess
@@ -26,7 +25,7 @@ from pathlib import Path
 
 from kprune.cli import peak_rss_mb, run_main
 from kprune.errors import KPruneError
-from stages.common import exit_with
+from stages.common import append_row, exit_with, read_rows
 
 COLUMNS = [
     "task",
@@ -200,7 +199,7 @@ def run_bench(p: BenchParams, teachers: str, data_dir: str, out_dir: Path) -> li
 
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / "benchmarks.csv"
-    rows = [r for r in _read_rows(csv_path) if _asked(r) == p.tokens]
+    rows = [r for r in read_rows(csv_path) if _asked(r) == p.tokens]
     finished = {(r["task"], r["method"], float(r["reduction"]), int(r["seed"])) for r in rows}
     by_key = {
         _key(r["task"], float(r["reduction"]), r["method"], int(r["seed"]), p.tokens): r
@@ -270,7 +269,7 @@ def run_bench(p: BenchParams, teachers: str, data_dir: str, out_dir: Path) -> li
             }
             by_key[key] = row
         new.append(row)
-        _append(csv_path, row)
+        append_row(csv_path, row, COLUMNS)
         print(
             f"{task:12s} {method:18s} r={reduction:.1f} seed={seed} "
             f"{row['metric_name']}={float(row['metric']):.4f} "
@@ -302,35 +301,6 @@ def with_overrides(cfg: BenchParams, args: argparse.Namespace) -> BenchParams:
     for m in cfg.methods:
         get_method(m)  # an unknown name fails here, before any run
     return cfg
-
-
-def _read_rows(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-def _append(path: Path, row: dict) -> None:
-    new = not path.exists()
-    if not new:
-        with open(path, newline="") as fh:
-            header = next(csv.reader(fh), [])
-        if header != COLUMNS:  # written by an older version: rewrite with today's columns
-            old = _read_rows(path)
-            tmp = path.with_name(path.name + ".tmp")
-            with open(tmp, "w", newline="") as fh:
-                w = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore", restval="")
-                w.writeheader()
-                w.writerows(old)
-            os.replace(tmp, path)
-    with open(path, "a", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore", restval="")
-        if new:
-            w.writeheader()
-        w.writerow(row)
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -386,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.report_only and not (out / "benchmarks.csv").is_file():
             raise KPruneError(f"{out / 'benchmarks.csv'} does not exist; run the benchmark first")
         rows = [] if args.report_only else run_bench(cfg, args.teachers, args.data_dir, out)
-        paths = write_report(_read_rows(out / "benchmarks.csv"), out)
+        paths = write_report(read_rows(out / "benchmarks.csv"), out)
         print(f"wrote {', '.join(str(p) for p in paths)}")
         if not args.no_track and (rows or args.report_only):
             from flows.tracking import log_benchmark

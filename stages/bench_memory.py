@@ -12,7 +12,6 @@ process on the task's real sample, and that process's peak RSS is appended to a 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -25,7 +24,7 @@ from pathlib import Path
 from kprune.cli import run_main
 from kprune.errors import KPruneError
 from kprune.modeling import TOKENIZER_FILES
-from stages.common import exit_with
+from stages.common import append_row, exit_with
 
 SIZES = {  # layers, hidden, heads, intermediate
     "bert-base": (12, 768, 12, 3072),
@@ -81,6 +80,7 @@ def measure(args: argparse.Namespace) -> dict:
             "teacher (e.g. data/teachers/rt after `dvc repro`)"
         )
     task = load_task(args.task, args.data_dir)
+    code = code_digest()[:12]  # the source the subprocess is about to import
     with tempfile.TemporaryDirectory(prefix="kprune-mem-") as tmp:
         model = Path(tmp) / "model"
         random_model(args.size, tokenizer_from, task.spec.num_labels or 1, model)
@@ -124,7 +124,7 @@ def measure(args: argparse.Namespace) -> dict:
         "params_before": report["params_before"],
         "params_after": report["params_after"],
         "threads": args.threads,
-        "code": code_digest()[:12],
+        "code": code,
     }
 
 
@@ -146,13 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> None:
         row = measure(args)
         out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        new = not out.exists()
-        with open(out, "a", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=COLUMNS)
-            if new:
-                w.writeheader()
-            w.writerow(row)
+        append_row(out, row, COLUMNS)
         print(
             f"{row['size']} ({row['params_before'] / 1e6:.0f} M params), {row['tokens']} tokens, "
             f"{row['mode']}: peak RSS {row['peak_rss_mb']:.0f} MB, {row['prune_seconds']:.0f} s "

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from kprune.cli import run_main
 from kprune.config import load_section, read_params
@@ -134,3 +137,37 @@ def stage_main(
 
 def exit_with(code: int) -> None:
     sys.exit(code)
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The rows of a results CSV, or none if it does not exist yet."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def append_row(path: Path, row: dict, columns: list[str]) -> None:
+    """Append one row to a results CSV, durably. A file written with other columns (an older
+    version of the stage) is first rewritten with ``columns``, its old values kept where the
+    names match, through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
+    if not new:
+        with open(path, newline="") as fh:
+            header = next(csv.reader(fh), [])
+        if header != columns:
+            old = read_rows(path)
+            tmp = path.with_name(path.name + ".tmp")
+            with open(tmp, "w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore", restval="")
+                w.writeheader()
+                w.writerows(old)
+            os.replace(tmp, path)
+    with open(path, "a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore", restval="")
+        if new:
+            w.writeheader()
+        w.writerow(row)
+        fh.flush()
+        os.fsync(fh.fileno())

@@ -85,6 +85,23 @@ def make_tiny_model(
     return folder
 
 
+def make_tiny_teacher(
+    root: Path, n: int = 240, epochs: int = 3, lr: float = 3e-3, task=None, **model_kw
+) -> Path:
+    """A tiny BERT briefly fine-tuned in ``root/teacher`` (returned): on ``task``, or on ``n``
+    synthetic sentiment rows written to ``root/s.csv``."""
+    from kprune.finetune import FinetuneConfig, finetune
+    from kprune.tasks import load_task
+
+    make_tiny_model(root / "base", **model_kw)
+    if task is None:
+        sentiment_frame(n).to_csv(root / "s.csv", index=False)
+        task = load_task(str(root / "s.csv"))
+    cfg = FinetuneConfig(epochs=epochs, batch_size=16, lr=lr, max_length=16, warmup_ratio=0.0)
+    finetune(str(root / "base"), task, root / "teacher", cfg, device="cpu", progress=False)
+    return root / "teacher"
+
+
 def sentiment_frame(n: int = 200, seed: int = 0, regression: bool = False) -> pd.DataFrame:
     """Synthetic, learnable sentiment: the label follows the polar words in the text."""
     rng = random.Random(seed)

@@ -12,25 +12,15 @@ import pytest
 from transformers import BertModel
 
 from kprune.api import PruneConfig, prune
-from kprune.finetune import FinetuneConfig, finetune
 from kprune.tasks import load_task
 from tests.conftest import ROOT
-from tests.helpers import make_tiny_model, sentiment_frame, tiny_config, tiny_tokenizer
+from tests.helpers import make_tiny_teacher, sentiment_frame, tiny_config, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("bad")
-    make_tiny_model(root / "base")
-    sentiment_frame(120).to_csv(root / "s.csv", index=False)
-    finetune(
-        str(root / "base"),
-        load_task(str(root / "s.csv")),
-        root / "teacher",
-        FinetuneConfig(epochs=1, batch_size=16, lr=1e-3, max_length=16),
-        device="cpu",
-        progress=False,
-    )
+    make_tiny_teacher(root, n=120, epochs=1, lr=1e-3)
     # a base encoder (no task head), saved as if it were a classifier
     base = BertModel(tiny_config())
     base.save_pretrained(root / "headless")

@@ -5,23 +5,16 @@ from dataclasses import replace
 
 from stages.bench import BenchParams, run_bench
 from stages.bench_report import write_report
-from tests.helpers import make_tiny_model, write_task
+from tests.helpers import make_tiny_model, make_tiny_teacher, write_task
 
 
 def test_bench_rows_resume_and_report(tmp_path):
-    from kprune.finetune import FinetuneConfig, finetune
     from kprune.tasks import load_task
 
     write_task(tmp_path / "tasks")
-    make_tiny_model(tmp_path / "base")
-    finetune(
-        str(tmp_path / "base"),
-        load_task("rt", tmp_path / "tasks"),
-        tmp_path / "teachers" / "rt",
-        FinetuneConfig(epochs=2, batch_size=16, lr=3e-3, max_length=16),
-        device="cpu",
-        progress=False,
-    )
+    teacher = make_tiny_teacher(tmp_path, epochs=2, task=load_task("rt", tmp_path / "tasks"))
+    (tmp_path / "teachers").mkdir()
+    teacher.rename(tmp_path / "teachers" / "rt")  # the bench looks for teachers/<task>
     cfg = BenchParams(
         tasks=("rt",),
         methods=("kprune", "random"),

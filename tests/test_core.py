@@ -18,7 +18,7 @@ from kprune.search import SearchSpec, kpms
 from kprune.surgery import prune_model
 from kprune.tasks import load_task
 from kprune.tuning import NormalEquations
-from tests.helpers import make_tiny_model, sentiment_frame, tiny_tokenizer
+from tests.helpers import make_tiny_model, make_tiny_teacher, sentiment_frame, tiny_tokenizer
 
 FAMILIES = ["bert", "roberta", "distilbert"]
 HEADS = [("seq", 2), ("seq", 1), ("qa", 2)]
@@ -93,15 +93,8 @@ def test_functional_forward_matches_transformers(tmp_path, family):
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     """A tiny BERT briefly fine-tuned on the synthetic sentiment task."""
-    from kprune.finetune import FinetuneConfig, finetune
-
     root = tmp_path_factory.mktemp("teacher")
-    make_tiny_model(root / "base")
-    sentiment_frame(240).to_csv(root / "s.csv", index=False)
-    task = load_task(str(root / "s.csv"))
-    cfg = FinetuneConfig(epochs=3, batch_size=16, lr=3e-3, max_length=16, warmup_ratio=0.0)
-    finetune(str(root / "base"), task, root / "t", cfg, device="cpu", progress=False)
-    return root / "t", task
+    return make_tiny_teacher(root), load_task(str(root / "s.csv"))
 
 
 def _prune(teacher, **kw):
@@ -215,6 +208,38 @@ def test_paper_pred_is_zero_at_first_sublayer_but_fisher_is_not(teacher):
     fisher = measure(views, head_fn, sample, 0, dims, MeasureSpec("classification", 2.0, "fisher"))
     assert paper.pred_neurons.abs().max() < 1e-10
     assert fisher.pred_neurons.max() > 0 and fisher.pred_heads.max() > 0
+
+
+def test_scores_do_not_depend_on_rows_per_autograd_pass(teacher):
+    model = load_model(str(teacher[0]))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    adapter, sample = _sample_for(model)
+    torch.manual_seed(0)
+    for batch in sample.batches:  # a student away from the teacher: paper-form K_pred > 0
+        batch.student += 0.5 * torch.randn_like(batch.student)
+    dims = adapter.dims(model)
+    views = [adapter.view(layer) for layer in adapter.layers(model)]
+    head_fn = lambda h: adapter.logits(model, h)  # noqa: E731
+    for form in ("paper", "label"):
+        whole, one_row = (
+            measure(
+                views,
+                head_fn,
+                sample,
+                1,
+                dims,
+                MeasureSpec("classification", 2.0, form, pass_tokens=cap),
+            )
+            for cap in (0, 1)
+        )
+        assert whole.pred_heads[1:].min() > 0 and whole.pred_neurons[0].max() > 0
+        for a, b in zip(
+            (whole.pred_heads, whole.pred_neurons, whole.rep_heads, whole.rep_neurons),
+            (one_row.pred_heads, one_row.pred_neurons, one_row.rep_heads, one_row.rep_neurons),
+            strict=True,
+        ):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-12)
 
 
 def test_kpms_keeps_best_units_within_budget():

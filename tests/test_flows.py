@@ -14,9 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kprune.finetune import FinetuneConfig, finetune
-from kprune.tasks import load_task
-from tests.helpers import make_tiny_model, sentiment_frame
+from tests.helpers import make_tiny_teacher
 
 PARAMS = {
     "compress": {"task": "rt", "reductions": [0.3, 0.6]},
@@ -31,11 +29,7 @@ PARAMS = {
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("flows")
-    make_tiny_model(root / "base")
-    sentiment_frame(240).to_csv(root / "s.csv", index=False)
-    cfg = FinetuneConfig(epochs=3, batch_size=16, lr=3e-3, max_length=16, warmup_ratio=0.0)
-    task = load_task(str(root / "s.csv"))
-    finetune(str(root / "base"), task, root / "teacher", cfg, device="cpu", progress=False)
+    make_tiny_teacher(root)
     shutil.copytree(root / "teacher", root / "teacher2")
     (root / "params.yaml").write_text(yaml.safe_dump(PARAMS))
     return root

@@ -13,9 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kprune.finetune import FinetuneConfig, finetune
-from kprune.tasks import load_task
-from tests.helpers import make_tiny_model, sentiment_frame
+from tests.helpers import make_tiny_teacher
 
 PARAMS = {
     "sample": {"tokens": 3000, "seed": 0, "batch_size": 8, "max_length": 16},
@@ -29,16 +27,7 @@ PARAMS = {
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("resume")
-    make_tiny_model(root / "base", layers=4)
-    sentiment_frame(400).to_csv(root / "s.csv", index=False)
-    finetune(
-        str(root / "base"),
-        load_task(str(root / "s.csv")),
-        root / "teacher",
-        FinetuneConfig(epochs=2, batch_size=16, lr=3e-3, max_length=16),
-        device="cpu",
-        progress=False,
-    )
+    make_tiny_teacher(root, n=400, epochs=2, layers=4)
     (root / "params.yaml").write_text(yaml.safe_dump(PARAMS))
     return root
 
@@ -76,29 +65,20 @@ def _prepare(root: Path, out: Path) -> dict:
             "--out",
             str(s),
         ),
-        _stage(
-            root,
-            "measure",
-            "--teacher",
-            str(root / "teacher"),
-            "--sample",
-            str(s),
-            "--what",
-            "rep",
-            "--out",
-            str(rep),
-        ),
-        _stage(
-            root,
-            "measure",
-            "--teacher",
-            str(root / "teacher"),
-            "--sample",
-            str(s),
-            "--what",
-            "pred",
-            "--out",
-            str(pred),
+        *(
+            _stage(
+                root,
+                "measure",
+                "--teacher",
+                str(root / "teacher"),
+                "--sample",
+                str(s),
+                "--what",
+                what,
+                "--out",
+                str(table),
+            )
+            for what, table in (("rep", rep), ("pred", pred))
         ),
         _stage(root, "search", "--rep", str(rep), "--pred", str(pred), "--out", str(masks)),
     ):
