@@ -55,6 +55,9 @@ class PruneConfig:
     # rows x padded length per autograd pass: bounds memory, does not change the result
     # (0: a whole batch per pass)
     pass_tokens: int = PASS_TOKENS
+    # the straightforward loop (whole depth at every step, as the authors' code): same
+    # result, about twice the time; for checking the fast loop
+    reference_loop: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.reduction < 1:
@@ -204,6 +207,7 @@ def prune_masked(
         device=device,
         progress=progress,
         measure_dtype=config.measure_dtype,
+        reference_loop=config.reference_loop,
     )
     report = {
         "task": task.spec.name,

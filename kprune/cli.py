@@ -143,6 +143,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
         measure_dtype=args.measure_dtype,
         **({} if args.pass_tokens is None else {"pass_tokens": args.pass_tokens}),
         mode=args.mode,
+        reference_loop=args.reference_loop,
     )
     task = task_from_args(args)
     model, report = prune(
@@ -329,6 +330,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="examples x padded length per backward pass of the measurement (default: "
         "kprune.knowledge.PASS_TOKENS): lower bounds peak memory, higher can be faster on "
         "a GPU; 0 = whole batches; the scores are the same either way",
+    )
+    p.add_argument(
+        "--reference-loop",
+        action="store_true",
+        help="run the straightforward loop (the whole sample through the whole model, "
+        "forward and backward, at every sublayer, as the authors' code does) instead of "
+        "recomputing only the sublayers above the current one: same result, about twice "
+        "the time; for checking",
     )
     p.add_argument(
         "--mode",

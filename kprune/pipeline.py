@@ -1,7 +1,10 @@
 """The K-prune loop: bottom-up over all 2L sublayers, measure -> search -> prune -> tune.
 
 At step s only sublayers >= s are recomputed: the student's and the teacher's inputs to
-sublayer s are cached per batch and advanced by one sublayer after each step.
+sublayer s are cached per batch and advanced by one sublayer after each step. The reference
+loop (``LoopOptions.reference``) is the straightforward one of the authors' code instead:
+every step runs the whole sample from the embeddings through the whole depth, forward and
+backward; it gives the same result at about twice the work and is kept to show that.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from tqdm.auto import tqdm
@@ -35,6 +38,7 @@ class LoopOptions:
     progress: bool = True
     tune_mode: str = "lstsq"  # lstsq (KPWT) or scale (Kwon et al.'s mask rescaling)
     measure_dtype: str = "float32"  # bfloat16: measurement passes on a bf16 copy
+    reference: bool = False  # the straightforward loop: whole depth at every step
 
 
 @dataclass
@@ -85,16 +89,20 @@ def run_loop(
         m_model = copy.deepcopy(student).to(torch.bfloat16)
     m_views = _views(adapter, m_model)
     head_fn = lambda h: adapter.logits(m_model, h)  # noqa: E731
+    embedded = [b.student for b in sample.batches] if opts.reference else None
     bar = tqdm(range(2 * layers), desc="prune sublayers", disable=None if opts.progress else True)
     for s in bar:
         layer, is_mha = s // 2, s % 2 == 0
         t0 = time.perf_counter()
+        if embedded is not None:
+            _rewind(sample, embedded, s_views, t_views, s, head_dim)
         if fixed_masks is None:
-            k = (
-                initial
-                if (s == 0 and initial is not None)
-                else measure(m_views, head_fn, sample, s, dims, opts.measure)
-            )
+            if s == 0 and initial is not None:
+                k = initial
+            elif embedded is not None:
+                k = _measure_whole_depth(m_views, head_fn, sample, embedded, s, dims, opts.measure)
+            else:
+                k = measure(m_views, head_fn, sample, s, dims, opts.measure)
             result.knowledge.append(k)
         t1 = time.perf_counter()
         if fixed_masks is None:
@@ -138,6 +146,46 @@ def run_loop(
         log.debug("sublayer %s", info)
     result.seconds = {k: round(v, 3) for k, v in timer.items()}
     return result
+
+
+@torch.no_grad()
+def _rewind(sample: Sample, embedded: list, s_views, t_views, s: int, head_dim: int) -> None:
+    """Both caches recomputed from the embeddings through sublayers < ``s`` (pruned units
+    have zeroed output columns, so the unmasked student forward is the masked model's)."""
+    for batch, x in zip(sample.batches, embedded, strict=True):
+        xs, xt = x, x
+        for j in range(s):
+            layer, is_mha = j // 2, j % 2 == 0
+            xs = layer_norm(
+                s_views[layer],
+                is_mha,
+                sublayer(s_views[layer], is_mha, xs, batch.attend, head_dim)[1],
+            )
+            xt = layer_norm(
+                t_views[layer],
+                is_mha,
+                sublayer(t_views[layer], is_mha, xt, batch.attend, head_dim)[1],
+            )
+        batch.student, batch.teacher = xs, xt
+
+
+def _measure_whole_depth(views, head_fn, sample, embedded, s, dims, spec) -> Knowledge:
+    """Knowledge for step ``s`` from a forward and backward through every sublayer, as the
+    authors' code does; rows of finished sublayers are zeroed, as the fast loop leaves them."""
+    at_s = [b.student for b in sample.batches]
+    for batch, x in zip(sample.batches, embedded, strict=True):
+        batch.student = x
+    try:  # the same per-step random draws as measure(start=s) for the Fisher form
+        k = measure(views, head_fn, sample, 0, dims, replace(spec, seed=spec.seed + s))
+    finally:
+        for batch, x in zip(sample.batches, at_s, strict=True):
+            batch.student = x
+    heads_done, neurons_done = (s + 1) // 2, s // 2
+    for t in (k.pred_heads, k.rep_heads):
+        t[:heads_done] = 0
+    for t in (k.pred_neurons, k.rep_neurons):
+        t[:neurons_done] = 0
+    return k
 
 
 @torch.no_grad()

@@ -39,7 +39,9 @@ def flops_of(model, data: SampleData) -> FlopsModel:
     return FlopsModel(float(data.meta["avg_len"]), hidden, head_dim)
 
 
-def _frozen(model, device):
+def frozen(model, device):
+    """``model`` on ``device`` in eval mode with every weight frozen (gradients reach only the
+    unit masks)."""
     model = model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -50,7 +52,7 @@ def measure_knowledge(
     model, data: SampleData, spec: MeasureSpec, batch_size: int, device: torch.device | str
 ) -> Knowledge:
     """Knowledge of every unit on the unpruned model (iteration 0)."""
-    model = _frozen(model, device)
+    model = frozen(model, device)
     adapter = get_adapter(model)
     sample = materialise(model, adapter, data, batch_size, device)
     views = [adapter.view(layer) for layer in adapter.layers(model)]
@@ -136,6 +138,7 @@ def prune_tune(
     progress: bool = True,
     tune_mode: str = "lstsq",
     measure_dtype: str = "float32",
+    reference_loop: bool = False,
 ) -> PruneTuneResult:
     """The sublayer loop on ``model`` (changed in place). ``mode='oneshot'`` needs ``masks``."""
     if mode not in MODES:
@@ -144,7 +147,7 @@ def prune_tune(
         raise KPruneError("one-shot mode needs the masks of the search stage")
     _check_reduction(reduction)
     t0 = time.perf_counter()
-    model = _frozen(model, device)
+    model = frozen(model, device)
     adapter = get_adapter(model)
     sample = materialise(model, adapter, data, batch_size, device)
     dims = adapter.dims(model)
@@ -161,6 +164,7 @@ def prune_tune(
         progress=progress,
         tune_mode=tune_mode,
         measure_dtype=measure_dtype,
+        reference=reference_loop,
     )
     teacher = clone_teacher(model)
     t_sample = time.perf_counter() - t0

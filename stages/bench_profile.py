@@ -28,15 +28,14 @@ def profile_pass(args: argparse.Namespace) -> None:
     from kprune.knowledge import MeasureSpec, measure
     from kprune.modeling import load_tokenizer
     from kprune.sample import materialise
+    from kprune.steps import frozen
     from kprune.tasks import load_task
 
     torch.set_num_threads(args.threads)
-    model = load_model(args.teacher).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    cpu = torch.device("cpu")
+    model = frozen(load_model(args.teacher), cpu)
     task = load_task(args.task, args.data_dir)
     cfg = PruneConfig(tokens=args.tokens, batch_size=args.batch_size)
-    cpu = torch.device("cpu")
     data = task_sample(model, load_tokenizer(args.teacher), task, cfg, cpu)
     adapter = get_adapter(model)
     sample = materialise(model, adapter, data, args.batch_size, cpu)

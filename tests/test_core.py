@@ -114,6 +114,25 @@ def test_flops_budget_met_and_close(teacher):
         )
 
 
+@pytest.mark.parametrize("form", ["paper", "fisher"])
+def test_fast_loop_equals_the_straightforward_loop(teacher, form):
+    """Caching each sublayer's inputs and measuring only the sublayers above gives what the
+    authors' loop (the whole sample through the whole depth at every step) gives."""
+    cfg = {"reduction": 0.5, "pred_form": form, "mu": 1.0}  # mu 1: heads and neurons both go
+    fast, r_fast = _prune(teacher, **cfg)
+    slow, r_slow = _prune(teacher, **cfg, reference_loop=True)
+    assert r_fast["kept_heads_per_layer"] == r_slow["kept_heads_per_layer"]
+    assert r_fast["kept_neurons_per_layer"] == r_slow["kept_neurons_per_layer"]
+    assert sum(r_fast["kept_heads_per_layer"]) < 2 * 4  # heads and neurons pruned, not all
+    assert 0 < sum(r_fast["kept_neurons_per_layer"]) < 2 * 64
+    for (name, a), (_, b) in zip(fast.state_dict().items(), slow.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+    for a, b in zip(r_fast["sublayers"], r_slow["sublayers"], strict=True):
+        assert a["status"] == b["status"]
+        if "error_after" in a:
+            assert a["error_after"] == pytest.approx(b["error_after"], rel=1e-4)
+
+
 def test_zero_reduction_changes_nothing(teacher):
     folder, _ = teacher
     pruned, r = _prune(teacher, reduction=0.0)
