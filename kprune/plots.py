@@ -38,6 +38,25 @@ def kept_units_plot(report: dict, path: str | Path) -> None:
     _save(fig, path)
 
 
+# matplotlib's ten default colours, then Dark2's eight: 18 methods before one repeats
+PALETTE = [f"C{i}" for i in range(10)] + [
+    "#1b9e77",
+    "#d95f02",
+    "#7570b3",
+    "#e7298a",
+    "#66a61e",
+    "#e6ab02",
+    "#a6761d",
+    "#666666",
+]
+
+
+def method_colors(methods: Sequence[str]) -> dict[str, str]:
+    """A colour per method, K-prune's first, no two alike while the palette lasts."""
+    ordered = sorted(methods, key=lambda m: (m != "kprune", m))
+    return {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(ordered)}
+
+
 def metric_vs_flops_plot(
     rows: Sequence[dict],
     metric: str,
@@ -53,7 +72,7 @@ def metric_vs_flops_plot(
     panels = [(p, [m for m in ms if m in methods]) for p, ms in (panels or [("", methods)])]
     panels = [(p, ms) for p, ms in panels if ms]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8), squeeze=False)
-    colors = {m: f"C{i % 10}" for i, m in enumerate(methods)}
+    colors = method_colors(methods)
     dense = [r["dense_metric"] for r in rows if r.get("dense_metric") is not None]
     for ax, (panel, chosen) in zip(axes[0], panels, strict=True):
         for method in chosen:

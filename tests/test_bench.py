@@ -130,3 +130,12 @@ def test_report_only_rewrites_from_the_csv_and_runs_nothing(tmp_path):
     assert main(["--report-only", "--out", str(out), "--no-track"]) == 0
     assert "| kprune | 0.8000 |" in (out / "benchmarks.md").read_text()
     assert len(list(out.iterdir())) == 3  # csv, md, png: no runs
+
+
+def test_every_method_of_the_grid_gets_its_own_colour():
+    from kprune.plots import method_colors
+    from stages.bench import BenchParams
+
+    methods = BenchParams().methods
+    colors = method_colors(methods)
+    assert len(set(colors.values())) == len(methods) == len(colors)
