@@ -48,3 +48,15 @@ def sublayer(
 
 def layer_norm(view: LayerView, is_mha: bool, y: torch.Tensor) -> torch.Tensor:
     return (view.attn_ln if is_mha else view.ffn_ln)(y)
+
+
+def advance(
+    view: LayerView,
+    is_mha: bool,
+    x: torch.Tensor,
+    attend: torch.Tensor,
+    head_dim: int,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The sublayer's output after its LayerNorm: the next sublayer's input."""
+    return layer_norm(view, is_mha, sublayer(view, is_mha, x, attend, head_dim, mask)[1])

@@ -200,7 +200,7 @@ def _pass(views, head_fn, part, batch_rows: int, start: int, dims: tuple, spec, 
     share = len(x) / batch_rows  # this part's weight in a batch-mean loss
     if spec.pred_form == "paper":
         loss = distill_loss(logits, part.teacher_logits, spec.kind, spec.gamma, part.valid)
-        loss = loss.sum() / batch_rows
+        loss = loss.mean() * share
     elif spec.pred_form == "label":
         if part.labels is None:
             raise KPruneError("label-based importance needs ground-truth labels in the sample")

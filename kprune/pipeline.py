@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from kprune.adapters import Adapter, LayerView
 from kprune.flops import FlopsModel
-from kprune.forward import layer_norm, sublayer
+from kprune.forward import advance, layer_norm, sublayer
 from kprune.knowledge import Knowledge, MeasureSpec, measure
 from kprune.masks import Masks
 from kprune.sample import Sample
@@ -94,8 +94,6 @@ def run_loop(
     for s in bar:
         layer, is_mha = s // 2, s % 2 == 0
         t0 = time.perf_counter()
-        if embedded is not None:
-            _rewind(sample, embedded, s_views, t_views, s, head_dim)
         if fixed_masks is None:
             if s == 0 and initial is not None:
                 k = initial
@@ -104,6 +102,8 @@ def run_loop(
             else:
                 k = measure(m_views, head_fn, sample, s, dims, opts.measure)
             result.knowledge.append(k)
+        if embedded is not None:  # the tuning's inputs, recomputed from the embeddings
+            _rewind(sample, embedded, s_views, t_views, s, head_dim)
         t1 = time.perf_counter()
         if fixed_masks is None:
             unit_mask = kpms(k, masks, s, budget, flops, opts.search)
@@ -156,30 +156,19 @@ def _rewind(sample: Sample, embedded: list, s_views, t_views, s: int, head_dim: 
         xs, xt = x, x
         for j in range(s):
             layer, is_mha = j // 2, j % 2 == 0
-            xs = layer_norm(
-                s_views[layer],
-                is_mha,
-                sublayer(s_views[layer], is_mha, xs, batch.attend, head_dim)[1],
-            )
-            xt = layer_norm(
-                t_views[layer],
-                is_mha,
-                sublayer(t_views[layer], is_mha, xt, batch.attend, head_dim)[1],
-            )
+            xs = advance(s_views[layer], is_mha, xs, batch.attend, head_dim)
+            xt = advance(t_views[layer], is_mha, xt, batch.attend, head_dim)
         batch.student, batch.teacher = xs, xt
 
 
 def _measure_whole_depth(views, head_fn, sample, embedded, s, dims, spec) -> Knowledge:
     """Knowledge for step ``s`` from a forward and backward through every sublayer, as the
-    authors' code does; rows of finished sublayers are zeroed, as the fast loop leaves them."""
-    at_s = [b.student for b in sample.batches]
+    authors' code does; rows of finished sublayers are zeroed, as the fast loop leaves them.
+    Leaves the student cache at the embeddings (``_rewind`` moves it on)."""
     for batch, x in zip(sample.batches, embedded, strict=True):
         batch.student = x
-    try:  # the same per-step random draws as measure(start=s) for the Fisher form
-        k = measure(views, head_fn, sample, 0, dims, replace(spec, seed=spec.seed + s))
-    finally:
-        for batch, x in zip(sample.batches, at_s, strict=True):
-            batch.student = x
+    # the same per-step random draws as measure(start=s) for the Fisher form
+    k = measure(views, head_fn, sample, 0, dims, replace(spec, seed=spec.seed + s))
     heads_done, neurons_done = (s + 1) // 2, s // 2
     for t in (k.pred_heads, k.rep_heads):
         t[:heads_done] = 0
@@ -233,8 +222,7 @@ def _tune_and_advance(
     if pruned_any:  # pruned columns are dead weight: zero them for a clean masked model
         proj.weight[:, width_mask == 0] = 0
     for batch in sample.batches:
-        _, y_s = sublayer(sv, is_mha, batch.student, batch.attend, head_dim, width_mask)
-        batch.student = layer_norm(sv, is_mha, y_s)
+        batch.student = advance(sv, is_mha, batch.student, batch.attend, head_dim, width_mask)
     return info
 
 
