@@ -23,6 +23,7 @@ from kprune.errors import KPruneError
 from kprune.evaluation import count_params
 from kprune.knowledge import Knowledge, MeasureSpec
 from kprune.masks import Masks
+from kprune.modeling import frozen
 from kprune.sample import SampleData
 from kprune.search import SearchSpec, heads_neurons_search, rearrange_masks
 
@@ -145,9 +146,7 @@ def _baseline_masked(method: Method, model, task, config, tokenizer, device, pro
     from kprune.api import MaskedResult, task_sample
     from kprune.steps import flops_of, prune_tune
 
-    model = model.to(device).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model = frozen(model, device)
     t = time.perf_counter()
     data = task_sample(model, tokenizer, task, config, device)
     seconds = {"sample": time.perf_counter() - t}

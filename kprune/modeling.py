@@ -101,6 +101,17 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def frozen(model: nn.Module, device: torch.device | str | None = None) -> nn.Module:
+    """``model`` (on ``device`` if given) in eval mode with every weight frozen, so that
+    gradients reach only the unit masks."""
+    if device is not None:
+        model = model.to(device)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
 def model_inputs(model: nn.Module, batch: dict) -> dict:
     """The batch keys that the model's forward accepts (DistilBERT takes no token types)."""
     params = inspect.signature(model.forward).parameters

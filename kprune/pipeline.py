@@ -224,11 +224,3 @@ def _tune_and_advance(
     for batch in sample.batches:
         batch.student = advance(sv, is_mha, batch.student, batch.attend, head_dim, width_mask)
     return info
-
-
-def clone_teacher(model):
-    """A frozen copy of the unpruned model."""
-    teacher = copy.deepcopy(model).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    return teacher

@@ -52,13 +52,24 @@ def finished_flops(masks: Masks, target: int, flops: FlopsModel) -> float:
 
 
 def uniform(
-    k: Knowledge, target: int, keep: float, flops: FlopsModel, spec: SearchSpec
+    k: Knowledge, masks: Masks, target: int, keep: float, flops: FlopsModel, spec: SearchSpec
 ) -> torch.Tensor:
-    """The target sublayer keeps its top ``keep`` fraction of units (no cross-layer search)."""
+    """The target sublayer's top units under a uniform per-layer ratio (no cross-layer
+    search): every layer keeps the fraction ``keep`` of its FLOPs. The attention sublayer
+    keeps round(keep * H) heads (fewer if they alone would exceed the layer's share); the FFN
+    sublayer above it fills the rest of the layer's share with neurons, so the budget is met
+    to within one neuron per layer, as KPMS meets it."""
     layer, is_mha = target // 2, target % 2 == 0
     head_scores, neuron_scores = unit_scores(k, flops, spec)
-    scores = (head_scores if is_mha else neuron_scores)[layer]
-    n = round(keep * len(scores))
+    heads, neurons = head_scores.shape[1], neuron_scores.shape[1]
+    share = keep * flops.of_counts(heads, neurons)
+    if is_mha:
+        scores = head_scores[layer]
+        n = min(round(keep * heads), int(share // flops.head))
+    else:
+        scores = neuron_scores[layer]
+        left = share - float(masks.heads[layer].sum()) * flops.head
+        n = min(neurons, max(0, int(left * (1 + 1e-9) // flops.neuron)))
     mask = torch.zeros_like(scores)
     mask[torch.argsort(-scores, stable=True)[:n]] = 1.0
     return mask
@@ -71,7 +82,7 @@ def kpms(
     layer, is_mha = target // 2, target % 2 == 0
     if spec.strategy == "uniform":
         total = flops.of_counts(masks.heads.numel(), masks.neurons.numel())
-        return uniform(k, target, budget / total, flops, spec)
+        return uniform(k, masks, target, budget / total, flops, spec)
     head_scores, neuron_scores = unit_scores(k, flops, spec)
     first_head_layer = layer if is_mha else layer + 1
     hs = head_scores[first_head_layer:].flatten()

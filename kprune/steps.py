@@ -5,6 +5,7 @@ Stages and flows call these; ``kprune.prune`` composes the same pieces in memory
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -19,7 +20,8 @@ from kprune.evaluation import count_params
 from kprune.flops import FlopsModel
 from kprune.knowledge import Knowledge, MeasureSpec, measure
 from kprune.masks import Masks
-from kprune.pipeline import LoopOptions, clone_teacher, run_loop
+from kprune.modeling import frozen
+from kprune.pipeline import LoopOptions, run_loop
 from kprune.sample import SampleData, materialise
 from kprune.scores import knowledge_frame, to_knowledge
 from kprune.search import SearchSpec, kpms
@@ -37,15 +39,6 @@ def flops_of(model, data: SampleData) -> FlopsModel:
     adapter = get_adapter(model)
     _, _, head_dim, hidden, _ = adapter.dims(model)
     return FlopsModel(float(data.meta["avg_len"]), hidden, head_dim)
-
-
-def frozen(model, device):
-    """``model`` on ``device`` in eval mode with every weight frozen (gradients reach only the
-    unit masks)."""
-    model = model.to(device).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
 
 
 def measure_knowledge(
@@ -166,7 +159,7 @@ def prune_tune(
         measure_dtype=measure_dtype,
         reference=reference_loop,
     )
-    teacher = clone_teacher(model)
+    teacher = frozen(copy.deepcopy(model))
     t_sample = time.perf_counter() - t0
     loop = run_loop(
         model,

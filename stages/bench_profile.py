@@ -26,9 +26,8 @@ def profile_pass(args: argparse.Namespace) -> None:
     from kprune.adapters import get_adapter
     from kprune.api import PruneConfig, load_model, task_sample
     from kprune.knowledge import MeasureSpec, measure
-    from kprune.modeling import load_tokenizer
+    from kprune.modeling import frozen, load_tokenizer
     from kprune.sample import materialise
-    from kprune.steps import frozen
     from kprune.tasks import load_task
 
     torch.set_num_threads(args.threads)

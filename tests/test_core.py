@@ -13,6 +13,7 @@ from kprune.flops import FlopsModel
 from kprune.forward import layer_norm, sublayer
 from kprune.knowledge import MeasureSpec, measure
 from kprune.masks import Masks, apply_masks
+from kprune.modeling import frozen
 from kprune.sample import build_sample
 from kprune.search import SearchSpec, kpms
 from kprune.surgery import prune_model
@@ -103,9 +104,10 @@ def _prune(teacher, **kw):
     return prune(str(folder), task, cfg, device="cpu", progress=False)
 
 
-def test_flops_budget_met_and_close(teacher):
+@pytest.mark.parametrize("strategy", ["kpms", "uniform"])
+def test_flops_budget_met_and_close(teacher, strategy):
     for reduction in (0.3, 0.6, 0.9):
-        _, r = _prune(teacher, reduction=reduction)
+        _, r = _prune(teacher, reduction=reduction, search_strategy=strategy)
         flops = FlopsModel(r["avg_seq_len"], 32, 8)
         assert r["flops_after"] <= r["flops_budget"] * (1 + 1e-9)
         assert r["flops_after"] >= r["flops_budget"] - flops.head
@@ -180,9 +182,7 @@ def _sample_for(model, n=40):
 
 
 def test_k_rep_equals_error_of_removing_one_unit(tmp_path):
-    model = _load(make_tiny_model(tmp_path / "m"), "seq")
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model = frozen(_load(make_tiny_model(tmp_path / "m"), "seq"))
     adapter, sample = _sample_for(model)
     dims = adapter.dims(model)
     _, heads, head_dim, _, neurons = dims
@@ -216,9 +216,7 @@ def test_k_rep_equals_error_of_removing_one_unit(tmp_path):
 
 def test_paper_pred_is_zero_at_first_sublayer_but_fisher_is_not(teacher):
     folder, _ = teacher
-    model = load_model(str(folder))
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model = frozen(load_model(str(folder)))
     adapter, sample = _sample_for(model)
     dims = adapter.dims(model)
     views = [adapter.view(layer) for layer in adapter.layers(model)]
@@ -230,9 +228,7 @@ def test_paper_pred_is_zero_at_first_sublayer_but_fisher_is_not(teacher):
 
 
 def test_scores_do_not_depend_on_rows_per_autograd_pass(teacher):
-    model = load_model(str(teacher[0]))
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model = frozen(load_model(str(teacher[0])))
     adapter, sample = _sample_for(model)
     torch.manual_seed(0)
     for batch in sample.batches:  # a student away from the teacher: paper-form K_pred > 0
