@@ -87,6 +87,25 @@ def ablation_table(df: pd.DataFrame) -> list[str]:
     ]
 
 
+def over_budget(df: pd.DataFrame, tol: float = 1e-6) -> list[str]:
+    """Lines naming the runs that kept more FLOPs than their reduction allows (a method that
+    misses the budget is compared on unequal terms)."""
+    over = df[df["flops_kept"] > 1.0 - df["reduction"] + tol]
+    if not len(over):
+        return []
+    lines = [
+        f"**{len(over)} of {len(df)} runs kept more FLOPs than their budget** (1 - R); "
+        "their metrics are not comparable with the others':",
+        "",
+    ]
+    for r in over.sort_values(["method", "task", "reduction", "seed"]).itertuples():
+        lines.append(
+            f"- {r.task} {r.method} R={r.reduction:g} seed {int(r.seed)}: "
+            f"{r.flops_kept:.4f} of the FLOPs kept (budget {1 - r.reduction:.4f})"
+        )
+    return [*lines, ""]
+
+
 def write_report(rows: list[dict], out: Path) -> list[Path]:
     if not rows:
         return []
@@ -126,7 +145,7 @@ def write_report(rows: list[dict], out: Path) -> list[Path]:
             "are inflated; their metrics are not affected.",
             "",
         ]
-    lines += headline(df) + ablation_table(df)
+    lines += over_budget(df) + headline(df) + ablation_table(df)
     for task, part in df.groupby("task"):
         metric = part["metric_name"].iloc[0]
         dense = part["dense_metric"].iloc[0]

@@ -112,6 +112,21 @@ def test_headline_names_every_place_kprune_is_below_and_leaves_out_undefined_met
     assert "Left out: 1 comparison" in text
 
 
+def test_report_names_runs_over_their_flops_budget():
+    import pandas as pd
+
+    from stages.bench_report import over_budget
+
+    df = pd.DataFrame(
+        [("rt", "kprune", 0.6, 0, 0.39995), ("rt", "kprune-no-kpms", 0.6, 1, 0.4055)],
+        columns=["task", "method", "reduction", "seed", "flops_kept"],
+    )
+    text = "\n".join(over_budget(df))
+    assert "1 of 2 runs kept more FLOPs" in text
+    assert "rt kprune-no-kpms R=0.6 seed 1: 0.4055" in text and "seed 0" not in text
+    assert over_budget(df.iloc[:1]) == []
+
+
 def test_report_only_rewrites_from_the_csv_and_runs_nothing(tmp_path):
     from stages.bench import COLUMNS, main
 
