@@ -58,30 +58,36 @@ def headline(df: pd.DataFrame) -> list[str]:
 
 
 def ablation_table(df: pd.DataFrame) -> list[str]:
-    """Each ablation's metric minus K-prune's on the same (task, reduction, seed) runs."""
-    base = df[df["method"] == "kprune"].set_index(["task", "reduction", "seed"])["metric"]
+    """Each ablation's metric minus K-prune's on the same (task, reduction, seed) runs: over
+    all of them, and the mean at each reduction (where a component starts to matter)."""
+    key = ["task", "reduction", "seed"]
+    base = df[df["method"] == "kprune"].set_index(key)["metric"]
+    reductions = sorted(df["reduction"].unique())
     lines = []
     for method in sorted(m for m in df["method"].unique() if m.startswith("kprune-")):
-        part = df[df["method"] == method].set_index(["task", "reduction", "seed"])["metric"]
+        part = df[df["method"] == method].set_index(key)["metric"]
         both = part.index.intersection(base.index)
         if not len(both):
             continue
         diff = part[both] - base[both]
+        per_r = diff.groupby(level="reduction").mean()
+        by_r = " | ".join(f"{per_r[r]:+.4f}" if r in per_r else "" for r in reductions)
         same = (df[df["method"] == method]["same_run_as"] == "kprune").all()
         lines.append(
-            f"| {method} | {len(both)} | {diff.mean():+.4f} | {diff.min():+.4f} | "
+            f"| {method} | {len(both)} | {diff.mean():+.4f} | {by_r} | {diff.min():+.4f} | "
             f"{diff.max():+.4f} | {int((diff > 0).sum())} |" + (" the default |" if same else " |")
         )
     if not lines:
         return []
+    r_heads = " | ".join(f"R={r:g}" for r in reductions)
     return [
         "## Ablations against K-prune",
         "",
         "Metric of the ablation minus K-prune's on the same task, reduction and seed "
-        "(negative: the component helps).",
+        "(negative: the component helps); the R columns are the mean at each reduction.",
         "",
-        "| ablation | runs | mean Δ | min Δ | max Δ | runs above K-prune | |",
-        "|---|---|---|---|---|---|---|",
+        f"| ablation | runs | mean Δ | {r_heads} | min Δ | max Δ | runs above K-prune | |",
+        "|---|---|---|" + "---|" * len(reductions) + "---|---|---|---|",
         *lines,
         "",
     ]

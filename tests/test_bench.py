@@ -127,6 +127,25 @@ def test_report_names_runs_over_their_flops_budget():
     assert over_budget(df.iloc[:1]) == []
 
 
+def test_ablation_table_gives_the_mean_difference_at_each_reduction():
+    import pandas as pd
+
+    from stages.bench_report import ablation_table
+
+    rows = [("rt", 0.4, s, "kprune", 0.80) for s in (0, 1)]
+    rows += [("rt", 0.8, s, "kprune", 0.70) for s in (0, 1)]
+    rows += [("rt", 0.4, 0, "kprune-no-tune", 0.78), ("rt", 0.4, 1, "kprune-no-tune", 0.76)]
+    rows += [("rt", 0.8, 0, "kprune-no-tune", 0.40), ("rt", 0.8, 1, "kprune-no-tune", 0.80)]
+    df = pd.DataFrame(rows, columns=["task", "reduction", "seed", "method", "metric"])
+    df["same_run_as"] = ""
+    text = ablation_table(df)
+    assert "| R=0.4 | R=0.8 |" in text[4]
+    # mean -0.065 over the four runs; -0.03 at R=0.4, -0.10 at R=0.8 (-0.30 and +0.10)
+    assert (
+        text[6] == "| kprune-no-tune | 4 | -0.0650 | -0.0300 | -0.1000 | -0.3000 | +0.1000 | 1 | |"
+    )
+
+
 def test_report_only_rewrites_from_the_csv_and_runs_nothing(tmp_path):
     from stages.bench import COLUMNS, main
 
