@@ -350,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="kprune",
         help="kprune (default), an ablation (kprune-no-pred, kprune-no-rep, "
         "kprune-no-kpms, kprune-no-tune, kprune-paper-pred, kprune-fisher-pred, "
-        "kprune-oneshot) or a baseline (kwon, magnitude, random)",
+        "kprune-oneshot, kprune-bf16) or a baseline (kwon, magnitude, random)",
     )
     p.add_argument(
         "--latency",

@@ -62,6 +62,11 @@ METHODS: dict[str, Method] = {
             {"mode": "oneshot"},
         ),
         Method(
+            "kprune-bf16",
+            "K-prune with bfloat16 measurement passes (tuning stays float32)",
+            {"measure_dtype": "bfloat16"},
+        ),
+        Method(
             "kwon", "Kwon et al. 2022: label Fisher, (h, n) search, mask rescaling", scorer="kwon"
         ),
         Method(

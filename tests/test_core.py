@@ -1,6 +1,7 @@
 """Properties of the K-prune core on tiny seeded random models."""
 
 import copy
+import re
 
 import pytest
 import torch
@@ -348,6 +349,7 @@ def test_label_count_mismatch(teacher, tmp_path):
         "kprune-oneshot",
         "kprune-no-pred",
         "kprune-fisher-pred",
+        "kprune-bf16",
     ],
 )
 def test_every_method_meets_the_budget_and_matches_its_masks(teacher, method):
@@ -386,6 +388,16 @@ def test_unknown_method():
         from kprune.methods import get_method
 
         get_method("obs")
+
+
+def test_prune_help_names_every_method(capsys):
+    from kprune.cli import build_parser
+    from kprune.methods import METHODS
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["prune", "--help"])
+    text = re.sub(r"\s+", "", capsys.readouterr().out)  # argparse wraps at hyphens
+    assert [m for m in METHODS if m not in text] == []
 
 
 def test_uniform_search_keeps_the_same_fraction_everywhere(teacher):
