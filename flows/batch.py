@@ -78,7 +78,7 @@ def batch(
         ckpt = str(Path(item.checkpoint).resolve())
         files = task_files(item.task, data_dir)
         sample = t.sample.submit(ckpt, item.task, files, data_dir, s, device)
-        rep = t.measure_rep.submit(ckpt, sample, s.batch_size, device)
+        rep = t.measure_rep.submit(ckpt, sample, s.batch_size, m.rep_form, device)
         pred = t.measure_pred.submit(ckpt, sample, m, s.batch_size, s.seed, device)
         per_r = []
         for r in item.reductions:

@@ -77,7 +77,7 @@ def compress(
     call = StateLog()
     t0 = time.perf_counter()
     sample_dir = call(t.sample, checkpoint, task, files, data_dir, s, device)
-    rep_dir = call(t.measure_rep, checkpoint, sample_dir, s.batch_size, device)
+    rep_dir = call(t.measure_rep, checkpoint, sample_dir, s.batch_size, m.rep_form, device)
     pred_dir = call(t.measure_pred, checkpoint, sample_dir, m, s.batch_size, s.seed, device)
     shared = time.perf_counter() - t0
     rows = []

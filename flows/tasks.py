@@ -69,7 +69,9 @@ def sample(
 
 
 @task(name="measure_rep", **CACHED)
-def measure_rep(teacher: str, sample_dir: str, batch_size: int, device: str = "auto") -> str:
+def measure_rep(
+    teacher: str, sample_dir: str, batch_size: int, rep_form: str = "paper", device: str = "auto"
+) -> str:
     """K_rep of every unit (independent of gamma)."""
     params = dict(locals())
     s = SampleParams(batch_size=batch_size)
@@ -81,7 +83,7 @@ def measure_rep(teacher: str, sample_dir: str, batch_size: int, device: str = "a
             f"{sample_dir}/sample.safetensors",
             "rep",
             str(d / "k_rep.parquet"),
-            MeasureParams(),
+            MeasureParams(rep_form=rep_form),
             s,
             device,
         ),

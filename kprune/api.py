@@ -19,7 +19,7 @@ from kprune.device import resolve_device
 from kprune.errors import KPruneError
 from kprune.evaluation import count_params, evaluate_model
 from kprune.fetch import sha256_of
-from kprune.knowledge import PASS_TOKENS, PRED_FORMS, MeasureSpec
+from kprune.knowledge import PASS_TOKENS, PRED_FORMS, REP_FORMS, MeasureSpec
 from kprune.masks import Masks
 from kprune.modeling import check_model_source, load_tokenizer
 from kprune.sample import draw_sample
@@ -45,6 +45,7 @@ class PruneConfig:
     batch_size: int = 32
     max_length: int = 128
     pred_form: str = "paper"
+    rep_form: str = "paper"  # or exact: whole-head removal error (an ablation)
     ridge: float = 1e-4
     use_pred: bool = True
     use_rep: bool = True
@@ -87,6 +88,8 @@ class PruneConfig:
             raise KPruneError(f"mode must be iterative or oneshot, got {self.mode!r}")
         if self.pred_form not in PRED_FORMS:
             raise KPruneError(f"pred_form must be one of {PRED_FORMS}, got {self.pred_form!r}")
+        if self.rep_form not in REP_FORMS:
+            raise KPruneError(f"rep_form must be one of {REP_FORMS}, got {self.rep_form!r}")
 
 
 def load_model(source: str | Path, allow_untrained_head: bool = False) -> nn.Module:
@@ -180,6 +183,7 @@ def prune_masked(
         config.use_pred,
         config.seed,
         config.pass_tokens,
+        config.rep_form,
     )
     sspec = SearchSpec(
         config.lam, config.mu, config.use_pred, config.use_rep, config.search_strategy

@@ -139,6 +139,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         max_length=args.max_length,
         pred_form=args.pred_form,
+        rep_form=args.rep_form,
         tune=not args.no_tune,
         measure_dtype=args.measure_dtype,
         **({} if args.pass_tokens is None else {"pass_tokens": args.pass_tokens}),
@@ -310,6 +311,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="paper",
         help="predictive knowledge: the paper's KL gradient or per-example Fisher",
     )
+    p.add_argument(
+        "--rep-form",
+        choices=["paper", "exact"],
+        default="paper",
+        help="representational knowledge of a head: the paper's (mean of its context dims' "
+        "removal errors) or exact (whole-head removal error, about d_h times larger)",
+    )
     p.add_argument("--no-tune", action="store_true", help="skip least-squares weight tuning")
     p.add_argument(
         "--allow-untrained-head",
@@ -350,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="kprune",
         help="kprune (default), an ablation (kprune-no-pred, kprune-no-rep, "
         "kprune-no-kpms, kprune-no-tune, kprune-paper-pred, kprune-fisher-pred, "
-        "kprune-oneshot, kprune-bf16) or a baseline (kwon, magnitude, random)",
+        "kprune-exact-rep, kprune-oneshot, kprune-bf16) or a baseline (kwon, magnitude, random)",
     )
     p.add_argument(
         "--latency",

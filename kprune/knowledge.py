@@ -1,11 +1,22 @@
 """Knowledge measurement on the current student: K_pred and K_rep per head and neuron.
 
-K_rep of a unit is the mean squared error (over real tokens and output dims) of its
-sublayer's output when that unit alone is removed; it is computed exactly from per-head
-Gram matrices of the context vectors (a neuron's is its squared activation). K_pred comes
-from gradients of the predictive loss w.r.t. unit masks: the paper's form (batch-mean
-distillation loss, zero while the student equals the teacher) or the per-example Fisher
-form. Both are kept apart; they meet only in the search.
+Both are on the scale of the published algorithm (Park et al., ICLR 2024), the scale its
+lambda and mu were tuned on (``SCORE_SCALE`` names it; score tables carry it):
+
+- K_rep of a neuron: the mean squared error (over real tokens and output dims) of its
+  sublayer's output when the neuron alone is removed, (1/T) sum_t a_t^2 * (1/d) sum_r W[r]^2.
+  K_rep of a head (``rep_form='paper'``): the same per context dim of the head, then the
+  **mean** over its d_h dims (diagonal terms only). ``rep_form='exact'`` is the exact error of
+  removing the whole head (cross terms included), about d_h times larger: an ablation.
+- K_pred (``pred_form='paper'``): sum over batches of 1/2 (dL_batch-mean / dm_u)^2, divided
+  by the number of sample **examples** (heads: mean over the d_h per-dim squared gradients).
+  Zero while the student equals the teacher. ``fisher``: 1/2 the per-example squared gradient
+  of the log-likelihood of a label drawn from the teacher, averaged over examples (1/2 the
+  diagonal of the Fisher: the second-order KL of removing the unit, per example). ``label``:
+  Kwon et al.'s sum of squared batch gradients of the task loss, divided by the batch count
+  (only its ranking is used).
+
+K_pred and K_rep are kept apart; they meet only in the search.
 """
 
 from __future__ import annotations
@@ -23,6 +34,11 @@ from kprune.sample import Sample
 
 PASS_TOKENS = 1024
 PRED_FORMS = ("paper", "fisher", "label")  # label: Kwon et al.'s task-loss Fisher
+REP_FORMS = ("paper", "exact")  # exact: whole-head removal error (about d_h x paper)
+# Version of the score definitions. 1: head K_rep = exact whole-head error, paper K_pred
+# divided by batches (before the fix of issue 16). 2: the published scales. A score table of
+# another version is refused (see kprune.scores); bump this when a formula or a scale changes.
+SCORE_SCALE = 2
 
 
 @dataclass
@@ -54,39 +70,58 @@ class MeasureSpec:
     seed: int = 0
     # rows x padded length per autograd pass (memory only: the scores do not depend on it)
     pass_tokens: int = PASS_TOKENS
+    rep_form: str = "paper"
+
+    def __post_init__(self) -> None:
+        if self.pred_form not in PRED_FORMS:
+            raise KPruneError(f"pred_form must be one of {PRED_FORMS}, got {self.pred_form!r}")
+        if self.rep_form not in REP_FORMS:
+            raise KPruneError(f"rep_form must be one of {REP_FORMS}, got {self.rep_form!r}")
 
 
 class _RepAccumulator:
-    """Per-head Gram matrices and per-neuron squared activations over real tokens."""
+    """Per real token summed squares of every head context dim and neuron activation; with
+    ``exact``, also per-head Gram matrices (for the whole-head removal error)."""
 
-    def __init__(self, layers, heads, head_dim, neurons, device):
-        self.gram = torch.zeros(
-            layers, heads, head_dim, head_dim, dtype=torch.float64, device=device
+    def __init__(self, layers, heads, head_dim, neurons, device, exact: bool = False):
+        f64 = torch.float64
+        self.heads, self.head_dim = heads, head_dim
+        self.gram = (
+            torch.zeros(layers, heads, head_dim, head_dim, dtype=f64, device=device)
+            if exact
+            else None
         )
-        self.sq = torch.zeros(layers, neurons, dtype=torch.float64, device=device)
+        self.sq_heads = torch.zeros(layers, heads * head_dim, dtype=f64, device=device)
+        self.sq = torch.zeros(layers, neurons, dtype=f64, device=device)
         self.tokens = 0
 
-    def add(self, layer: int, is_mha: bool, units: torch.Tensor, heads: int) -> None:
+    def add(self, layer: int, is_mha: bool, units: torch.Tensor) -> None:
         """Add one batch's real-token rows (n, k): float32 per batch, float64 across batches."""
         u = units.detach().float()
-        if is_mha:
-            uh = u.view(len(u), heads, -1).transpose(0, 1)  # (H, n, dh)
-            self.gram[layer] += torch.bmm(uh.transpose(1, 2), uh).double()
-        else:
+        if not is_mha:
             self.sq[layer] += (u * u).sum(0).double()
+            return
+        self.sq_heads[layer] += (u * u).sum(0).double()
+        if self.gram is not None:
+            uh = u.view(len(u), self.heads, -1).transpose(0, 1)  # (H, n, dh)
+            self.gram[layer] += torch.bmm(uh.transpose(1, 2), uh).double()
 
-    def scores(self, views: list[LayerView], start_layer: int, hidden: int):
-        heads = torch.zeros(self.gram.shape[:2], dtype=torch.float64)
+    def scores(self, views: list[LayerView], start_layer: int):
+        """K_rep [L, H] and [L, N] of layers >= ``start_layer`` (the rest zero)."""
+        heads = torch.zeros(self.sq_heads.shape[0], self.heads, dtype=torch.float64)
         neurons = torch.zeros(self.sq.shape, dtype=torch.float64)
-        n = max(self.tokens, 1) * hidden
+        tokens = max(self.tokens, 1)
         for i in range(start_layer, len(views)):
             wo = views[i].attn_out.weight.detach().double().cpu()  # (d, H*dh)
-            dh = self.gram.shape[-1]
-            wh = wo.view(wo.shape[0], -1, dh).transpose(0, 1)  # (H, d, dh)
-            wtw = wh.transpose(1, 2) @ wh  # (H, dh, dh)
-            heads[i] = (self.gram[i].cpu() * wtw).sum((1, 2)) / n
+            if self.gram is None:  # per dim: (1/T) sum_t a^2 * (1/d) sum_r W^2, mean over dh
+                per_dim = self.sq_heads[i].cpu() * (wo * wo).mean(0) / tokens
+                heads[i] = per_dim.view(self.heads, self.head_dim).mean(-1)
+            else:  # ||removed head's output||^2 over tokens and output dims
+                wh = wo.view(wo.shape[0], self.heads, self.head_dim).transpose(0, 1)
+                wtw = wh.transpose(1, 2) @ wh  # (H, dh, dh)
+                heads[i] = (self.gram[i].cpu() * wtw).sum((1, 2)) / (tokens * wo.shape[0])
             w2 = views[i].ffn_out.weight.detach().double().cpu()
-            neurons[i] = self.sq[i].cpu() * (w2 * w2).sum(0) / n
+            neurons[i] = self.sq[i].cpu() * (w2 * w2).mean(0) / tokens
         return heads.float(), neurons.float()
 
 
@@ -97,9 +132,9 @@ def measure(
 
     ``head_fn(hidden) -> logits`` maps the last hidden states to the task output.
     """
-    layers, heads, head_dim, hidden, neurons = dims
+    layers, heads, head_dim, _, neurons = dims
     device = sample.batches[0].student.device
-    rep = _RepAccumulator(layers, heads, head_dim, neurons, device)
+    rep = _RepAccumulator(layers, heads, head_dim, neurons, device, spec.rep_form == "exact")
     pred_h = torch.zeros(layers, heads, dtype=torch.float64, device=device)
     pred_n = torch.zeros(layers, neurons, dtype=torch.float64, device=device)
     gen = torch.Generator().manual_seed(spec.seed + start)
@@ -121,7 +156,8 @@ def measure(
         if any(g is not None and not torch.isfinite(g).all() for g in grads):
             skipped += 1
             continue
-        count += len(batch.valid) if spec.pred_form == "fisher" else 1
+        # paper and fisher: per sample example (the published scale); label: per batch
+        count += 1 if spec.pred_form == "label" else len(batch.valid)
         if spec.pred_form == "label":
             grads_h.append(torch.zeros(layers, heads, dtype=torch.float64, device=device))
             grads_n.append(torch.zeros(layers, neurons, dtype=torch.float64, device=device))
@@ -150,7 +186,7 @@ def measure(
                 pred_h[layer] += 0.5 * (gh * gh).sum(0)
             else:
                 pred_n[layer] += 0.5 * (g * g).sum(0)
-    rep_h, rep_n = rep.scores(views, start // 2, hidden)
+    rep_h, rep_n = rep.scores(views, start // 2)
     denom = max(count, 1)
     stacked = [torch.stack(g).cpu() if g else None for g in (grads_h, grads_n)]
     return Knowledge(
@@ -191,7 +227,7 @@ def _pass(views, head_fn, part, batch_rows: int, start: int, dims: tuple, spec, 
         masks[s] = m
         with torch.set_grad_enabled(spec.with_pred):
             units, y = sublayer(views[layer], is_mha, x, part.attend, head_dim, m)
-            rep.add(layer, is_mha, units[part.valid], heads)
+            rep.add(layer, is_mha, units[part.valid])
             x = layer_norm(views[layer], is_mha, y)
     rep.tokens += int(part.valid.sum())
     if not spec.with_pred:

@@ -57,6 +57,11 @@ METHODS: dict[str, Method] = {
             "kprune-fisher-pred", "K-prune, K_pred as per-example Fisher", {"pred_form": "fisher"}
         ),
         Method(
+            "kprune-exact-rep",
+            "K-prune, head K_rep as the exact whole-head removal error (about d_h x the paper's)",
+            {"rep_form": "exact"},
+        ),
+        Method(
             "kprune-oneshot",
             "K-prune measured and searched once, then tuned bottom-up",
             {"mode": "oneshot"},

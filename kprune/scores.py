@@ -2,7 +2,9 @@
 
 Columns: iteration, layer, sublayer (mha|ffn), unit (head|neuron), index, flops, and the
 knowledge columns the table holds (k_rep, k_pred or both). The file's metadata names the
-model, the sample's fingerprint, gamma, the predictive form and a content hash.
+model, the sample's fingerprint, gamma, the predictive form, the score scale
+(``knowledge.SCORE_SCALE``) and a content hash. A table of another score scale is refused:
+its numbers mean something else to lambda and mu, so it is rebuilt, never mixed in.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 from kprune.atomic import atomic_path
 from kprune.errors import KPruneError
 from kprune.flops import FlopsModel
-from kprune.knowledge import Knowledge
+from kprune.knowledge import SCORE_SCALE, Knowledge
 
 COLUMNS = ("iteration", "layer", "sublayer", "unit", "index", "flops")
 
@@ -86,9 +88,10 @@ def _digest(df: pd.DataFrame) -> str:
 
 
 def write_scores(df: pd.DataFrame, path: str | Path, meta: dict) -> None:
-    """Write a score table atomically with ``meta`` and a content hash in its metadata."""
+    """Write a score table atomically with ``meta``, the score scale and a content hash in
+    its metadata."""
     table = pa.Table.from_pandas(df, preserve_index=False)
-    full = {**meta, "content_sha256": _digest(df)}
+    full = {**meta, "score_scale": SCORE_SCALE, "content_sha256": _digest(df)}
     table = table.replace_schema_metadata(
         {**(table.schema.metadata or {}), b"kprune": json.dumps(full).encode()}
     )
@@ -97,7 +100,8 @@ def write_scores(df: pd.DataFrame, path: str | Path, meta: dict) -> None:
 
 
 def read_scores(path: str | Path) -> tuple[pd.DataFrame, dict]:
-    """Read a score table; missing, unreadable or altered files are a KPruneError."""
+    """Read a score table; missing, unreadable or altered files, and tables of another score
+    scale, are a KPruneError."""
     p = Path(path)
     if not p.is_file():
         raise KPruneError(f"score table {p} does not exist; run the measure stage first")
@@ -112,4 +116,11 @@ def read_scores(path: str | Path) -> tuple[pd.DataFrame, dict]:
     df = table.to_pandas()
     if meta.get("content_sha256") != _digest(df):
         raise KPruneError(f"score table {p} fails its content hash; delete it and rerun measure")
+    scale = meta.get("score_scale", 1)
+    if scale != SCORE_SCALE:
+        raise KPruneError(
+            f"score table {p} holds scores of scale v{scale}, this kprune computes "
+            f"v{SCORE_SCALE} (the published K_rep/K_pred normalisation); delete it and rerun "
+            "the measure stage (`dvc repro`)"
+        )
     return df, meta

@@ -68,6 +68,7 @@ def measure_initial(
         "sample": data.meta["fingerprint"],
         "gamma": spec.gamma,
         "pred_form": spec.pred_form,
+        "rep_form": spec.rep_form,
         "columns": list(columns),
         "flops_model": asdict(flops),
         "dims": list(dims),

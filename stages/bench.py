@@ -50,7 +50,24 @@ COLUMNS = [
     "finished_at",
     "threads",
     "load_1m",
+    "score_scale",
 ]
+
+
+def reads_scores(method: str) -> bool:
+    """K-prune and its ablations read the knowledge scores; the baselines do not."""
+    return method == "kprune" or method.startswith("kprune-")
+
+
+def is_stale(row: dict) -> bool:
+    """A K-prune row measured with another score scale than this code's (rows from before
+    the column: scale 1). Its metric says nothing about the current algorithm: it is rerun
+    by the bench and left out of every table, plot and conclusion of the report."""
+    from kprune.knowledge import SCORE_SCALE
+
+    scale = str(row.get("score_scale") or "1").strip()
+    scale = "1" if scale.lower() == "nan" else scale
+    return reads_scores(str(row["method"])) and int(float(scale)) != SCORE_SCALE
 
 
 @dataclass(frozen=True)
@@ -200,13 +217,15 @@ def run_bench(p: BenchParams, teachers: str, data_dir: str, out_dir: Path) -> li
 
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / "benchmarks.csv"
-    rows = [r for r in read_rows(csv_path) if _asked(r) == p.tokens]
+    rows = [r for r in read_rows(csv_path) if _asked(r) == p.tokens and not is_stale(r)]
     finished = {(r["task"], r["method"], float(r["reduction"]), int(r["seed"])) for r in rows}
     by_key = {
         _key(r["task"], float(r["reduction"]), r["method"], int(r["seed"]), p.tokens): r
         for r in rows
     }
     code = code_digest()[:12]
+    from kprune.knowledge import SCORE_SCALE as scale
+
     dense: dict[str, dict] = {}
     common = [
         "--teachers",
@@ -267,6 +286,7 @@ def run_bench(p: BenchParams, teachers: str, data_dir: str, out_dir: Path) -> li
                 "threads": p.threads,
                 "same_run_as": "",
                 "code": code,
+                "score_scale": scale,
             }
             by_key[key] = row
         new.append(row)

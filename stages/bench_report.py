@@ -8,7 +8,7 @@ import pandas as pd
 
 from kprune.atomic import write_text
 from kprune.plots import metric_vs_flops_plot
-from stages.bench import COLUMNS
+from stages.bench import COLUMNS, is_stale
 
 TEXT = ("task", "method", "metric_name", "same_run_as", "code", "finished_at")
 NUMERIC = tuple(c for c in COLUMNS if c not in TEXT)
@@ -115,7 +115,8 @@ def over_budget(df: pd.DataFrame, tol: float = 1e-6) -> list[str]:
 def write_report(rows: list[dict], out: Path) -> list[Path]:
     if not rows:
         return []
-    df = pd.DataFrame(rows)
+    stale = [r for r in rows if is_stale(r)]
+    df = pd.DataFrame([r for r in rows if not is_stale(r)], columns=list(COLUMNS))
     for col in NUMERIC:
         df[col] = pd.to_numeric(df[col], errors="coerce") if col in df else float("nan")
     for col in TEXT:
@@ -129,6 +130,16 @@ def write_report(rows: list[dict], out: Path) -> list[Path]:
         "latency at length 128 with 2 threads, median of repeated runs).",
         "",
     ]
+    if stale:
+        codes = ", ".join(sorted({r.get("code") or "?" for r in stale}))
+        lines += [
+            f"**{len(stale)} stale rows left out**: K-prune rows (kprune and its ablations) "
+            "measured with an older score scale (code digests "
+            f"{codes}: head K_rep and paper-form K_pred not on the published scale, fixed in "
+            "issue 16). They stay in benchmarks.csv, are rerun by the bench, and appear in "
+            "no table, plot or conclusion here.",
+            "",
+        ]
     codes = sorted(c for c in df["code"].unique() if c)
     if codes:
         lines += [f"kprune source digest(s) of the runs: {', '.join(codes)}.", ""]

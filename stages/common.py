@@ -14,6 +14,7 @@ from kprune.cli import run_main
 from kprune.config import load_section, read_params
 from kprune.errors import KPruneError
 from kprune.finetune import FinetuneConfig
+from kprune.knowledge import REP_FORMS
 
 
 @dataclass(frozen=True)
@@ -43,12 +44,32 @@ class SampleParams:
 class MeasureParams:
     gamma: float = 2.0
     pred_form: str = "paper"
+    rep_form: str = "paper"
 
     def __post_init__(self) -> None:
         if self.gamma <= 0:
             raise KPruneError(f"measure.gamma must be > 0, got {self.gamma}")
         if self.pred_form not in ("paper", "fisher"):
             raise KPruneError(f"measure.pred_form must be paper or fisher, got {self.pred_form!r}")
+        if self.rep_form not in REP_FORMS:
+            raise KPruneError(f"measure.rep_form must be paper or exact, got {self.rep_form!r}")
+
+
+def check_tables_match(rep_meta: dict, pred_meta: dict, m: MeasureParams | None = None) -> None:
+    """The K_rep and K_pred tables come from one sample and, given ``m``, were measured with
+    the forms and gamma of params.yaml (else the loop would mix two definitions)."""
+    if rep_meta.get("sample") != pred_meta.get("sample"):
+        raise KPruneError(
+            "the K_rep and K_pred tables come from different samples; rerun the measure stage"
+        )
+    if m is None:
+        return
+    for key, meta in (("rep_form", rep_meta), ("pred_form", pred_meta), ("gamma", pred_meta)):
+        if meta.get(key) != getattr(m, key):
+            raise KPruneError(
+                f"the score table was measured with measure.{key}={meta.get(key)!r} but "
+                f"params.yaml says {getattr(m, key)!r}; rerun the measure stage (`dvc repro`)"
+            )
 
 
 @dataclass(frozen=True)

@@ -34,15 +34,22 @@ def make(
     """Measure K_rep or K_pred on the teacher and write the table; returns the row count."""
     data = load_sample(sample)
     with_pred = what == "pred"
-    spec = MeasureSpec(data.meta["kind"], m.gamma, m.pred_form, with_pred=with_pred, seed=s.seed)
+    spec = MeasureSpec(
+        data.meta["kind"],
+        m.gamma,
+        m.pred_form,
+        with_pred=with_pred,
+        seed=s.seed,
+        rep_form=m.rep_form,
+    )
     model = load_model(teacher)
     df, meta = measure_initial(
         model, data, spec, s.batch_size, resolve_device(device), (f"k_{what}",)
     )
     meta.update({"model": str(teacher), "task": data.meta["task"]})
-    if not with_pred:  # K_rep does not depend on these
-        meta.pop("gamma")
-        meta.pop("pred_form")
+    # each table names only what its scores depend on
+    for key in ("rep_form",) if with_pred else ("gamma", "pred_form"):
+        meta.pop(key)
     write_scores(df, out, meta)
     return len(df)
 

@@ -26,6 +26,7 @@ from stages.common import (
     PruneTuneParams,
     SampleParams,
     SearchParams,
+    check_tables_match,
     exit_with,
     section,
     stage_main,
@@ -68,7 +69,8 @@ def make(
     data = load_sample(inp.sample)
     model = load_model(inp.teacher)
     rep, rep_meta = read_scores(inp.rep)
-    pred, _ = read_scores(inp.pred)
+    pred, pred_meta = read_scores(inp.pred)
+    check_tables_match(rep_meta, pred_meta, m)
     initial = knowledge_from_tables(rep, pred, tuple(rep_meta["dims"]))
     mask_file = json.loads(Path(inp.masks).read_text())
     masks = Masks.from_dict(mask_file["kept"], mask_file["heads"], mask_file["neurons"])
@@ -77,7 +79,9 @@ def make(
         data,
         data.meta["kind"],
         reduction,
-        MeasureSpec(data.meta["kind"], m.gamma, m.pred_form, q.use_pred, s.seed),
+        MeasureSpec(
+            data.meta["kind"], m.gamma, m.pred_form, q.use_pred, s.seed, rep_form=m.rep_form
+        ),
         SearchSpec(q.lam, q.mu, q.use_pred, q.use_rep),
         mode=pt.mode,
         tune=pt.tune,

@@ -9,7 +9,7 @@ from kprune.flops import FlopsModel
 from kprune.scores import read_scores
 from kprune.search import SearchSpec
 from kprune.steps import knowledge_from_tables, search_masks
-from stages.common import SearchParams, exit_with, section, stage_main
+from stages.common import SearchParams, check_tables_match, exit_with, section, stage_main
 
 
 def add_args(p):
@@ -25,7 +25,8 @@ def make(
     """One-shot masks from the two score tables; returns kept units per layer."""
     reduction = cfg.reduction if reduction is None else reduction
     rep, rep_meta = read_scores(rep_path)
-    pred, _ = read_scores(pred_path)
+    pred, pred_meta = read_scores(pred_path)
+    check_tables_match(rep_meta, pred_meta)
     dims = tuple(rep_meta["dims"])
     k = knowledge_from_tables(rep, pred, dims)
     flops = FlopsModel(**rep_meta["flops_model"])

@@ -45,6 +45,55 @@ def test_bench_rows_resume_and_report(tmp_path):
     assert "| kprune |" in text and "| random |" in text and "| kprune-paper-pred |" in text
     assert "at or above the baseline" in text
     assert (out / "bench_rt.png") in paths and (out / "bench_rt.png").stat().st_size > 1000
+    assert "stale" not in text
+
+
+def test_rows_of_an_older_score_scale_are_rerun_and_left_out(tmp_path):
+    """K-prune rows from before the published-scale fix (no score_scale) are stale: the bench
+    reruns them, the report leaves them out; baseline rows stay valid."""
+    from kprune.knowledge import SCORE_SCALE
+    from kprune.tasks import load_task
+    from stages.bench import COLUMNS
+    from stages.common import append_row
+
+    write_task(tmp_path / "tasks")
+    teacher = make_tiny_teacher(tmp_path, epochs=1, task=load_task("rt", tmp_path / "tasks"))
+    (tmp_path / "teachers").mkdir()
+    teacher.rename(tmp_path / "teachers" / "rt")
+    out = tmp_path / "docs"
+    old = {c: "" for c in COLUMNS if c != "score_scale"}
+    old.update(
+        task="rt",
+        reduction=0.5,
+        seed=0,
+        metric_name="accuracy",
+        metric=0.123,
+        dense_metric=0.5,
+        flops_kept=0.5,
+        tokens=400,
+        code="oldcode00000",
+    )
+    for method, metric in (("kprune", 0.123), ("random", 0.321)):
+        append_row(out / "benchmarks.csv", {**old, "method": method, "metric": metric}, [*old])
+    cfg = BenchParams(
+        tasks=("rt",),
+        methods=("kprune", "random"),
+        reductions=(0.5,),
+        seeds=(0,),
+        tokens=400,
+        repeats=1,
+        threads=1,
+    )
+    rows = run_bench(cfg, str(tmp_path / "teachers"), str(tmp_path / "tasks"), out)
+    assert [r["method"] for r in rows] == ["kprune"]  # the random row is still valid
+    assert rows[0]["score_scale"] == SCORE_SCALE
+    with open(out / "benchmarks.csv") as fh:
+        saved = list(csv.DictReader(fh))
+    assert len(saved) == 3  # the stale row is kept in the CSV
+    write_report(saved, out)
+    text = (out / "benchmarks.md").read_text()
+    assert "1 stale rows left out" in text and "oldcode00000" in text
+    assert "0.1230" not in text and "0.3210" in text  # the stale metric is in no table
 
 
 def test_plan_runs_the_headline_methods_over_the_grid_first():

@@ -182,39 +182,6 @@ def _sample_for(model, n=40):
     return adapter, build_sample(model, adapter, tiny_tokenizer(), df, 10_000, 0, 8, 16, "cpu")
 
 
-def test_k_rep_equals_error_of_removing_one_unit(tmp_path):
-    model = frozen(_load(make_tiny_model(tmp_path / "m"), "seq"))
-    adapter, sample = _sample_for(model)
-    dims = adapter.dims(model)
-    _, heads, head_dim, _, neurons = dims
-    views = [adapter.view(layer) for layer in adapter.layers(model)]
-    spec = MeasureSpec("classification", 2.0, "paper", with_pred=False)
-    k = measure(views, lambda h: adapter.logits(model, h), sample, 0, dims, spec)
-    for s, unit in ((0, 2), (1, 17)):  # head 2 of layer 0's MHA, neuron 17 of its FFN
-        is_mha = s == 0
-        width = heads * head_dim if is_mha else neurons
-        mask = torch.ones(width)
-        if is_mha:
-            mask[unit * head_dim : (unit + 1) * head_dim] = 0
-        else:
-            mask[unit] = 0
-        sq, count = 0.0, 0
-        with torch.no_grad():
-            for batch in sample.batches:
-                x = batch.student
-                if not is_mha:  # input of layer 0's FFN
-                    _, y = sublayer(views[0], True, x, batch.attend, head_dim)
-                    x = layer_norm(views[0], True, y)
-                _, full = sublayer(views[0], is_mha, x, batch.attend, head_dim)
-                _, cut = sublayer(views[0], is_mha, x, batch.attend, head_dim, mask)
-                diff = (full - cut)[batch.valid].double()
-                sq += float((diff**2).sum())
-                count += diff.numel()
-        expected = sq / count
-        got = float((k.rep_heads if is_mha else k.rep_neurons)[0, unit])
-        assert got == pytest.approx(expected, rel=1e-4)
-
-
 def test_paper_pred_is_zero_at_first_sublayer_but_fisher_is_not(teacher):
     folder, _ = teacher
     model = frozen(load_model(str(folder)))

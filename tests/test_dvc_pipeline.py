@@ -113,6 +113,21 @@ def test_reduction_reruns_only_downstream(repo):
     assert _repro(repo) == {"search", "prune_tune", "evaluate"}
 
 
+def test_rep_form_reruns_rep_not_sample_nor_pred(repo):
+    _set(repo, "measure", "rep_form", "exact")
+    assert _repro(repo) == {"measure_rep", "search", "prune_tune", "evaluate"}
+
+
+def test_score_scale_change_remeasures_everything_downstream(repo):
+    """A change of the score definitions (kprune/knowledge.py) invalidates both score
+    tables and all that follows; the sample and the teacher stay cached."""
+    source = repo / "kprune" / "knowledge.py"
+    text = source.read_text()
+    assert re.search(r"^SCORE_SCALE = \d+$", text, re.M)
+    source.write_text(re.sub(r"^SCORE_SCALE = (\d+)$", r"SCORE_SCALE = 9\1", text, flags=re.M))
+    assert _repro(repo) == {"measure_rep", "measure_pred", "search", "prune_tune", "evaluate"}
+
+
 def test_team_reuse_through_a_remote(repo, tmp_path):
     _repro(repo)  # up to date when run after the other tests
     remote = tmp_path / "remote"
