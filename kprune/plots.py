@@ -103,6 +103,47 @@ def metric_vs_flops_plot(
     _save(fig, path)
 
 
+def heatmap_plot(
+    panels: Sequence[dict], path: str | Path, title: str = "", xlabel: str = "", ylabel: str = ""
+) -> None:
+    """One heat map per panel: ``values`` [rows][cols] (NaN: not measured) coloured on one
+    scale across panels, each cell annotated with ``labels`` [rows][cols]; ``marks`` maps
+    (row, col) to a short tag drawn in the cell's corner (e.g. the default, the best)."""
+    import numpy as np
+
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.0), squeeze=False)
+    finite = [v for p in panels for row in p["values"] for v in row if v == v]
+    lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        values = np.array(panel["values"], dtype=float)
+        image = ax.imshow(values, cmap="viridis", vmin=lo, vmax=hi, origin="lower")
+        ax.set_xticks(range(len(panel["cols"])), [str(c) for c in panel["cols"]])
+        ax.set_yticks(range(len(panel["rows"])), [str(r) for r in panel["rows"]])
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(panel.get("title", ""), fontsize=10)
+        mid = (lo + hi) / 2
+        for i, row in enumerate(panel["labels"]):
+            for j, text in enumerate(row):
+                dark = values[i, j] == values[i, j] and values[i, j] < mid
+                ax.text(
+                    j,
+                    i,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if dark else "black",
+                )
+        for (i, j), tag in panel.get("marks", {}).items():
+            ax.text(j + 0.45, i + 0.45, tag, ha="right", va="top", fontsize=7, color="red")
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def _save(fig, path: str | Path) -> None:
     plt = _plt()
     with atomic_path(path) as tmp:

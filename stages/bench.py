@@ -51,6 +51,9 @@ COLUMNS = [
     "threads",
     "load_1m",
     "score_scale",
+    "dev_metric",
+    "heads_kept",
+    "neurons_kept",
 ]
 
 
@@ -125,9 +128,14 @@ def worker(args: argparse.Namespace) -> None:
         teacher, task, cfg, device="cpu", progress=False, eval_split=None, method=args.method
     )
     seconds = time.perf_counter() - t0
-    metric = evaluate_model(pruned, load_tokenizer(teacher), task, args.split, 128, "cpu")
+    tokenizer = load_tokenizer(teacher)
+    metric = evaluate_model(pruned, tokenizer, task, args.split, 128, "cpu")
+    dev = evaluate_model(pruned, tokenizer, task, "dev", 128, "cpu")  # for choosing settings
     row = {
         "metric": metric[task.spec.metric],
+        "dev_metric": dev[task.spec.metric],
+        "heads_kept": json.dumps(report["kept_heads_per_layer"]),
+        "neurons_kept": json.dumps(report["kept_neurons_per_layer"]),
         "flops_kept": report["flops_kept"],
         "params_kept": report["params_kept"],
         "prune_seconds": round(seconds, 2),

@@ -10,7 +10,16 @@ from kprune.atomic import write_text
 from kprune.plots import metric_vs_flops_plot
 from stages.bench import COLUMNS, is_stale
 
-TEXT = ("task", "method", "metric_name", "same_run_as", "code", "finished_at")
+TEXT = (
+    "task",
+    "method",
+    "metric_name",
+    "same_run_as",
+    "code",
+    "finished_at",
+    "heads_kept",
+    "neurons_kept",
+)
 NUMERIC = tuple(c for c in COLUMNS if c not in TEXT)
 BASELINES = ("kwon", "magnitude", "random")
 
