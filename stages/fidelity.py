@@ -159,6 +159,18 @@ def report(rows: list[dict]) -> str:
     return "\n".join([*lines, "", *verdicts, ""]) + "\n"
 
 
+def write_report(out: Path) -> Path:
+    """fidelity.md from fidelity.csv, with fidelity_notes.md (hand-written) appended."""
+    from kprune.atomic import write_text
+
+    text = report(read_rows(out / "fidelity.csv"))
+    notes = out / "fidelity_notes.md"
+    if notes.exists():
+        text += "\n" + notes.read_text()
+    write_text(out / "fidelity.md", text)
+    return out / "fidelity.md"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -176,13 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     args.reductions = [float(x) for x in args.reductions.split(",") if x.strip()]
 
     def run() -> None:
-        from kprune.atomic import write_text
-
         if not args.report_only:
             run_rows(args)
-        rows = read_rows(Path(args.out) / "fidelity.csv")
-        write_text(Path(args.out) / "fidelity.md", report(rows))
-        print(f"fidelity: {len(rows)} rows -> {args.out}/fidelity.md")
+        print(f"fidelity: -> {write_report(Path(args.out))}")
 
     return run_main(run)
 

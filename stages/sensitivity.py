@@ -285,6 +285,13 @@ def write_report(rows: list[dict], out: Path) -> list[Path]:
             f"took {s_mean:.1f} s per task and seed, once; each setting's loop took "
             f"{p_mean:.1f} s on average (a full run is both).",
         ]
+        busy = [r for r in rows if _f(r["load_1m"]) > _f(r["threads"]) + 1.0]
+        if busy:
+            lines.append(
+                f"{len(busy)} of {len(rows)} settings ended with a 1-minute load average above "
+                "the thread count + 1 (something else shared the cores): their seconds are "
+                "inflated, their metrics are not affected."
+            )
     notes = out / "sensitivity_notes.md"
     lines += ["", *details]
     if notes.exists():
