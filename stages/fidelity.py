@@ -49,6 +49,16 @@ REFERENCE = {
         "peak_rss_mb": 7.4 * 1024,
     }
 }
+# kprune at 9d6cd7f (score scale 1: head K_rep summed whole-head error, K_pred per batch), same
+# teacher and settings, as issue 16 measured it (peak RSS not recorded then)
+BEFORE = {
+    0.6: {
+        "dev": 0.8259,
+        "test": 0.8055,
+        "heads_kept": [12, 11, 10, 11, 11, 12],
+        "neurons_kept": [138, 607, 327, 66, 14, 2],
+    }
+}
 
 
 def _stale(row: dict) -> bool:
@@ -129,6 +139,12 @@ def report(rows: list[dict]) -> str:
                 f"| reference implementation | {red:g} | {ref['dev']:.4f} | {ref['test']:.4f} | "
                 f"{ref['heads_kept']} | {ref['neurons_kept']} | {ref['prune_seconds']:.1f} | "
                 f"{ref['peak_rss_mb'] / 1024:.1f} | 1.00x |"
+            )
+        old = BEFORE.get(red)
+        if old:
+            lines.append(
+                f"| kprune before issue 16 (9d6cd7f, scale 1) | {red:g} | {old['dev']:.4f} | "
+                f"{old['test']:.4f} | {old['heads_kept']} | {old['neurons_kept']} | – | – | – |"
             )
         speed = f"{ref['prune_seconds'] / float(r['prune_seconds']):.2f}x" if ref else "–"
         lines.append(

@@ -196,6 +196,7 @@ def test_ablation_table_gives_the_mean_difference_at_each_reduction():
 
 
 def test_report_only_rewrites_from_the_csv_and_runs_nothing(tmp_path):
+    from kprune.knowledge import SCORE_SCALE
     from stages.bench import COLUMNS, main
 
     out = tmp_path / "docs"
@@ -205,7 +206,7 @@ def test_report_only_rewrites_from_the_csv_and_runs_nothing(tmp_path):
     row.update(task="rt", method="kprune", reduction="0.5", seed="0", metric_name="accuracy")
     row.update(metric="0.8", dense_metric="0.84", flops_kept="0.5", params_kept="0.7")
     row.update(prune_seconds="1", peak_rss_mb="900", tokens="100", latency_ms_b32="1")
-    row.update(dense_latency_ms_b32="2", threads="2", load_1m="1.5")
+    row.update(dense_latency_ms_b32="2", threads="2", load_1m="1.5", score_scale=SCORE_SCALE)
     with open(out / "benchmarks.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=COLUMNS)
         w.writeheader()

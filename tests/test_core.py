@@ -317,6 +317,7 @@ def test_label_count_mismatch(teacher, tmp_path):
         "kprune-no-pred",
         "kprune-fisher-pred",
         "kprune-bf16",
+        "kprune-exact-rep",
     ],
 )
 def test_every_method_meets_the_budget_and_matches_its_masks(teacher, method):
