@@ -104,24 +104,30 @@ def metric_vs_flops_plot(
 
 
 def heatmap_plot(
-    panels: Sequence[dict], path: str | Path, title: str = "", xlabel: str = "", ylabel: str = ""
+    panels: Sequence[dict],
+    path: str | Path,
+    title: str = "",
+    labels: tuple[str, str] = ("", ""),
+    span: float | None = None,
 ) -> None:
     """One heat map per panel: ``values`` [rows][cols] (NaN: not measured) coloured on one
-    scale across panels, each cell annotated with ``labels`` [rows][cols]; ``marks`` maps
-    (row, col) to a short tag drawn in the cell's corner (e.g. the default, the best)."""
+    scale across panels (at most ``span`` wide, down from the best), each cell annotated with
+    ``labels`` [rows][cols]; ``marks`` maps (row, col) to a short tag drawn in the cell's
+    corner (e.g. the default, the best). ``labels``: (x axis, y axis)."""
     import numpy as np
 
     plt = _plt()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.0), squeeze=False)
     finite = [v for p in panels for row in p["values"] for v in row if v == v]
     lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
+    lo = max(lo, hi - span) if span else lo  # collapsed cells saturate, the rest stays legible
     for ax, panel in zip(axes[0], panels, strict=True):
         values = np.array(panel["values"], dtype=float)
         image = ax.imshow(values, cmap="viridis", vmin=lo, vmax=hi, origin="lower")
         ax.set_xticks(range(len(panel["cols"])), [str(c) for c in panel["cols"]])
         ax.set_yticks(range(len(panel["rows"])), [str(r) for r in panel["rows"]])
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
+        ax.set_xlabel(labels[0])
+        ax.set_ylabel(labels[1])
         ax.set_title(panel.get("title", ""), fontsize=10)
         mid = (lo + hi) / 2
         for i, row in enumerate(panel["labels"]):
@@ -137,7 +143,7 @@ def heatmap_plot(
                     color="white" if dark else "black",
                 )
         for (i, j), tag in panel.get("marks", {}).items():
-            ax.text(j + 0.45, i + 0.45, tag, ha="right", va="top", fontsize=7, color="red")
+            ax.text(j - 0.45, i - 0.45, tag, ha="left", va="bottom", fontsize=6, color="red")
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     fig.suptitle(title)
     fig.tight_layout()

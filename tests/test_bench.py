@@ -148,13 +148,13 @@ def test_headline_names_every_place_kprune_is_below_and_leaves_out_undefined_met
 
     df = pd.DataFrame(
         [
-            ("rt", 0.4, "kprune", 0.80),
-            ("rt", 0.4, "kwon", 0.82),
-            ("rt", 0.4, "random", 0.50),
-            ("vm", 0.4, "kprune", 0.70),
-            ("vm", 0.4, "random", float("nan")),
+            ("rt", 0.4, 0, "kprune", 0.80),
+            ("rt", 0.4, 0, "kwon", 0.82),
+            ("rt", 0.4, 0, "random", 0.50),
+            ("vm", 0.4, 0, "kprune", 0.70),
+            ("vm", 0.4, 0, "random", float("nan")),
         ],
-        columns=["task", "reduction", "method", "metric"],
+        columns=["task", "reduction", "seed", "method", "metric"],
     )
     text = "\n".join(headline(df))
     assert "in 1 of 2" in text and "rt R=0.4: kprune 0.8000 < kwon 0.8200" in text
@@ -223,3 +223,15 @@ def test_every_method_of_the_grid_gets_its_own_colour():
     methods = BenchParams().methods
     colors = method_colors(methods)
     assert len(set(colors.values())) == len(methods) == len(colors)
+
+
+def test_headline_compares_over_the_seeds_kprune_has():
+    """While K-prune's rows are being rerun, a baseline's other seeds do not enter."""
+    import pandas as pd
+
+    from stages.bench_report import headline
+
+    rows = [("rt", 0.6, 0, "kprune", 0.80), ("rt", 0.6, 0, "kwon", 0.79)]
+    rows += [("rt", 0.6, 1, "kwon", 0.99)]  # K-prune has no seed 1 yet
+    df = pd.DataFrame(rows, columns=["task", "reduction", "seed", "method", "metric"])
+    assert "in 1 of 1 (task, reduction, baseline) comparisons" in "\n".join(headline(df))
