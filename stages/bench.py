@@ -62,15 +62,21 @@ def reads_scores(method: str) -> bool:
     return method == "kprune" or method.startswith("kprune-")
 
 
-def is_stale(row: dict) -> bool:
-    """A K-prune row measured with another score scale than this code's (rows from before
-    the column: scale 1). Its metric says nothing about the current algorithm: it is rerun
-    by the bench and left out of every table, plot and conclusion of the report."""
+def of_current_scale(row: dict) -> bool:
+    """The row's scores were measured with this code's score scale (rows written before the
+    column have none: scale 1)."""
     from kprune.knowledge import SCORE_SCALE
 
     scale = str(row.get("score_scale") or "1").strip()
     scale = "1" if scale.lower() == "nan" else scale
-    return reads_scores(str(row["method"])) and int(float(scale)) != SCORE_SCALE
+    return int(float(scale)) == SCORE_SCALE
+
+
+def is_stale(row: dict) -> bool:
+    """A K-prune row of another score scale than this code's. Its metric says nothing about
+    the current algorithm: it is rerun by the bench and left out of every table, plot and
+    conclusion of the report."""
+    return reads_scores(str(row["method"])) and not of_current_scale(row)
 
 
 @dataclass(frozen=True)
@@ -223,6 +229,7 @@ def _asked(row: dict) -> int:
 
 def run_bench(p: BenchParams, teachers: str, data_dir: str, out_dir: Path) -> list[dict]:
     from flows.keys import code_digest
+    from kprune.knowledge import SCORE_SCALE
 
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / "benchmarks.csv"
@@ -233,8 +240,6 @@ def run_bench(p: BenchParams, teachers: str, data_dir: str, out_dir: Path) -> li
         for r in rows
     }
     code = code_digest()[:12]
-    from kprune.knowledge import SCORE_SCALE as scale
-
     dense: dict[str, dict] = {}
     common = [
         "--teachers",
@@ -295,7 +300,7 @@ def run_bench(p: BenchParams, teachers: str, data_dir: str, out_dir: Path) -> li
                 "threads": p.threads,
                 "same_run_as": "",
                 "code": code,
-                "score_scale": scale,
+                "score_scale": SCORE_SCALE,
             }
             by_key[key] = row
         new.append(row)

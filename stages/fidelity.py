@@ -17,7 +17,7 @@ import argparse
 from pathlib import Path
 
 from kprune.cli import run_main
-from stages.bench import _call, is_stale
+from stages.bench import _call, of_current_scale
 from stages.common import append_row, exit_with, read_rows
 
 COLUMNS = [
@@ -61,10 +61,6 @@ BEFORE = {
 }
 
 
-def _stale(row: dict) -> bool:
-    return is_stale({"method": "kprune", "score_scale": row.get("score_scale")})
-
-
 def run_rows(args) -> None:
     from flows.keys import code_digest
     from kprune.knowledge import SCORE_SCALE
@@ -73,7 +69,7 @@ def run_rows(args) -> None:
     done = {
         (r["task"], float(r["reduction"]), int(r["seed"]), int(r["tokens_asked"]))
         for r in read_rows(csv_path)
-        if not _stale(r)
+        if of_current_scale(r)
     }
     for reduction in args.reductions:
         if (args.task, reduction, args.seed, args.tokens) in done:
@@ -130,7 +126,7 @@ def report(rows: list[dict]) -> str:
         "| peak RSS GB | speed vs reference |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    current = [r for r in rows if not _stale(r)]
+    current = [r for r in rows if of_current_scale(r)]
     for r in sorted(current, key=lambda r: float(r["reduction"])):
         red = float(r["reduction"])
         ref = REFERENCE.get(red)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from kprune.cli import run_main
 from kprune.errors import KPruneError
+from stages.bench import of_current_scale
 from stages.common import append_row, exit_with, read_rows
 
 LAMS = (0.0, 2.5e-5, 2.5e-4, 2.5e-3)
@@ -61,12 +62,10 @@ def _key(task, reduction, lam, mu, seed, tokens) -> tuple:
 
 
 def done_keys(rows: list[dict]) -> set[tuple]:
-    from kprune.knowledge import SCORE_SCALE
-
     return {
         _key(r["task"], r["reduction"], r["lam"], r["mu"], r["seed"], r["tokens_asked"])
         for r in rows
-        if str(r.get("score_scale")) == str(SCORE_SCALE)
+        if of_current_scale(r)
     }
 
 
@@ -197,7 +196,7 @@ def write_report(rows: list[dict], out: Path) -> list[Path]:
     from kprune.atomic import write_text
     from kprune.plots import heatmap_plot
 
-    rows = [r for r in rows if str(r["score_scale"]) in {str(s) for s in _current_scale()}]
+    rows = [r for r in rows if of_current_scale(r)]
     lines = [
         "# λ/μ sensitivity of K-prune",
         "",
@@ -302,12 +301,6 @@ def write_report(rows: list[dict], out: Path) -> list[Path]:
     md = out / "sensitivity.md"
     write_text(md, "\n".join(lines) + "\n")
     return [md, *paths]
-
-
-def _current_scale() -> tuple[int]:
-    from kprune.knowledge import SCORE_SCALE
-
-    return (SCORE_SCALE,)
 
 
 def _floats(text: str) -> list[float]:

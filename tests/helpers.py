@@ -125,3 +125,15 @@ def write_task(root: Path, name: str = "rt", n: int = 300) -> Path:
     for split, part in stratified_split(sentiment_frame(n), "classification").items():
         part.to_parquet(folder / f"{split}.parquet")
     return root
+
+
+def write_rt_project(root: Path, epochs: int = 2) -> Path:
+    """``root/tasks`` (a prepared rt task) and ``root/teachers/rt`` (a tiny teacher fine-tuned
+    on it): the layout the benchmark tools read. Returns ``root``."""
+    from kprune.tasks import load_task
+
+    write_task(root / "tasks")
+    teacher = make_tiny_teacher(root, epochs=epochs, task=load_task("rt", root / "tasks"))
+    (root / "teachers").mkdir()
+    teacher.rename(root / "teachers" / "rt")
+    return root

@@ -5,16 +5,11 @@ from dataclasses import replace
 
 from stages.bench import BenchParams, run_bench
 from stages.bench_report import write_report
-from tests.helpers import make_tiny_model, make_tiny_teacher, write_task
+from tests.helpers import make_tiny_model, write_rt_project, write_task
 
 
 def test_bench_rows_resume_and_report(tmp_path):
-    from kprune.tasks import load_task
-
-    write_task(tmp_path / "tasks")
-    teacher = make_tiny_teacher(tmp_path, epochs=2, task=load_task("rt", tmp_path / "tasks"))
-    (tmp_path / "teachers").mkdir()
-    teacher.rename(tmp_path / "teachers" / "rt")  # the bench looks for teachers/<task>
+    write_rt_project(tmp_path, epochs=2)  # the bench looks for teachers/<task>
     cfg = BenchParams(
         tasks=("rt",),
         methods=("kprune", "random"),
@@ -52,14 +47,10 @@ def test_rows_of_an_older_score_scale_are_rerun_and_left_out(tmp_path):
     """K-prune rows from before the published-scale fix (no score_scale) are stale: the bench
     reruns them, the report leaves them out; baseline rows stay valid."""
     from kprune.knowledge import SCORE_SCALE
-    from kprune.tasks import load_task
     from stages.bench import COLUMNS
     from stages.common import append_row
 
-    write_task(tmp_path / "tasks")
-    teacher = make_tiny_teacher(tmp_path, epochs=1, task=load_task("rt", tmp_path / "tasks"))
-    (tmp_path / "teachers").mkdir()
-    teacher.rename(tmp_path / "teachers" / "rt")
+    write_rt_project(tmp_path, epochs=1)
     out = tmp_path / "docs"
     old = {c: "" for c in COLUMNS if c != "score_scale"}
     old.update(

@@ -7,17 +7,12 @@ import pytest
 from kprune.api import PruneConfig, prune
 from kprune.tasks import load_task
 from stages import sensitivity
-from tests.helpers import make_tiny_teacher, write_task
+from tests.helpers import write_rt_project
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sweep")
-    write_task(root / "tasks")
-    teacher = make_tiny_teacher(root, epochs=2, task=load_task("rt", root / "tasks"))
-    (root / "teachers").mkdir()
-    teacher.rename(root / "teachers" / "rt")
-    return root
+    return write_rt_project(tmp_path_factory.mktemp("sweep"), epochs=2)
 
 
 def _sweep(root, *extra):
