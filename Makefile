@@ -29,10 +29,10 @@ run: setup
 	$(BIN)/python -m flows.compress
 
 bench: setup
-	$(BIN)/python -m stages.bench
+	$(BIN)/python -m bench
 
 bench-quick: setup
-	$(BIN)/python -m stages.bench --quick
+	$(BIN)/python -m bench --quick
 
 test: setup lint
 	$(BIN)/pytest
@@ -49,4 +49,4 @@ clean-venv:
 	rm -rf $(VENV)
 
 bench-memory: setup
-	$(BIN)/python -m stages.bench_memory
+	$(BIN)/python -m bench.memory

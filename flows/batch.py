@@ -26,10 +26,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import tasks as t
 from flows.compress import format_table, summary_row, task_files
-from kprune.cli import run_main
-from kprune.config import from_mapping
+from kprune.config import from_mapping, section, validate_params
+from kprune.entry import run_main
 from kprune.errors import KPruneError
-from stages.common import section, validate_params
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,11 @@ from pathlib import Path
 from prefect import flow
 
 from flows import tasks as t
-from kprune.cli import run_main
-from kprune.config import read_params
+from kprune.config import read_params, section, validate_params
+from kprune.entry import run_main
 from kprune.errors import KPruneError
 from kprune.plots import metric_vs_flops_plot
 from kprune.tasks import REGISTRY, default_data_root
-from stages.common import section, validate_params
 
 
 def task_files(task: str, data_dir: str | None) -> str:

@@ -15,18 +15,12 @@ from prefect import task
 from flows import settings
 from flows.keys import content_key, intact, output_dir, prefect_key_fn, seal
 from kprune.atomic import atomic_path
+from kprune.config import EvaluateParams, MeasureParams, PruneTuneParams, SampleParams, SearchParams
 from stages import evaluate as evaluate_stage
 from stages import measure as measure_stage
 from stages import prune_tune as prune_tune_stage
 from stages import sample as sample_stage
 from stages import search as search_stage
-from stages.common import (
-    EvaluateParams,
-    MeasureParams,
-    PruneTuneParams,
-    SampleParams,
-    SearchParams,
-)
 
 IGNORED = ("device",)
 CACHED = {

@@ -6,15 +6,22 @@ model = kprune.load_pruned("out/rt-0.6")
 """
 
 from kprune.errors import KPruneError
+from kprune.version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["KPruneError", "PruneConfig", "__version__", "load_pruned", "prune", "save_pruned"]
+
+# the API pulls in torch and transformers: each name is imported on first use only
+_LAZY = {
+    "prune": "kprune.pruning",
+    "PruneConfig": "kprune.config",
+    "save_pruned": "kprune.checkpoint",
+    "load_pruned": "kprune.checkpoint",
+}
 
 
 def __getattr__(name: str):
-    # the API pulls in torch and transformers: import it on first use only
-    if name in ("prune", "load_pruned", "save_pruned", "PruneConfig"):
-        from kprune import api
+    if name in _LAZY:
+        import importlib
 
-        return getattr(api, name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(name)

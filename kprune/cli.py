@@ -5,40 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
+from kprune.entry import peak_rss_mb, run_main
 from kprune.errors import KPruneError
 
 log = logging.getLogger("kprune")
-
-
-def run_main(fn: Callable[[], int | None]) -> int:
-    """Run ``fn``; a KPruneError becomes ``kprune: error: ...`` on stderr and exit code 2."""
-    logging.basicConfig(
-        level=os.environ.get("KPRUNE_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    for noisy in ("httpx", "urllib3", "filelock", "transformers"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        return fn() or 0
-    except KPruneError as exc:
-        print(f"kprune: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("kprune: interrupted", file=sys.stderr)
-        return 130
 
 
 def add_task_args(p: argparse.ArgumentParser) -> None:
@@ -127,7 +101,9 @@ def format_metrics(m: dict) -> str:
 
 
 def cmd_prune(args: argparse.Namespace) -> None:
-    from kprune.api import PruneConfig, prune, save_pruned
+    from kprune.checkpoint import save_pruned
+    from kprune.config import PruneConfig
+    from kprune.pruning import prune
 
     cfg = PruneConfig(
         reduction=args.reduction,
@@ -156,7 +132,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
         allow_untrained_head=args.allow_untrained_head,
     )
     if args.latency:
-        from kprune.api import load_model
+        from kprune.checkpoint import load_model
         from kprune.evaluation import compare_latency
 
         report["latency"] = compare_latency(
@@ -166,13 +142,6 @@ def cmd_prune(args: argparse.Namespace) -> None:
     out = Path(args.out)
     save_pruned(model, out, report=report)
     print(format_report(report, out))
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory so far, in MB."""
-    import resource
-
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def format_report(r: dict, out: Path | None = None) -> str:
@@ -207,8 +176,8 @@ def format_report(r: dict, out: Path | None = None) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from kprune.api import load_model
     from kprune.atomic import write_json
+    from kprune.checkpoint import load_model
     from kprune.device import resolve_device
     from kprune.evaluation import count_params, evaluate_model
     from kprune.modeling import load_tokenizer
@@ -238,7 +207,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from stages.bench import main as bench_main
+    from bench.grid import main as bench_main
 
     return bench_main(args.rest)
 
@@ -379,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
-        "bench", help="benchmark methods x reductions x seeds (see stages/bench.py)", add_help=False
+        "bench", help="benchmark methods x reductions x seeds (see bench/grid.py)", add_help=False
     )
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_bench)

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
+from kprune.adapters import get_adapter
+from kprune.errors import KPruneError
+
 
 @dataclass(frozen=True)
 class FlopsModel:
@@ -34,3 +37,22 @@ class FlopsModel:
 
     def of_counts(self, heads: int, neurons: int) -> float:
         return heads * self.head + neurons * self.neuron
+
+    def budget(self, reduction: float, heads: int, neurons: int) -> float:
+        """The FLOPs a model of ``heads`` heads and ``neurons`` neurons (all layers) may
+        keep after removing the fraction ``reduction`` of them."""
+        check_reduction(reduction)
+        return (1 - reduction) * self.of_counts(heads, neurons)
+
+
+def check_reduction(reduction: float) -> None:
+    if not 0 <= reduction < 1:
+        raise KPruneError(
+            f"reduction must be in [0, 1) (fraction of FLOPs removed), got {reduction}"
+        )
+
+
+def flops_of(model, data) -> FlopsModel:
+    """The FLOPs model of ``model`` at the average length of sample ``data``."""
+    _, _, head_dim, hidden, _ = get_adapter(model).dims(model)
+    return FlopsModel(float(data.meta["avg_len"]), hidden, head_dim)

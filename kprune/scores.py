@@ -124,3 +124,20 @@ def read_scores(path: str | Path) -> tuple[pd.DataFrame, dict]:
             "the measure stage (`dvc repro`)"
         )
     return df, meta
+
+
+def check_tables_match(rep_meta: dict, pred_meta: dict, m=None) -> None:
+    """The K_rep and K_pred tables come from one sample and, given ``m``, were measured with
+    the forms and gamma of params.yaml (else the loop would mix two definitions)."""
+    if rep_meta.get("sample") != pred_meta.get("sample"):
+        raise KPruneError(
+            "the K_rep and K_pred tables come from different samples; rerun the measure stage"
+        )
+    if m is None:
+        return
+    for key, meta in (("rep_form", rep_meta), ("pred_form", pred_meta), ("gamma", pred_meta)):
+        if meta.get(key) != getattr(m, key):
+            raise KPruneError(
+                f"the score table was measured with measure.{key}={meta.get(key)!r} but "
+                f"params.yaml says {getattr(m, key)!r}; rerun the measure stage (`dvc repro`)"
+            )

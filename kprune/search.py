@@ -101,6 +101,18 @@ def kpms(
     return keep[len(hs) : len(hs) + neurons].float()
 
 
+def search_masks(k: Knowledge, flops: FlopsModel, reduction: float, spec: SearchSpec) -> Masks:
+    """One-shot KPMS: the bottom-up search with one set of scores gives every layer's mask."""
+    layers, heads = k.rep_heads.shape
+    neurons = k.rep_neurons.shape[1]
+    masks = Masks.ones(layers, heads, neurons)
+    budget = flops.budget(reduction, layers * heads, layers * neurons)
+    for s in range(2 * layers):
+        unit = kpms(k, masks, s, budget, flops, spec)
+        (masks.heads if s % 2 == 0 else masks.neurons)[s // 2] = unit
+    return masks
+
+
 def heads_neurons_search(
     head_imp: torch.Tensor, neuron_imp: torch.Tensor, budget: float, flops: FlopsModel
 ) -> Masks:

@@ -20,9 +20,9 @@ import pandas as pd
 
 from kprune import raw_sources
 from kprune.errors import KPruneError
+from kprune.splits import SPLITS, clean, stratified_split
 
 KINDS = ("classification", "regression", "qa")
-SPLITS = ("train", "dev", "test")
 DATA_SUFFIXES = (".parquet", ".csv", ".tsv", ".json", ".jsonl")
 
 
@@ -170,8 +170,6 @@ def _find_split_file(folder: Path, split: str) -> Path | None:
 
 
 def _load_local(path: Path, fields: Fields, seed: int) -> TaskData:
-    from kprune.prepare import clean, stratified_split
-
     if path.is_dir():
         files = {s: _find_split_file(path, s) for s in SPLITS}
         if files["train"] is None or files["dev"] is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kprune.cli import run_main
+from kprune.entry import run_main
 from kprune.fetch import fetch
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kprune.cli import format_metrics, run_main
+from kprune.cli import format_metrics
 from kprune.config import load_section
+from kprune.entry import run_main
 from kprune.finetune import FinetuneConfig, finetune
 from kprune.tasks import load_task
 

@@ -6,13 +6,14 @@ invocations (``--what rep`` / ``--what pred``), so a gamma change re-measures K_
 
 from __future__ import annotations
 
-from kprune.api import load_model
+from kprune.checkpoint import load_model
+from kprune.config import MeasureParams, SampleParams, section
 from kprune.device import resolve_device
 from kprune.knowledge import MeasureSpec
+from kprune.measure import measure_initial
 from kprune.sample import load_sample
 from kprune.scores import write_scores
-from kprune.steps import measure_initial
-from stages.common import MeasureParams, SampleParams, exit_with, section, stage_main
+from stages.common import exit_with, stage_main
 
 
 def add_args(p):

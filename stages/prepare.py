@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kprune.cli import run_main
+from kprune.config import section
+from kprune.entry import run_main
 from kprune.prepare import prepare_all
-from stages.common import section
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,26 +11,20 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from kprune.api import load_model, save_pruned
+from kprune.checkpoint import load_model, save_pruned
+from kprune.config import MeasureParams, PruneTuneParams, SampleParams, SearchParams, section
 from kprune.device import resolve_device
+from kprune.flops import flops_of
 from kprune.knowledge import MeasureSpec
+from kprune.loop import prune_tune
 from kprune.masks import Masks
+from kprune.measure import knowledge_from_tables
 from kprune.modeling import load_tokenizer
 from kprune.sample import load_sample
-from kprune.scores import read_scores, write_scores
+from kprune.scores import check_tables_match, read_scores, write_scores
 from kprune.search import SearchSpec
-from kprune.steps import flops_of, knowledge_from_tables, prune_tune
 from kprune.surgery import prune_model
-from stages.common import (
-    MeasureParams,
-    PruneTuneParams,
-    SampleParams,
-    SearchParams,
-    check_tables_match,
-    exit_with,
-    section,
-    stage_main,
-)
+from stages.common import exit_with, stage_main
 
 
 def add_args(p):

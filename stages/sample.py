@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from kprune.api import load_model
+from kprune.checkpoint import load_model
+from kprune.config import SampleParams, section
 from kprune.device import resolve_device
 from kprune.modeling import load_tokenizer
 from kprune.sample import draw_sample, save_sample
 from kprune.tasks import load_task
-from stages.common import SampleParams, exit_with, section, stage_main
+from stages.common import exit_with, stage_main
 
 
 def add_args(p):

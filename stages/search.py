@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from kprune.atomic import write_json
+from kprune.config import SearchParams, section
 from kprune.flops import FlopsModel
-from kprune.scores import read_scores
-from kprune.search import SearchSpec
-from kprune.steps import knowledge_from_tables, search_masks
-from stages.common import SearchParams, check_tables_match, exit_with, section, stage_main
+from kprune.measure import knowledge_from_tables
+from kprune.scores import check_tables_match, read_scores
+from kprune.search import SearchSpec, search_masks
+from stages.common import exit_with, stage_main
 
 
 def add_args(p):

@@ -118,7 +118,7 @@ def sentiment_frame(n: int = 200, seed: int = 0, regression: bool = False) -> pd
 
 def write_task(root: Path, name: str = "rt", n: int = 300) -> Path:
     """A prepared registered task (train/dev/test Parquet) under ``root``; returns ``root``."""
-    from kprune.prepare import stratified_split
+    from kprune.splits import stratified_split
 
     folder = root / name
     folder.mkdir(parents=True, exist_ok=True)

@@ -4,13 +4,13 @@ import pytest
 import torch
 
 from kprune.adapters import get_adapter
-from kprune.api import load_model
+from kprune.checkpoint import load_model
 from kprune.errors import KPruneError
 from kprune.flops import FlopsModel
 from kprune.knowledge import MeasureSpec
+from kprune.measure import knowledge_from_tables, measure_initial, measure_knowledge
 from kprune.sample import draw_sample, load_sample, materialise, save_sample
 from kprune.scores import read_scores, to_knowledge, write_scores
-from kprune.steps import knowledge_from_tables, measure_initial, measure_knowledge
 from tests.helpers import make_tiny_model, sentiment_frame, tiny_tokenizer
 
 

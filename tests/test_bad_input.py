@@ -11,7 +11,8 @@ import uuid
 import pytest
 from transformers import BertModel
 
-from kprune.api import PruneConfig, prune
+from kprune.config import PruneConfig
+from kprune.pruning import prune
 from kprune.tasks import load_task
 from tests.conftest import ROOT
 from tests.helpers import make_tiny_teacher, sentiment_frame, tiny_config, tiny_tokenizer
@@ -153,7 +154,7 @@ def test_whole_layers_disappear_at_a_very_high_reduction(env):
 def test_nan_in_the_model_is_survived_recorded_and_pruned_away(env):
     import torch
 
-    from kprune.api import load_model
+    from kprune.checkpoint import load_model
     from kprune.modeling import load_tokenizer
 
     model = load_model(str(env / "teacher"))

@@ -3,8 +3,9 @@
 import csv
 from dataclasses import replace
 
-from stages.bench import BenchParams, run_bench
-from stages.bench_report import write_report
+from bench.grid import run_bench
+from bench.report import write_report
+from kprune.config import BenchParams
 from tests.helpers import make_tiny_model, write_rt_project, write_task
 
 
@@ -46,9 +47,8 @@ def test_bench_rows_resume_and_report(tmp_path):
 def test_rows_of_an_older_score_scale_are_rerun_and_left_out(tmp_path):
     """K-prune rows from before the published-scale fix (no score_scale) are stale: the bench
     reruns them, the report leaves them out; baseline rows stay valid."""
+    from bench.rows import COLUMNS, append_row
     from kprune.knowledge import SCORE_SCALE
-    from stages.bench import COLUMNS
-    from stages.common import append_row
 
     write_rt_project(tmp_path, epochs=1)
     out = tmp_path / "docs"
@@ -88,7 +88,7 @@ def test_rows_of_an_older_score_scale_are_rerun_and_left_out(tmp_path):
 
 
 def test_plan_runs_the_headline_methods_over_the_grid_first():
-    from stages.bench import plan
+    from bench.grid import plan
 
     p = BenchParams(
         tasks=("rt", "trec6"),
@@ -110,7 +110,7 @@ def test_plan_runs_the_headline_methods_over_the_grid_first():
 
 
 def test_memory_bench_prunes_a_random_model_of_the_size_and_records_its_peak(tmp_path):
-    from stages.bench_memory import main
+    from bench.memory import main
 
     teacher, data_dir = make_tiny_model(tmp_path / "t"), write_task(tmp_path / "tasks")
     out = tmp_path / "memory.csv"
@@ -124,7 +124,7 @@ def test_memory_bench_prunes_a_random_model_of_the_size_and_records_its_peak(tmp
 
 
 def test_bench_says_which_teacher_is_missing(tmp_path, capsys):
-    from stages.bench import main
+    from bench.grid import main
 
     args = ["--tasks", "rt", "--methods", "random", "--seeds", "0", "--reductions", "0.5"]
     assert main([*args, "--teachers", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
@@ -135,7 +135,7 @@ def test_bench_says_which_teacher_is_missing(tmp_path, capsys):
 def test_headline_names_every_place_kprune_is_below_and_leaves_out_undefined_metrics():
     import pandas as pd
 
-    from stages.bench_report import headline
+    from bench.report import headline
 
     df = pd.DataFrame(
         [
@@ -155,7 +155,7 @@ def test_headline_names_every_place_kprune_is_below_and_leaves_out_undefined_met
 def test_report_names_runs_over_their_flops_budget():
     import pandas as pd
 
-    from stages.bench_report import over_budget
+    from bench.report import over_budget
 
     df = pd.DataFrame(
         [("rt", "kprune", 0.6, 0, 0.39995), ("rt", "kprune-no-kpms", 0.6, 1, 0.4055)],
@@ -170,7 +170,7 @@ def test_report_names_runs_over_their_flops_budget():
 def test_ablation_table_gives_the_mean_difference_at_each_reduction():
     import pandas as pd
 
-    from stages.bench_report import ablation_table
+    from bench.report import ablation_table
 
     rows = [("rt", 0.4, s, "kprune", 0.80) for s in (0, 1)]
     rows += [("rt", 0.8, s, "kprune", 0.70) for s in (0, 1)]
@@ -187,8 +187,9 @@ def test_ablation_table_gives_the_mean_difference_at_each_reduction():
 
 
 def test_report_only_rewrites_from_the_csv_and_runs_nothing(tmp_path):
+    from bench.grid import main
+    from bench.rows import COLUMNS
     from kprune.knowledge import SCORE_SCALE
-    from stages.bench import COLUMNS, main
 
     out = tmp_path / "docs"
     assert main(["--report-only", "--out", str(out), "--no-track"]) == 2  # no CSV yet
@@ -208,8 +209,8 @@ def test_report_only_rewrites_from_the_csv_and_runs_nothing(tmp_path):
 
 
 def test_every_method_of_the_grid_gets_its_own_colour():
+    from kprune.config import BenchParams
     from kprune.plots import method_colors
-    from stages.bench import BenchParams
 
     methods = BenchParams().methods
     colors = method_colors(methods)
@@ -220,7 +221,7 @@ def test_headline_compares_over_the_seeds_kprune_has():
     """While K-prune's rows are being rerun, a baseline's other seeds do not enter."""
     import pandas as pd
 
-    from stages.bench_report import headline
+    from bench.report import headline
 
     rows = [("rt", 0.6, 0, "kprune", 0.80), ("rt", 0.6, 0, "kwon", 0.79)]
     rows += [("rt", 0.6, 1, "kwon", 0.99)]  # K-prune has no seed 1 yet

@@ -27,13 +27,13 @@ def test_missing_params_file(tmp_path):
 
 
 def test_every_section_of_the_repo_params_validates():
-    from stages.common import validate_params
+    from kprune.config import validate_params
 
     validate_params(str(ROOT / "params.yaml"))
 
 
 def test_unknown_section_key_in_pipeline_params(tmp_path):
-    from stages.common import validate_params
+    from kprune.config import validate_params
 
     (tmp_path / "p.yaml").write_text("search:\n  lamda: 0.1\n")
     with pytest.raises(KPruneError, match="unknown key 'search.lamda'"):
@@ -41,7 +41,7 @@ def test_unknown_section_key_in_pipeline_params(tmp_path):
 
 
 def test_unknown_section_is_named(tmp_path):
-    from stages.common import validate_params
+    from kprune.config import validate_params
 
     (tmp_path / "p.yaml").write_text("serach:\n  lam: 0.1\n")
     with pytest.raises(KPruneError, match="unknown section 'serach'"):

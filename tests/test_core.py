@@ -8,13 +8,15 @@ import torch
 from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
 
 from kprune.adapters import get_adapter
-from kprune.api import PruneConfig, load_model, load_pruned, prune, save_pruned
+from kprune.checkpoint import load_model, load_pruned, save_pruned
+from kprune.config import PruneConfig
 from kprune.errors import KPruneError
 from kprune.flops import FlopsModel
 from kprune.forward import layer_norm, sublayer
 from kprune.knowledge import MeasureSpec, measure
 from kprune.masks import Masks, apply_masks
 from kprune.modeling import frozen
+from kprune.pruning import prune
 from kprune.sample import build_sample
 from kprune.search import SearchSpec, kpms
 from kprune.surgery import prune_model
@@ -410,9 +412,9 @@ def test_rearrangement_prunes_units_whose_gradients_cancel():
 
 def test_label_measurement_keeps_each_batch_gradient(teacher):
     folder, task = teacher
-    from kprune.api import task_sample
+    from kprune.measure import measure_knowledge
     from kprune.modeling import load_tokenizer
-    from kprune.steps import measure_knowledge
+    from kprune.pruning import task_sample
 
     model = load_model(str(folder))
     cfg = PruneConfig(tokens=600, max_length=16, batch_size=8)

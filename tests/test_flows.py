@@ -220,7 +220,7 @@ def test_two_batch_flows_on_the_same_data_do_not_clobber(project):
     for p, (out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-3000:]
         assert "0.45" in out
-    from kprune.api import load_pruned
+    from kprune.checkpoint import load_pruned
 
     models = list((project / "data" / "flows" / "prune_tune").glob("*/model"))
     assert models and all((m.parent / ".done").exists() for m in models)

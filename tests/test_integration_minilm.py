@@ -7,11 +7,12 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from kprune.api import PruneConfig, prune, prune_masked
+from kprune.config import PruneConfig
 from kprune.fetch import DEFAULT_SOURCES, fetch
 from kprune.masks import apply_masks
 from kprune.modeling import load_tokenizer
 from kprune.prepare import prepare_all
+from kprune.pruning import prune, prune_masked
 from kprune.surgery import prune_model
 from kprune.tasks import load_task
 

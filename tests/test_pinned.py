@@ -40,7 +40,8 @@ def _probe(model) -> list[list[float]]:
 
 
 def _pruned(teacher, method: str) -> dict:
-    from kprune.api import PruneConfig, prune
+    from kprune.config import PruneConfig
+    from kprune.pruning import prune
 
     folder, task = teacher
     cfg = PruneConfig(reduction=0.5, tokens=1500, max_length=16)
@@ -73,9 +74,9 @@ def test_pruned_model_is_unchanged(teacher, method):
 def test_dvc_stage_path_gives_the_library_result(teacher, tmp_path):
     """sample -> measure rep/pred -> search -> prune_tune through the stages' functions: the
     same pruned model as ``kprune.prune`` with the default method."""
-    from kprune.api import load_pruned
+    from kprune.checkpoint import load_pruned
+    from kprune.config import MeasureParams, PruneTuneParams, SampleParams, SearchParams
     from stages import measure, prune_tune, sample, search
-    from stages.common import MeasureParams, PruneTuneParams, SampleParams, SearchParams
 
     folder, _ = teacher
     s, m = SampleParams(tokens=1500, max_length=16), MeasureParams()

@@ -182,7 +182,7 @@ def test_paper_k_pred_equals_per_batch_autograd_divided_by_examples(pair):
 
 def test_table_of_another_score_scale_is_refused(pair, tmp_path):
     student, data, _, _ = pair
-    from kprune.steps import flops_of
+    from kprune.flops import flops_of
 
     df = knowledge_frame(_measured(student, data), flops_of(student, data))
     write_scores(df, tmp_path / "new.parquet", {"dims": [2, 4, 8, 32, 64]})

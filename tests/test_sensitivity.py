@@ -4,9 +4,10 @@ import csv
 
 import pytest
 
-from kprune.api import PruneConfig, prune
+from bench import sensitivity
+from kprune.config import PruneConfig
+from kprune.pruning import prune
 from kprune.tasks import load_task
-from stages import sensitivity
 from tests.helpers import write_rt_project
 
 

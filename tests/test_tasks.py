@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 
 from kprune.errors import KPruneError
-from kprune.prepare import clean, stratified_split
+from kprune.splits import clean, stratified_split
 from kprune.tasks import Fields, load_task
 
 

@@ -5,18 +5,18 @@ to the unit masks, K_rep sums) over a sample of the demo teacher, timed and prof
 operator. Prints the pass's seconds, tokens per second, the achieved matmul rate and the
 operator table; docs/speed.md quotes it.
 
-    python -m stages.bench_profile                       # rt teacher, 10K tokens, float32
-    python -m stages.bench_profile --dtype bfloat16 --tokens 30000
+    python -m bench.profile                       # rt teacher, 10K tokens, float32
+    python -m bench.profile --dtype bfloat16 --tokens 30000
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import sys
 import time
 
-from kprune.cli import run_main
-from stages.common import exit_with
+from kprune.entry import run_main
 
 
 def profile_pass(args: argparse.Namespace) -> None:
@@ -24,9 +24,11 @@ def profile_pass(args: argparse.Namespace) -> None:
     from torch.profiler import ProfilerActivity, profile
 
     from kprune.adapters import get_adapter
-    from kprune.api import PruneConfig, load_model, task_sample
+    from kprune.checkpoint import load_model
+    from kprune.config import PruneConfig
     from kprune.knowledge import MeasureSpec, measure
     from kprune.modeling import frozen, load_tokenizer
+    from kprune.pruning import task_sample
     from kprune.sample import materialise
     from kprune.tasks import load_task
 
@@ -87,4 +89,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_with(main())
+    sys.exit(main())

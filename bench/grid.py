@@ -8,8 +8,8 @@ ablations, seed by seed, so a run stopped early still compares them on every tas
 method names for one computation (``kprune`` and the ablation that spells out its default)
 are run once and reported under both (column ``same_run_as``).
 
-    python -m stages.bench --quick     # rt, reductions 0.4 and 0.6, seed 0, 8K-token sample
-    python -m stages.bench             # the bench section of params.yaml
+    python -m bench --quick     # rt, reductions 0.4 and 0.6, seed 0, 8K-token sample
+    python -m bench             # the bench section of params.yaml
 """
 
 from __future__ import annotations
@@ -20,92 +20,13 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
-from kprune.cli import peak_rss_mb, run_main
+from bench.rows import COLUMNS, append_row, is_stale, read_rows
+from kprune.config import BenchParams
+from kprune.entry import peak_rss_mb, run_main
 from kprune.errors import KPruneError
-from stages.common import append_row, exit_with, read_rows
-
-COLUMNS = [
-    "task",
-    "method",
-    "reduction",
-    "seed",
-    "metric_name",
-    "metric",
-    "dense_metric",
-    "flops_kept",
-    "params_kept",
-    "prune_seconds",
-    "peak_rss_mb",
-    "latency_ms_b1",
-    "latency_ms_b32",
-    "dense_latency_ms_b1",
-    "dense_latency_ms_b32",
-    "tokens",
-    "tokens_asked",
-    "same_run_as",
-    "code",
-    "finished_at",
-    "threads",
-    "load_1m",
-    "score_scale",
-    "dev_metric",
-    "heads_kept",
-    "neurons_kept",
-]
-
-
-def reads_scores(method: str) -> bool:
-    """K-prune and its ablations read the knowledge scores; the baselines do not."""
-    return method == "kprune" or method.startswith("kprune-")
-
-
-def of_current_scale(row: dict) -> bool:
-    """The row's scores were measured with this code's score scale (rows written before the
-    column have none: scale 1)."""
-    from kprune.knowledge import SCORE_SCALE
-
-    scale = str(row.get("score_scale") or "1").strip()
-    scale = "1" if scale.lower() == "nan" else scale
-    return int(float(scale)) == SCORE_SCALE
-
-
-def is_stale(row: dict) -> bool:
-    """A K-prune row of another score scale than this code's. Its metric says nothing about
-    the current algorithm: it is rerun by the bench and left out of every table, plot and
-    conclusion of the report."""
-    return reads_scores(str(row["method"])) and not of_current_scale(row)
-
-
-@dataclass(frozen=True)
-class BenchParams:
-    tasks: tuple[str, ...] = ("rt", "vader-movie", "trec6", "sms-spam")
-    methods: tuple[str, ...] = (
-        "kprune",
-        "kwon",
-        "magnitude",
-        "random",
-        "kprune-no-pred",
-        "kprune-no-rep",
-        "kprune-no-kpms",
-        "kprune-no-tune",
-        "kprune-paper-pred",
-        "kprune-fisher-pred",
-        "kprune-oneshot",
-        "kprune-bf16",
-        "kprune-exact-rep",
-    )
-    reductions: tuple[float, ...] = (0.4, 0.5, 0.6, 0.7, 0.8)
-    seeds: tuple[int, ...] = (0, 1, 2)
-    tokens: int = 32_000
-    split: str = "test"
-    threads: int = 2
-    repeats: int = 10
-    # run these methods over the whole grid before the others (the headline comparison)
-    priority: tuple[str, ...] = ("kprune", "kwon", "magnitude", "random")
-
 
 QUICK = BenchParams(
     tasks=("rt",),
@@ -121,9 +42,10 @@ def worker(args: argparse.Namespace) -> None:
     """One configuration: prune, evaluate on the split, time the pruned model; print JSON."""
     import torch
 
-    from kprune.api import PruneConfig, prune
+    from kprune.config import PruneConfig
     from kprune.evaluation import evaluate_model, latency_ms
     from kprune.modeling import load_tokenizer
+    from kprune.pruning import prune
     from kprune.tasks import load_task
 
     torch.set_num_threads(args.threads)
@@ -164,7 +86,7 @@ def dense(args: argparse.Namespace) -> None:
     """The teacher's metric and latency (one per task)."""
     import torch
 
-    from kprune.api import load_model
+    from kprune.checkpoint import load_model
     from kprune.evaluation import evaluate_model, latency_ms
     from kprune.modeling import load_tokenizer
     from kprune.tasks import load_task
@@ -187,7 +109,7 @@ def dense(args: argparse.Namespace) -> None:
 
 
 def _call(mode: str, extra: list[str]) -> dict:
-    cmd = [sys.executable, "-m", "stages.bench", f"--{mode}", *extra]
+    cmd = [sys.executable, "-m", "bench", f"--{mode}", *extra]
     proc = subprocess.run(
         cmd, capture_output=True, text=True, env={**os.environ, "KPRUNE_LOG_LEVEL": "WARNING"}
     )
@@ -215,7 +137,7 @@ def plan(p: BenchParams) -> list[tuple[str, float, str, int]]:
 
 
 def _key(task: str, reduction: float, method: str, seed: int, tokens: int) -> tuple:
-    from kprune.api import PruneConfig
+    from kprune.config import PruneConfig
     from kprune.methods import run_key
 
     cfg = PruneConfig(reduction=reduction, tokens=tokens, seed=seed)
@@ -382,8 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_main(lambda: dense(args))
 
     def run() -> None:
+        from bench.report import write_report
         from kprune.config import load_section
-        from stages.bench_report import write_report
 
         cfg = QUICK if args.quick else load_section(args.params, "bench", BenchParams)
         cfg = with_overrides(cfg, args)
@@ -402,4 +324,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_with(main())
+    sys.exit(main())

@@ -5,8 +5,8 @@ of interest (BERT-base by default) stands in for a fine-tuned one. The model get
 teacher's tokenizer (same vocabulary), is pruned by the real `kprune prune` command in its own
 process on the task's real sample, and that process's peak RSS is appended to a CSV:
 
-    python -m stages.bench_memory                       # BERT-base, rt, 100K tokens, one-shot
-    python -m stages.bench_memory --mode iterative      # the paper's loop (much longer)
+    python -m bench.memory                       # BERT-base, rt, 100K tokens, one-shot
+    python -m bench.memory --mode iterative      # the paper's loop (much longer)
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from kprune.cli import run_main
+from bench.rows import append_row
+from kprune.entry import run_main
 from kprune.errors import KPruneError
 from kprune.modeling import TOKENIZER_FILES
-from stages.common import append_row, exit_with
 
 SIZES = {  # layers, hidden, heads, intermediate
     "bert-base": (12, 768, 12, 3072),
@@ -157,4 +157,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_with(main())
+    sys.exit(main())

@@ -14,19 +14,26 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from kprune.adapters import Adapter, LayerView
-from kprune.flops import FlopsModel
+from kprune.adapters import Adapter, LayerView, get_adapter
+from kprune.errors import KPruneError
+from kprune.evaluation import count_params
+from kprune.flops import FlopsModel, flops_of
 from kprune.forward import advance, layer_norm, sublayer
 from kprune.knowledge import Knowledge, MeasureSpec, measure
 from kprune.masks import Masks
-from kprune.sample import Sample
+from kprune.modeling import frozen
+from kprune.sample import Sample, SampleData, materialise
+from kprune.scores import knowledge_frame
 from kprune.search import SearchSpec, kpms
 from kprune.tuning import NormalEquations, solve_scales
+from kprune.version import __version__
 
 log = logging.getLogger(__name__)
+MODES = ("iterative", "oneshot")
 
 
 @dataclass
@@ -224,3 +231,99 @@ def _tune_and_advance(
     for batch in sample.batches:
         batch.student = advance(sv, is_mha, batch.student, batch.attend, head_dim, width_mask)
     return info
+
+
+@dataclass
+class PruneTuneResult:
+    model: torch.nn.Module  # full size, tuned, to be cut by surgery.prune_model
+    masks: Masks
+    report: dict
+    iterations: pd.DataFrame  # per-iteration score tables (iterative mode)
+
+
+def prune_tune(
+    model,
+    data: SampleData,
+    kind: str,
+    reduction: float,
+    measure_spec: MeasureSpec,
+    search_spec: SearchSpec,
+    *,
+    mode: str = "iterative",
+    tune: bool = True,
+    ridge: float = 1e-4,
+    batch_size: int = 32,
+    initial: Knowledge | None = None,
+    masks: Masks | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    tune_mode: str = "lstsq",
+    measure_dtype: str = "float32",
+    reference_loop: bool = False,
+) -> PruneTuneResult:
+    """The sublayer loop on ``model`` (changed in place). ``mode='oneshot'`` needs ``masks``."""
+    if mode not in MODES:
+        raise KPruneError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode == "oneshot" and masks is None:
+        raise KPruneError("one-shot mode needs the masks of the search stage")
+    t0 = time.perf_counter()
+    model = frozen(model, device)
+    adapter = get_adapter(model)
+    sample = materialise(model, adapter, data, batch_size, device)
+    dims = adapter.dims(model)
+    layers, heads, _, _, neurons = dims
+    flops = flops_of(model, data)
+    total = flops.of_counts(layers * heads, layers * neurons)
+    budget = flops.budget(reduction, layers * heads, layers * neurons)
+    params_before = count_params(model)
+    opts = LoopOptions(
+        measure_spec,
+        search_spec,
+        tune=tune,
+        ridge=ridge,
+        progress=progress,
+        tune_mode=tune_mode,
+        measure_dtype=measure_dtype,
+        reference=reference_loop,
+    )
+    teacher = frozen(copy.deepcopy(model))
+    t_sample = time.perf_counter() - t0
+    loop = run_loop(
+        model,
+        teacher,
+        adapter,
+        sample,
+        budget,
+        flops,
+        opts,
+        initial=initial,
+        fixed_masks=masks if mode == "oneshot" else None,
+    )
+    iterations = (
+        pd.concat(
+            [knowledge_frame(k, flops, i, i) for i, k in enumerate(loop.knowledge)],
+            ignore_index=True,
+        )
+        if loop.knowledge
+        else pd.DataFrame()
+    )
+    kept = loop.masks.kept_per_layer()
+    report = {
+        "kprune_version": __version__,
+        "mode": mode,
+        "reduction": reduction,
+        "sample": {k: data.meta[k] for k in ("examples", "tokens", "fingerprint")},
+        "flops_before": total,
+        "flops_after": flops.of_masks(loop.masks.heads, loop.masks.neurons),
+        "flops_budget": budget,
+        "avg_seq_len": flops.seq_len,
+        "params_before": params_before,
+        "kept_heads_per_layer": kept["heads"],
+        "kept_neurons_per_layer": kept["neurons"],
+        "heads_per_layer": heads,
+        "neurons_per_layer": neurons,
+        "sublayers": loop.sublayers,
+        "seconds_per_phase": {"materialise": round(t_sample, 3), **loop.seconds},
+    }
+    report["flops_kept"] = report["flops_after"] / total
+    return PruneTuneResult(model, loop.masks, report, iterations)

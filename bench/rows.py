@@ -1,0 +1,92 @@
+"""Results CSVs: rows appended durably as runs finish, read back, and which rows are stale."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+COLUMNS = [
+    "task",
+    "method",
+    "reduction",
+    "seed",
+    "metric_name",
+    "metric",
+    "dense_metric",
+    "flops_kept",
+    "params_kept",
+    "prune_seconds",
+    "peak_rss_mb",
+    "latency_ms_b1",
+    "latency_ms_b32",
+    "dense_latency_ms_b1",
+    "dense_latency_ms_b32",
+    "tokens",
+    "tokens_asked",
+    "same_run_as",
+    "code",
+    "finished_at",
+    "threads",
+    "load_1m",
+    "score_scale",
+    "dev_metric",
+    "heads_kept",
+    "neurons_kept",
+]
+
+
+def reads_scores(method: str) -> bool:
+    """K-prune and its ablations read the knowledge scores; the baselines do not."""
+    return method == "kprune" or method.startswith("kprune-")
+
+
+def of_current_scale(row: dict) -> bool:
+    """The row's scores were measured with this code's score scale (rows written before the
+    column have none: scale 1)."""
+    from kprune.knowledge import SCORE_SCALE
+
+    scale = str(row.get("score_scale") or "1").strip()
+    scale = "1" if scale.lower() == "nan" else scale
+    return int(float(scale)) == SCORE_SCALE
+
+
+def is_stale(row: dict) -> bool:
+    """A K-prune row of another score scale than this code's. Its metric says nothing about
+    the current algorithm: it is rerun by the bench and left out of every table, plot and
+    conclusion of the report."""
+    return reads_scores(str(row["method"])) and not of_current_scale(row)
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The rows of a results CSV, or none if it does not exist yet."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def append_row(path: Path, row: dict, columns: list[str]) -> None:
+    """Append one row to a results CSV, durably. A file written with other columns (an older
+    version of the stage) is first rewritten with ``columns``, its old values kept where the
+    names match, through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
+    if not new:
+        with open(path, newline="") as fh:
+            header = next(csv.reader(fh), [])
+        if header != columns:
+            old = read_rows(path)
+            tmp = path.with_name(path.name + ".tmp")
+            with open(tmp, "w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore", restval="")
+                w.writeheader()
+                w.writerows(old)
+            os.replace(tmp, path)
+    with open(path, "a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore", restval="")
+        if new:
+            w.writeheader()
+        w.writerow(row)
+        fh.flush()
+        os.fsync(fh.fileno())

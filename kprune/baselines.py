@@ -1,0 +1,149 @@
+"""Baselines: unit masks at the FLOPs budget without K-prune's knowledge.
+
+- ``kwon``: Kwon et al. 2022: Fisher importance of unit masks from the task loss with
+  ground-truth labels, their (heads, neurons) search, mask rearrangement (greedy, per layer,
+  from per-batch gradients), and per-unit mask rescaling by damped least squares against the
+  teacher's sublayer outputs (kept only where it lowers the error).
+- ``magnitude`` / ``random``: weight-magnitude or random unit scores, the most valuable per
+  FLOP kept to the same budget, no tuning.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+from kprune.adapters import get_adapter
+from kprune.errors import KPruneError
+from kprune.evaluation import count_params
+from kprune.flops import flops_of
+from kprune.knowledge import Knowledge, MeasureSpec
+from kprune.loop import prune_tune
+from kprune.masks import Masks
+from kprune.measure import measure_knowledge
+from kprune.modeling import frozen
+from kprune.sample import SampleData
+from kprune.search import SearchSpec, heads_neurons_search, rearrange_masks, search_masks
+
+SCORERS = ("kwon", "magnitude", "random")
+
+
+def magnitude_scores(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of squared weights a unit owns: Q/K/V rows and O columns of a head; the FFN row
+    and column of a neuron."""
+    adapter = get_adapter(model)
+    layers, heads, head_dim, _, neurons = adapter.dims(model)
+    h = torch.zeros(layers, heads)
+    n = torch.zeros(layers, neurons)
+    for i, layer in enumerate(adapter.layers(model)):
+        v = adapter.view(layer)
+        rows = sum((lin.weight.detach().float() ** 2).sum(1) for lin in (v.q, v.k, v.v))
+        cols = (v.attn_out.weight.detach().float() ** 2).sum(0)
+        h[i] = (rows + cols).view(heads, head_dim).sum(-1)
+        n[i] = (v.ffn_in.weight.detach().float() ** 2).sum(1) + (
+            v.ffn_out.weight.detach().float() ** 2
+        ).sum(0)
+    return h, n
+
+
+def random_scores(model: nn.Module, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    layers, heads, _, _, neurons = get_adapter(model).dims(model)
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(layers, heads, generator=g), torch.rand(layers, neurons, generator=g)
+
+
+def baseline_masks(
+    scorer: str,
+    model: nn.Module,
+    data: SampleData,
+    kind: str,
+    reduction: float,
+    seed: int,
+    batch_size: int,
+    device: torch.device,
+) -> tuple[Masks, dict]:
+    """Masks of a baseline at the FLOPs budget, and the seconds its scoring took."""
+    t0 = time.perf_counter()
+    flops = flops_of(model, data)
+    if scorer not in SCORERS:
+        raise KPruneError(f"unknown baseline {scorer!r}; choose one of {SCORERS}")
+    if scorer == "kwon":
+        k = measure_knowledge(
+            model, data, MeasureSpec(kind, 1.0, "label", True, seed), batch_size, device
+        )
+        layers, heads, _, _, neurons = get_adapter(model).dims(model)
+        budget = flops.budget(reduction, layers * heads, layers * neurons)
+        masks = heads_neurons_search(k.pred_heads, k.pred_neurons, budget, flops)
+        if k.batch_grads_heads is not None:  # none when every batch was non-finite
+            masks = rearrange_masks(masks, k.batch_grads_heads, k.batch_grads_neurons)
+    else:
+        h, n = magnitude_scores(model) if scorer == "magnitude" else random_scores(model, seed)
+        k = Knowledge(torch.zeros_like(h), torch.zeros_like(n), h, n)
+        masks = search_masks(
+            k, flops, reduction, SearchSpec(lam=1.0, mu=1.0, use_pred=False, use_rep=True)
+        )
+    return masks, {"score_search": time.perf_counter() - t0}
+
+
+def prune_baseline(
+    scorer: str,
+    model: nn.Module,
+    data: SampleData,
+    kind: str,
+    reduction: float,
+    seed: int,
+    batch_size: int,
+    device: torch.device,
+    progress: bool = True,
+) -> tuple[nn.Module, Masks, dict]:
+    """A baseline's masks on ``model`` (for ``kwon``, with its mask rescaling against the
+    teacher, sublayer by sublayer): the full-size model, its masks and the loop's report
+    fields."""
+    model = frozen(model, device)
+    masks, seconds = baseline_masks(scorer, model, data, kind, reduction, seed, batch_size, device)
+    flops = flops_of(model, data)
+    layers, heads, _, _, neurons = get_adapter(model).dims(model)
+    total = flops.of_counts(layers * heads, layers * neurons)
+    report = {
+        "reduction": reduction,
+        "sample": {k: data.meta[k] for k in ("examples", "tokens", "fingerprint")},
+        "flops_before": total,
+        "flops_budget": flops.budget(reduction, layers * heads, layers * neurons),
+        "avg_seq_len": flops.seq_len,
+        "params_before": count_params(model),
+        "heads_per_layer": heads,
+        "neurons_per_layer": neurons,
+        "sublayers": [],
+    }
+    if scorer == "kwon":
+        res = prune_tune(
+            model,
+            data,
+            kind,
+            reduction,
+            MeasureSpec(kind, 1.0, "label"),
+            SearchSpec(),
+            mode="oneshot",
+            tune=True,
+            batch_size=batch_size,
+            masks=masks,
+            device=device,
+            progress=progress,
+            tune_mode="scale",
+        )
+        report["sublayers"] = res.report["sublayers"]
+        seconds.update(res.report["seconds_per_phase"])
+        model, masks = res.model, res.masks
+    kept = masks.kept_per_layer()
+    report.update(
+        {
+            "flops_after": flops.of_masks(masks.heads, masks.neurons),
+            "kept_heads_per_layer": kept["heads"],
+            "kept_neurons_per_layer": kept["neurons"],
+            "seconds_per_phase": seconds,
+        }
+    )
+    report["flops_kept"] = report["flops_after"] / total
+    return model, masks, report

@@ -1,0 +1,44 @@
+"""What every command-line entry point shares (the CLI, the DVC stages, the flows, the
+benchmark tools): logging, one-line errors instead of tracebacks, and the process's memory."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+from kprune.errors import KPruneError
+
+
+def run_main(fn: Callable[[], int | None]) -> int:
+    """Run ``fn``; a KPruneError becomes ``kprune: error: ...`` on stderr and exit code 2."""
+    logging.basicConfig(
+        level=os.environ.get("KPRUNE_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("httpx", "urllib3", "filelock", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        return fn() or 0
+    except KPruneError as exc:
+        print(f"kprune: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kprune: interrupted", file=sys.stderr)
+        return 130
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
