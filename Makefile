@@ -10,7 +10,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export DO_NOT_TRACK := 1
 
-.PHONY: setup run test lint format clean-venv bench bench-quick bench-memory
+.PHONY: setup run test lint format clean-venv repro bench bench-quick bench-memory
 
 setup: $(STAMP)
 
@@ -27,6 +27,10 @@ run: setup
 	$(BIN)/dvc repro finetune@rt
 	@echo; $(BIN)/kprune show data/teachers/rt/metrics.json; echo
 	$(BIN)/python -m flows.compress
+
+# `make repro` (all stages) or `make repro STAGES=evaluate`: dvc with the project's python
+repro: setup
+	$(BIN)/dvc repro $(STAGES)
 
 bench: setup
 	$(BIN)/python -m bench

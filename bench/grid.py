@@ -24,9 +24,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench.rows import COLUMNS, append_row, is_stale, read_rows
-from kprune.config import BenchParams
 from kprune.entry import peak_rss_mb, run_main
 from kprune.errors import KPruneError
+from kprune.params import BenchParams
 
 QUICK = BenchParams(
     tasks=("rt",),
@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> None:
         from bench.report import write_report
-        from kprune.config import load_section
+        from kprune.params import load_section
 
         cfg = QUICK if args.quick else load_section(args.params, "bench", BenchParams)
         cfg = with_overrides(cfg, args)

@@ -26,7 +26,7 @@ def profile_pass(args: argparse.Namespace) -> None:
     from kprune.adapters import get_adapter
     from kprune.checkpoint import load_model
     from kprune.config import PruneConfig
-    from kprune.knowledge import MeasureSpec, measure
+    from kprune.knowledge import measure
     from kprune.modeling import frozen, load_tokenizer
     from kprune.pruning import task_sample
     from kprune.sample import materialise
@@ -42,7 +42,7 @@ def profile_pass(args: argparse.Namespace) -> None:
     sample = materialise(model, adapter, data, args.batch_size, cpu)
     measured = copy.deepcopy(model).to(getattr(torch, args.dtype))
     views = [adapter.view(layer) for layer in adapter.layers(measured)]
-    spec = MeasureSpec(task.spec.kind, 2.0, "paper", True, 0)
+    spec = cfg.measure_spec(task.spec.kind)
     dims = adapter.dims(model)
 
     def one_pass():

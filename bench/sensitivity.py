@@ -78,12 +78,11 @@ def sweep_task(task_name: str, seed: int, settings: list[tuple], args, csv_path:
     from kprune.checkpoint import load_model
     from kprune.config import PruneConfig
     from kprune.evaluation import evaluate_model
-    from kprune.knowledge import SCORE_SCALE, MeasureSpec
+    from kprune.knowledge import SCORE_SCALE
     from kprune.loop import prune_tune
     from kprune.measure import measure_knowledge
     from kprune.modeling import load_tokenizer
     from kprune.pruning import task_sample
-    from kprune.search import SearchSpec
     from kprune.surgery import prune_model
     from kprune.tasks import load_task
 
@@ -104,25 +103,15 @@ def sweep_task(task_name: str, seed: int, settings: list[tuple], args, csv_path:
     t0 = time.perf_counter()
     cfg = PruneConfig(tokens=args.tokens, seed=seed)
     data = task_sample(model, tokenizer, task, cfg, torch.device("cpu"))
-    mspec = MeasureSpec(
-        task.spec.kind, cfg.gamma, cfg.pred_form, True, seed, cfg.pass_tokens, cfg.rep_form
-    )
-    initial = measure_knowledge(model, data, mspec, cfg.batch_size, "cpu")
+    mspec = cfg.measure_spec(task.spec.kind)
+    initial = measure_knowledge(model, data, mspec, cfg.sample.batch_size, "cpu")
     shared = time.perf_counter() - t0
     code = code_digest()[:12]
     for reduction, lam, mu in todo:
         t = time.perf_counter()
+        at = cfg.replace(reduction=reduction, lam=lam, mu=mu)
         res = prune_tune(
-            copy.deepcopy(model),
-            data,
-            task.spec.kind,
-            reduction,
-            mspec,
-            SearchSpec(lam, mu),
-            ridge=cfg.ridge,
-            batch_size=cfg.batch_size,
-            initial=initial,
-            progress=False,
+            copy.deepcopy(model), data, task.spec.kind, at, initial=initial, progress=False
         )
         pruned = prune_model(res.model, res.masks)
         seconds = time.perf_counter() - t

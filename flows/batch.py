@@ -24,11 +24,11 @@ import yaml
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows import tasks as t
+from flows.chain import measure_chain, reduction_chain
 from flows.compress import format_table, summary_row, task_files
-from kprune.config import from_mapping, section, validate_params
 from kprune.entry import run_main
 from kprune.errors import KPruneError
+from kprune.params import from_mapping, prune_config, section, validate_params
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,10 @@ def read_batch(path: str) -> list[Item]:
     return items
 
 
+def _submit(task, *args):
+    return task.submit(*args)
+
+
 @flow(name="kprune-batch", task_runner=ThreadPoolTaskRunner(max_workers=4))
 def batch(
     items: list[Item],
@@ -70,21 +74,18 @@ def batch(
     device: str = "auto",
 ) -> dict:
     """Submit every checkpoint's chain of tasks; collect rows and failures."""
-    s, m, q = section(params, "sample"), section(params, "measure"), section(params, "search")
-    pt, ev = section(params, "prune_tune"), section(params, "evaluate")
+    cfg, ev = prune_config(params), section(params, "evaluate")
     chains = []
     for item in items:
         ckpt = str(Path(item.checkpoint).resolve())
         files = task_files(item.task, data_dir)
-        sample = t.sample.submit(ckpt, item.task, files, data_dir, s, device)
-        rep = t.measure_rep.submit(ckpt, sample, s.batch_size, m.rep_form, device)
-        pred = t.measure_pred.submit(ckpt, sample, m, s.batch_size, s.seed, device)
+        measured = measure_chain(_submit, ckpt, item.task, files, data_dir, cfg, device)
+        sample, rep, pred = measured
         per_r = []
         for r in item.reductions:
-            masks = t.search.submit(rep, pred, q, r)
-            pruned = t.prune_tune.submit(ckpt, sample, rep, pred, masks, s, m, q, pt, r, device)
-            evaluation = t.evaluate.submit(
-                ckpt, pruned, item.task, files, data_dir, ev, s.max_length, device
+            at_r = cfg.replace(reduction=r)
+            masks, pruned, evaluation = reduction_chain(
+                _submit, ckpt, item.task, files, data_dir, measured, at_r, ev, device
             )
             per_r.append((r, masks, pruned, evaluation))
         chains.append((item, sample, rep, pred, per_r))

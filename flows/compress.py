@@ -15,10 +15,11 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows import tasks as t
-from kprune.config import read_params, section, validate_params
+from flows.chain import measure_chain, reduction_chain
+from kprune import artifacts as A
 from kprune.entry import run_main
 from kprune.errors import KPruneError
+from kprune.params import prune_config, read_params, section, validate_params
 from kprune.plots import metric_vs_flops_plot
 from kprune.tasks import REGISTRY, default_data_root
 
@@ -69,36 +70,19 @@ def compress(
 ) -> dict:
     """Prune one checkpoint at each reduction; returns summary rows, task states, tracking."""
     checkpoint = str(Path(checkpoint).resolve())
-    s, m, q = section(params, "sample"), section(params, "measure"), section(params, "search")
-    pt, ev = section(params, "prune_tune"), section(params, "evaluate")
+    cfg, ev = prune_config(params), section(params, "evaluate")
     reductions = list(reductions or section(params, "compress").reductions)
     files = task_files(task, data_dir)
     call = StateLog()
     t0 = time.perf_counter()
-    sample_dir = call(t.sample, checkpoint, task, files, data_dir, s, device)
-    rep_dir = call(t.measure_rep, checkpoint, sample_dir, s.batch_size, m.rep_form, device)
-    pred_dir = call(t.measure_pred, checkpoint, sample_dir, m, s.batch_size, s.seed, device)
+    measured = measure_chain(call, checkpoint, task, files, data_dir, cfg, device)
+    _, rep_dir, pred_dir = measured
     shared = time.perf_counter() - t0
     rows = []
     for r in reductions:
         t1 = time.perf_counter()
-        masks_dir = call(t.search, rep_dir, pred_dir, q, r)
-        pruned_dir = call(
-            t.prune_tune,
-            checkpoint,
-            sample_dir,
-            rep_dir,
-            pred_dir,
-            masks_dir,
-            s,
-            m,
-            q,
-            pt,
-            r,
-            device,
-        )
-        eval_dir = call(
-            t.evaluate, checkpoint, pruned_dir, task, files, data_dir, ev, s.max_length, device
+        masks_dir, pruned_dir, eval_dir = reduction_chain(
+            call, checkpoint, task, files, data_dir, measured, cfg.replace(reduction=r), ev, device
         )
         rows.append(
             summary_row(
@@ -176,8 +160,8 @@ def summary_row(
     seconds: float,
     shared: float,
 ) -> dict:
-    ev = json.loads((Path(eval_dir) / "metrics.json").read_text())
-    report = json.loads((Path(pruned_dir) / "model" / "report.json").read_text())
+    ev = json.loads((Path(eval_dir) / A.EVAL_METRICS).read_text())
+    report = json.loads((Path(pruned_dir) / A.MODEL / "report.json").read_text())
     lat = ev.get("latency") or {}
     return {
         "reduction": r,
@@ -200,11 +184,11 @@ def summary_row(
         "seconds": report["seconds_per_phase"],
         "artifacts": {
             "evaluation": eval_dir,
-            "model": f"{pruned_dir}/model",
-            "scores": f"{pruned_dir}/iterations.parquet",
-            "scores_rep": f"{rep_dir}/k_rep.parquet",
-            "scores_pred": f"{pred_dir}/k_pred.parquet",
-            "masks": f"{masks_dir}/masks.json",
+            "model": f"{pruned_dir}/{A.MODEL}",
+            "scores": f"{pruned_dir}/{A.ITERATIONS}",
+            "scores_rep": f"{rep_dir}/{A.K_REP}",
+            "scores_pred": f"{pred_dir}/{A.K_PRED}",
+            "masks": f"{masks_dir}/{A.MASKS}",
         },
     }
 

@@ -14,8 +14,10 @@ from prefect import task
 
 from flows import settings
 from flows.keys import content_key, intact, output_dir, prefect_key_fn, seal
+from kprune import artifacts as A
 from kprune.atomic import atomic_path
-from kprune.config import EvaluateParams, MeasureParams, PruneTuneParams, SampleParams, SearchParams
+from kprune.config import PruneConfig, SampleConfig
+from kprune.params import EvaluateParams
 from stages import evaluate as evaluate_stage
 from stages import measure as measure_stage
 from stages import prune_tune as prune_tune_stage
@@ -48,7 +50,7 @@ def sample(
     task_name: str,
     task_files: str,
     data_dir: str | None,
-    cfg: SampleParams,
+    cfg: SampleConfig,
     device: str = "auto",
 ) -> str:
     """Draw the ~100K-token sample and the teacher's logits on it."""
@@ -56,74 +58,42 @@ def sample(
     return _produce(
         "sample",
         params,
-        lambda d: sample_stage.make(
-            teacher, task_name, data_dir, str(d / "sample.safetensors"), cfg, device
+        lambda d: sample_stage.make(teacher, task_name, data_dir, str(d / A.SAMPLE), cfg, device),
+    )
+
+
+def _measure(what: str, teacher: str, sample_dir: str, cfg: PruneConfig, device: str) -> str:
+    name = A.K_REP if what == "rep" else A.K_PRED
+    return _produce(
+        f"measure_{what}",
+        {"teacher": teacher, "sample_dir": sample_dir, "cfg": cfg, "device": device},
+        lambda d: measure_stage.make(
+            teacher, f"{sample_dir}/{A.SAMPLE}", what, str(d / name), cfg, device
         ),
     )
 
 
 @task(name="measure_rep", **CACHED)
-def measure_rep(
-    teacher: str, sample_dir: str, batch_size: int, rep_form: str = "paper", device: str = "auto"
-) -> str:
-    """K_rep of every unit (independent of gamma)."""
-    params = dict(locals())
-    s = SampleParams(batch_size=batch_size)
-    return _produce(
-        "measure_rep",
-        params,
-        lambda d: measure_stage.make(
-            teacher,
-            f"{sample_dir}/sample.safetensors",
-            "rep",
-            str(d / "k_rep.parquet"),
-            MeasureParams(rep_form=rep_form),
-            s,
-            device,
-        ),
-    )
+def measure_rep(teacher: str, sample_dir: str, cfg: PruneConfig, device: str = "auto") -> str:
+    """K_rep of every unit (``cfg`` holds only the knobs it depends on: REP_KNOBS)."""
+    return _measure("rep", teacher, sample_dir, cfg, device)
 
 
 @task(name="measure_pred", **CACHED)
-def measure_pred(
-    teacher: str,
-    sample_dir: str,
-    m: MeasureParams,
-    batch_size: int,
-    seed: int,
-    device: str = "auto",
-) -> str:
-    """K_pred of every unit (depends on gamma and the predictive form)."""
-    params = dict(locals())
-    s = SampleParams(batch_size=batch_size, seed=seed)
-    return _produce(
-        "measure_pred",
-        params,
-        lambda d: measure_stage.make(
-            teacher,
-            f"{sample_dir}/sample.safetensors",
-            "pred",
-            str(d / "k_pred.parquet"),
-            m,
-            s,
-            device,
-        ),
-    )
+def measure_pred(teacher: str, sample_dir: str, cfg: PruneConfig, device: str = "auto") -> str:
+    """K_pred of every unit (``cfg`` holds only the knobs it depends on: PRED_KNOBS)."""
+    return _measure("pred", teacher, sample_dir, cfg, device)
 
 
 @task(name="search", **CACHED)
-def search(rep_dir: str, pred_dir: str, cfg: SearchParams, reduction: float) -> str:
+def search(rep_dir: str, pred_dir: str, cfg: PruneConfig) -> str:
     """One-shot masks from the score tables."""
     params = dict(locals())
     return _produce(
         "search",
         params,
         lambda d: search_stage.make(
-            f"{rep_dir}/k_rep.parquet",
-            f"{pred_dir}/k_pred.parquet",
-            str(d / "masks.json"),
-            cfg,
-            reduction,
+            f"{rep_dir}/{A.K_REP}", f"{pred_dir}/{A.K_PRED}", str(d / A.MASKS), cfg
         ),
     )
 
@@ -135,28 +105,22 @@ def prune_tune(
     rep_dir: str,
     pred_dir: str,
     masks_dir: str,
-    s: SampleParams,
-    m: MeasureParams,
-    q: SearchParams,
-    pt: PruneTuneParams,
-    reduction: float,
+    cfg: PruneConfig,
     device: str = "auto",
 ) -> str:
     """The sublayer loop; writes the pruned model and the per-iteration score tables."""
     params = dict(locals())
     inp = prune_tune_stage.Inputs(
         teacher,
-        f"{sample_dir}/sample.safetensors",
-        f"{rep_dir}/k_rep.parquet",
-        f"{pred_dir}/k_pred.parquet",
-        f"{masks_dir}/masks.json",
+        f"{sample_dir}/{A.SAMPLE}",
+        f"{rep_dir}/{A.K_REP}",
+        f"{pred_dir}/{A.K_PRED}",
+        f"{masks_dir}/{A.MASKS}",
     )
     return _produce(
         "prune_tune",
         params,
-        lambda d: prune_tune_stage.make(
-            inp, str(d / "model"), str(d / "iterations.parquet"), s, m, q, pt, reduction, device
-        ),
+        lambda d: prune_tune_stage.make(inp, str(d / A.MODEL), str(d / A.ITERATIONS), cfg, device),
     )
 
 
@@ -178,11 +142,11 @@ def evaluate(
         params,
         lambda d: evaluate_stage.make(
             teacher,
-            f"{pruned_dir}/model",
+            f"{pruned_dir}/{A.MODEL}",
             task_name,
             data_dir,
-            str(d / "metrics.json"),
-            str(d / "plots"),
+            str(d / A.EVAL_METRICS),
+            str(d / A.EVAL_PLOTS),
             cfg,
             max_length,
             device,

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from kprune.adapters import get_adapter
+from kprune.config import PruneConfig
 from kprune.errors import KPruneError
 from kprune.evaluation import count_params
 from kprune.flops import flops_of
@@ -92,9 +93,7 @@ def prune_baseline(
     model: nn.Module,
     data: SampleData,
     kind: str,
-    reduction: float,
-    seed: int,
-    batch_size: int,
+    config: PruneConfig,
     device: torch.device,
     progress: bool = True,
 ) -> tuple[nn.Module, Masks, dict]:
@@ -102,7 +101,10 @@ def prune_baseline(
     teacher, sublayer by sublayer): the full-size model, its masks and the loop's report
     fields."""
     model = frozen(model, device)
-    masks, seconds = baseline_masks(scorer, model, data, kind, reduction, seed, batch_size, device)
+    reduction = config.search.reduction
+    masks, seconds = baseline_masks(
+        scorer, model, data, kind, reduction, config.sample.seed, config.sample.batch_size, device
+    )
     flops = flops_of(model, data)
     layers, heads, _, _, neurons = get_adapter(model).dims(model)
     total = flops.of_counts(layers * heads, layers * neurons)
@@ -118,16 +120,13 @@ def prune_baseline(
         "sublayers": [],
     }
     if scorer == "kwon":
+        # Kwon et al.'s mask rescaling: one-shot masks, scales fitted bottom-up
+        rescale = config.replace(mode="oneshot", tune=True)
         res = prune_tune(
             model,
             data,
             kind,
-            reduction,
-            MeasureSpec(kind, 1.0, "label"),
-            SearchSpec(),
-            mode="oneshot",
-            tune=True,
-            batch_size=batch_size,
+            rescale,
             masks=masks,
             device=device,
             progress=progress,

@@ -9,8 +9,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from kprune.config import PruneConfig, add_flags, knobs_from_args
 from kprune.entry import peak_rss_mb, run_main
 from kprune.errors import KPruneError
+from kprune.methods import METHODS
 
 log = logging.getLogger("kprune")
 
@@ -52,8 +54,8 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
-    from kprune.config import load_section
     from kprune.finetune import FinetuneConfig, finetune
+    from kprune.params import load_section
 
     cfg = load_section(args.params, "finetune", FinetuneConfig) if args.params else FinetuneConfig()
     overrides = {
@@ -64,7 +66,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     if overrides:
         from dataclasses import asdict
 
-        from kprune.config import from_mapping
+        from kprune.params import from_mapping
 
         cfg = from_mapping(FinetuneConfig, {**asdict(cfg), **overrides}, "finetune")
     metrics = finetune(args.model, task_from_args(args), args.out, cfg, args.device)
@@ -81,6 +83,11 @@ def cmd_show(args: argparse.Namespace) -> None:
         metrics = json.loads(path.read_text())
     except json.JSONDecodeError:
         raise KPruneError(f"{path} is not valid JSON (corrupt?); rerun the stage") from None
+    from kprune.finetune import run_log_path
+
+    run_log = run_log_path(path.parent)
+    if path.name == "metrics.json" and run_log.is_file():  # a teacher's: its training time
+        metrics = {**metrics, **json.loads(run_log.read_text())}
     print(format_metrics(metrics))
 
 
@@ -102,26 +109,9 @@ def format_metrics(m: dict) -> str:
 
 def cmd_prune(args: argparse.Namespace) -> None:
     from kprune.checkpoint import save_pruned
-    from kprune.config import PruneConfig
     from kprune.pruning import prune
 
-    cfg = PruneConfig(
-        reduction=args.reduction,
-        tokens=args.tokens,
-        gamma=args.gamma,
-        lam=args.lam,
-        mu=args.mu,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-        pred_form=args.pred_form,
-        rep_form=args.rep_form,
-        tune=not args.no_tune,
-        measure_dtype=args.measure_dtype,
-        **({} if args.pass_tokens is None else {"pass_tokens": args.pass_tokens}),
-        mode=args.mode,
-        reference_loop=args.reference_loop,
-    )
+    cfg = PruneConfig(**knobs_from_args(args))
     task = task_from_args(args)
     model, report = prune(
         args.model,
@@ -149,7 +139,7 @@ def format_report(r: dict, out: Path | None = None) -> str:
     m = r.get("metric", "")
     before, after = (r.get("metric_before") or {}).get(m), (r.get("metric_after") or {}).get(m)
     lines = [
-        f"pruned '{r['task']}' at reduction {r['config']['reduction']:.2f} in {r['seconds']:.1f} s",
+        f"pruned '{r['task']}' at reduction {r['reduction']:.2f} in {r['seconds']:.1f} s",
         f"  {m:10s} {before if before is None else f'{before:.4f}'} -> "
         f"{after if after is None else f'{after:.4f}'}",
         f"  FLOPs      {r['flops_before'] / 1e9:.3f} G -> {r['flops_after'] / 1e9:.3f} G "
@@ -258,76 +248,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model", help="fine-tuned HF folder or hub name (sequence classification/QA)")
     add_task_args(p)
-    p.add_argument(
-        "--reduction",
-        type=float,
-        required=True,
-        help="fraction of FLOPs to remove, 0 <= R < 1 (e.g. 0.6)",
-    )
     p.add_argument("--out", required=True, help="output folder for the pruned model + report")
-    p.add_argument("--tokens", type=int, default=100_000, help="sample size in tokens (100000)")
-    p.add_argument("--gamma", type=float, default=2.0, help="KL temperature (2)")
-    p.add_argument(
-        "--lam", type=float, default=2.5e-4, help="weight of representational knowledge (2.5e-4)"
-    )
-    p.add_argument("--mu", type=float, default=64.0, help="weight of heads vs neurons (64)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sample (0)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-length", type=int, default=128)
-    p.add_argument(
-        "--pred-form",
-        choices=["paper", "fisher"],
-        default="paper",
-        help="predictive knowledge: the paper's KL gradient or per-example Fisher",
-    )
-    p.add_argument(
-        "--rep-form",
-        choices=["paper", "exact"],
-        default="paper",
-        help="representational knowledge of a head: the paper's (mean of its context dims' "
-        "removal errors) or exact (whole-head removal error, about d_h times larger)",
-    )
-    p.add_argument("--no-tune", action="store_true", help="skip least-squares weight tuning")
+    add_flags(p)
     p.add_argument(
         "--allow-untrained-head",
         action="store_true",
         help="prune even if the checkpoint's task head is not trained (rarely useful)",
     )
     p.add_argument(
-        "--measure-dtype",
-        choices=["float32", "bfloat16"],
-        default="float32",
-        help="precision of the knowledge-measurement passes (bfloat16: faster on "
-        "CPUs with bf16 matmul units and on GPUs)",
-    )
-    p.add_argument(
-        "--pass-tokens",
-        type=int,
-        default=None,
-        help="examples x padded length per backward pass of the measurement (default: "
-        "kprune.knowledge.PASS_TOKENS): lower bounds peak memory, higher can be faster on "
-        "a GPU; 0 = whole batches; the scores are the same either way",
-    )
-    p.add_argument(
-        "--reference-loop",
-        action="store_true",
-        help="run the straightforward loop (the whole sample through the whole model, "
-        "forward and backward, at every sublayer, as the authors' code does) instead of "
-        "recomputing only the sublayers above the current one: same result, about twice "
-        "the time; for checking",
-    )
-    p.add_argument(
-        "--mode",
-        choices=["iterative", "oneshot"],
-        default="iterative",
-        help="iterative (re-measure at every sublayer, the paper) or oneshot",
-    )
-    p.add_argument(
         "--method",
         default="kprune",
-        help="kprune (default), an ablation (kprune-no-pred, kprune-no-rep, "
-        "kprune-no-kpms, kprune-no-tune, kprune-paper-pred, kprune-fisher-pred, "
-        "kprune-exact-rep, kprune-oneshot, kprune-bf16) or a baseline (kwon, magnitude, random)",
+        metavar="METHOD",
+        help="; ".join(f"{m.name}: {m.description}" for m in METHODS.values()),
     )
     p.add_argument(
         "--latency",

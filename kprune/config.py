@@ -1,293 +1,254 @@
-"""Typed, validated configuration sections read from ``params.yaml``.
+"""The one typed configuration of a pruning run: four sections, one per params.yaml section
+(sample, measure, search, prune_tune), each knob's default, help and allowed values written
+once, here. ``kprune prune``'s flags, the DVC stages (through kprune.params) and the library
+all read them from these classes.
 
-Each section maps onto a frozen dataclass; an unknown key or a value of the wrong type is
-rejected with a message naming the key.
+    PruneConfig(reduction=0.6, tokens=32_000)          # knobs by name, routed to their section
+    PruneConfig(search=SearchConfig(reduction=0.6))    # or whole sections
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
-import types
-import typing
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeVar
-
-import yaml
+from dataclasses import dataclass, field
+from typing import Any
 
 from kprune.errors import KPruneError
-from kprune.finetune import FinetuneConfig
-from kprune.knowledge import PASS_TOKENS, PRED_FORMS, REP_FORMS
-
-T = TypeVar("T")
+from kprune.knowledge import PASS_TOKENS, MeasureSpec
+from kprune.search import SearchSpec
 
 
-def read_params(path: str | Path) -> dict[str, Any]:
-    """Read a params YAML file into a dict, with a clear error if missing or malformed."""
-    p = Path(path)
-    if not p.is_file():
-        raise KPruneError(f"params file {p} does not exist; pass --params PATH to a params.yaml")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise KPruneError(f"params file {p} is not valid YAML: {exc}".splitlines()[0]) from None
-    if not isinstance(data, dict):
-        raise KPruneError(f"params file {p} must hold a mapping of sections, got {type(data)}")
-    return data
+def knob(default: Any, help: str, choices: tuple = (), flag: str | None = None) -> Any:
+    """A config field with its help text, allowed values and (if not --name) CLI flag."""
+    return field(default=default, metadata={"help": help, "choices": choices, "flag": flag})
 
 
-def _type_ok(value: Any, annotation: Any) -> bool:
-    origin = typing.get_origin(annotation)
-    if annotation is Any:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, a) for a in typing.get_args(annotation))
-    if annotation is type(None):
-        return value is None
-    if origin in (list, tuple):
-        args = typing.get_args(annotation)
-        inner = args[0] if args else Any
-        return isinstance(value, list | tuple) and all(_type_ok(v, inner) for v in value)
-    if origin is dict:
-        return isinstance(value, dict)
-    if annotation is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(annotation, type):
-        return isinstance(value, annotation)
-    return True
-
-
-def from_mapping(cls: type[T], data: dict[str, Any] | None, where: str) -> T:
-    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types name the key."""
-    data = dict(data or {})
-    hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    for key, value in data.items():
-        if key not in fields:
-            known = ", ".join(sorted(fields))
-            raise KPruneError(f"unknown key '{where}.{key}' in params; known keys: {known}")
-        if not _type_ok(value, hints[key]):
-            raise KPruneError(
-                f"'{where}.{key}' must be {_type_name(hints[key])}, got {value!r}; fix params.yaml"
-            )
-        if isinstance(value, list) and typing.get_origin(hints[key]) is tuple:
-            data[key] = tuple(value)
-    try:
-        return cls(**data)
-    except (TypeError, ValueError) as exc:
-        raise KPruneError(f"invalid '{where}' section: {exc}") from None
-
-
-def _type_name(annotation: Any) -> str:
-    if isinstance(annotation, type):
-        return annotation.__name__
-    return str(annotation).replace("typing.", "")
-
-
-def load_section(params: str | Path | dict[str, Any], section: str, cls: type[T]) -> T:
-    """Read one section of a params file (or dict) into dataclass ``cls``."""
-    data = params if isinstance(params, dict) else read_params(params)
-    value = data.get(section, {})
-    if value is not None and not isinstance(value, dict):
-        raise KPruneError(f"'{section}' in params must be a mapping of keys, got {value!r}")
-    return from_mapping(cls, value, section)
-
-
-@dataclass(frozen=True)
-class PruneConfig:
-    """Knobs of one pruning run (``prune`` section of params.yaml); paper defaults."""
-
-    reduction: float = 0.6
-    tokens: int = 100_000
-    gamma: float = 2.0
-    lam: float = 2.5e-4
-    mu: float = 64.0
-    seed: int = 0
-    batch_size: int = 32
-    max_length: int = 128
-    pred_form: str = "paper"
-    rep_form: str = "paper"  # or exact: whole-head removal error (an ablation)
-    ridge: float = 1e-4
-    use_pred: bool = True
-    use_rep: bool = True
-    tune: bool = True
-    mode: str = "iterative"
-    search_strategy: str = "kpms"
-    measure_dtype: str = "float32"  # or bfloat16 for the measurement passes
-    # rows x padded length per autograd pass: bounds memory, does not change the result
-    # (0: a whole batch per pass)
-    pass_tokens: int = PASS_TOKENS
-    # the straightforward loop (whole depth at every step, as the authors' code): same
-    # result, about twice the time; for checking the fast loop
-    reference_loop: bool = False
+class _Section:
+    """Checks every field with ``choices`` and a section's own bounds (``_check``)."""
 
     def __post_init__(self) -> None:
-        if not 0 <= self.reduction < 1:
-            raise KPruneError(
-                f"reduction must be in [0, 1) (fraction of FLOPs removed), got {self.reduction}"
-            )
-        for name in ("gamma", "lam", "mu", "ridge"):
-            if getattr(self, name) < 0:
-                raise KPruneError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.gamma == 0:
-            raise KPruneError("gamma (temperature) must be > 0")
-        if self.tokens < 1 or self.batch_size < 1 or self.max_length < 8:
-            raise KPruneError("tokens and batch_size must be >= 1 and max_length >= 8")
-        if self.pass_tokens < 0:
-            raise KPruneError(
-                f"pass_tokens must be >= 0 (0: whole batches), got {self.pass_tokens}"
-            )
-        if self.measure_dtype not in ("float32", "bfloat16"):
-            raise KPruneError(
-                f"measure_dtype must be float32 or bfloat16, got {self.measure_dtype!r}"
-            )
-        if self.search_strategy not in ("kpms", "uniform"):
-            raise KPruneError(
-                f"search_strategy must be kpms or uniform, got {self.search_strategy!r}"
-            )
-        if self.mode not in ("iterative", "oneshot"):
-            raise KPruneError(f"mode must be iterative or oneshot, got {self.mode!r}")
-        if self.pred_form not in PRED_FORMS:
-            raise KPruneError(f"pred_form must be one of {PRED_FORMS}, got {self.pred_form!r}")
-        if self.rep_form not in REP_FORMS:
-            raise KPruneError(f"rep_form must be one of {REP_FORMS}, got {self.rep_form!r}")
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            allowed = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if allowed and value not in allowed:
+                self._fail(f.name, f"must be one of {', '.join(allowed)}, got {value!r}")
+        self._check()
 
+    def _fail(self, name: str, problem: str) -> None:
+        raise KPruneError(
+            f"{self.NAME}.{name} {problem}; set it in params.yaml ({self.NAME}: {name}) or with "
+            f"{_flag(next(f for f in dataclasses.fields(self) if f.name == name))}"
+        )
 
-# The sections of params.yaml, one dataclass each (validated on construction).
+    def _check(self) -> None:
+        pass
+
+    def _at_least(self, minimum: float, *names: str, strict: bool = False) -> None:
+        for name in names:
+            value = getattr(self, name)
+            if value < minimum or (strict and value == minimum):
+                self._fail(name, f"must be {'>' if strict else '>='} {minimum}, got {value}")
 
 
 @dataclass(frozen=True)
-class PrepareParams:
-    tasks: tuple[str, ...] = ("rt", "vader-movie", "trec6", "sms-spam")
-    seed: int = 0
+class SampleConfig(_Section):
+    NAME = "sample"
+    tokens: int = knob(100_000, "sample size in tokens, drawn from the training split")
+    seed: int = knob(0, "seed of the sample")
+    batch_size: int = knob(32, "examples per batch of the sample")
+    max_length: int = knob(128, "longest sequence of the sample and of the evaluation")
+
+    def _check(self) -> None:
+        self._at_least(1, "tokens", "batch_size")
+        self._at_least(8, "max_length")
 
 
 @dataclass(frozen=True)
-class TeacherParams:
-    base_model: str = "data/raw/minilm-l6"
-
-
-@dataclass(frozen=True)
-class SampleParams:
-    tokens: int = 100_000
-    seed: int = 0
-    batch_size: int = 32
-    max_length: int = 128
-
-    def __post_init__(self) -> None:
-        if self.tokens < 1 or self.batch_size < 1 or self.max_length < 8:
-            raise KPruneError("sample.tokens and sample.batch_size must be >= 1, max_length >= 8")
-
-
-@dataclass(frozen=True)
-class MeasureParams:
-    gamma: float = 2.0
-    pred_form: str = "paper"
-    rep_form: str = "paper"
-
-    def __post_init__(self) -> None:
-        if self.gamma <= 0:
-            raise KPruneError(f"measure.gamma must be > 0, got {self.gamma}")
-        if self.pred_form not in ("paper", "fisher"):
-            raise KPruneError(f"measure.pred_form must be paper or fisher, got {self.pred_form!r}")
-        if self.rep_form not in REP_FORMS:
-            raise KPruneError(f"measure.rep_form must be paper or exact, got {self.rep_form!r}")
-
-
-@dataclass(frozen=True)
-class SearchParams:
-    reduction: float = 0.6
-    lam: float = 2.5e-4
-    mu: float = 64.0
-    use_pred: bool = True
-    use_rep: bool = True
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.reduction < 1:
-            raise KPruneError(f"search.reduction must be in [0, 1), got {self.reduction}")
-        if self.lam < 0 or self.mu < 0:
-            raise KPruneError(f"search.lam and search.mu must be >= 0, got {self.lam}, {self.mu}")
-
-
-@dataclass(frozen=True)
-class PruneTuneParams:
-    mode: str = "iterative"
-    tune: bool = True
-    ridge: float = 1e-4
-
-
-@dataclass(frozen=True)
-class EvaluateParams:
-    split: str = "dev"
-    latency: bool = True
-    threads: int = 2
-    repeats: int = 10
-    seq_len: int = 128
-
-
-@dataclass(frozen=True)
-class CompressParams:
-    task: str = "rt"
-    reductions: tuple[float, ...] = (0.6,)
-
-
-@dataclass(frozen=True)
-class BenchParams:
-    tasks: tuple[str, ...] = ("rt", "vader-movie", "trec6", "sms-spam")
-    methods: tuple[str, ...] = (
-        "kprune",
-        "kwon",
-        "magnitude",
-        "random",
-        "kprune-no-pred",
-        "kprune-no-rep",
-        "kprune-no-kpms",
-        "kprune-no-tune",
-        "kprune-paper-pred",
-        "kprune-fisher-pred",
-        "kprune-oneshot",
-        "kprune-bf16",
-        "kprune-exact-rep",
+class MeasureConfig(_Section):
+    NAME = "measure"
+    gamma: float = knob(2.0, "temperature of the KL divergence (predictive knowledge only)")
+    pred_form: str = knob(
+        "paper",
+        "predictive knowledge: the paper's KL gradient or per-example Fisher",
+        ("paper", "fisher"),
     )
-    reductions: tuple[float, ...] = (0.4, 0.5, 0.6, 0.7, 0.8)
-    seeds: tuple[int, ...] = (0, 1, 2)
-    tokens: int = 32_000
-    split: str = "test"
-    threads: int = 2
-    repeats: int = 10
-    # run these methods over the whole grid before the others (the headline comparison)
-    priority: tuple[str, ...] = ("kprune", "kwon", "magnitude", "random")
+    rep_form: str = knob(
+        "paper",
+        "representational knowledge of a head: the paper's (mean of its context dims' "
+        "removal errors) or exact (whole-head removal error, about d_h times larger)",
+        ("paper", "exact"),
+    )
+    dtype: str = knob(
+        "float32",
+        "precision of the measurement passes (bfloat16: faster on CPUs with bf16 matmul "
+        "units and on GPUs; the tuning stays float32)",
+        ("float32", "bfloat16"),
+        flag="--measure-dtype",
+    )
+    pass_tokens: int = knob(
+        PASS_TOKENS,
+        "examples x padded length per backward pass of the measurement: lower bounds peak "
+        "memory, higher can be faster on a GPU; 0 = whole batches; the scores are the same",
+    )
+
+    def _check(self) -> None:
+        self._at_least(0, "gamma", strict=True)
+        self._at_least(0, "pass_tokens")
 
 
-SECTIONS = {
-    "prepare": PrepareParams,
-    "teacher": TeacherParams,
-    "finetune": FinetuneConfig,
-    "sample": SampleParams,
-    "measure": MeasureParams,
-    "search": SearchParams,
-    "prune_tune": PruneTuneParams,
-    "evaluate": EvaluateParams,
-    "compress": CompressParams,
-    "bench": BenchParams,
+@dataclass(frozen=True)
+class SearchConfig(_Section):
+    NAME = "search"
+    reduction: float = knob(0.6, "fraction of FLOPs to remove, 0 <= R < 1")
+    lam: float = knob(2.5e-4, "weight of representational knowledge (lambda)")
+    mu: float = knob(64.0, "weight of heads against neurons (mu)")
+    use_pred: bool = knob(True, "score units by predictive knowledge")
+    use_rep: bool = knob(True, "score units by representational knowledge")
+    strategy: str = knob(
+        "kpms",
+        "kpms (knowledge-preserving mask search) or uniform (the same kept fraction in "
+        "every sublayer: an ablation)",
+        ("kpms", "uniform"),
+        flag="--search-strategy",
+    )
+
+    def _check(self) -> None:
+        if not 0 <= self.reduction < 1:
+            self._fail(
+                "reduction", f"must be in [0, 1) (fraction of FLOPs removed), got {self.reduction}"
+            )
+        self._at_least(0, "lam", "mu")
+
+
+@dataclass(frozen=True)
+class PruneTuneConfig(_Section):
+    NAME = "prune_tune"
+    mode: str = knob(
+        "iterative",
+        "iterative (re-measure at every sublayer, the paper) or oneshot (measure and search once)",
+        ("iterative", "oneshot"),
+    )
+    tune: bool = knob(True, "least-squares weight tuning of each pruned sublayer (KPWT)")
+    ridge: float = knob(1e-4, "ridge of the tuning, relative to trace(H^T H)/k")
+    reference_loop: bool = knob(
+        False,
+        "the straightforward loop (the whole sample through the whole model at every "
+        "sublayer, as the authors' code): same result, about twice the time; for checking",
+    )
+
+    def _check(self) -> None:
+        self._at_least(0, "ridge")
+
+
+PRUNE_SECTIONS: dict[str, type] = {
+    "sample": SampleConfig,
+    "measure": MeasureConfig,
+    "search": SearchConfig,
+    "prune_tune": PruneTuneConfig,
+}
+# knob name -> its section (names are unique across the sections)
+KNOBS: dict[str, str] = {
+    f.name: name for name, cls in PRUNE_SECTIONS.items() for f in dataclasses.fields(cls)
 }
 
 
-def section(params_path: str, name: str):
-    """Section ``name`` of the params file, typed and validated."""
-    return load_section(params_path, name, SECTIONS[name])
+# what each iteration-0 score table depends on: the DVC stage's params (tests check dvc.yaml)
+# and the flow's cache key
+REP_KNOBS = ("batch_size", "rep_form", "dtype")
+PRED_KNOBS = ("batch_size", "seed", "gamma", "pred_form", "dtype")
 
 
-def validate_params(params_path: str) -> None:
-    """Every known section parses (unknown keys and wrong types name the key)."""
-    data = read_params(params_path)
-    unknown = sorted(set(data) - set(SECTIONS))
-    if unknown:
-        raise KPruneError(
-            f"unknown section '{unknown[0]}' in {params_path}; known sections: "
-            f"{', '.join(SECTIONS)}"
+@dataclass(frozen=True, init=False)
+class PruneConfig:
+    """Everything one pruning run is configured by; paper defaults."""
+
+    sample: SampleConfig
+    measure: MeasureConfig
+    search: SearchConfig
+    prune_tune: PruneTuneConfig
+
+    def __init__(
+        self,
+        sample: SampleConfig | None = None,
+        measure: MeasureConfig | None = None,
+        search: SearchConfig | None = None,
+        prune_tune: PruneTuneConfig | None = None,
+        **knobs: Any,
+    ) -> None:
+        given = {"sample": sample, "measure": measure, "search": search, "prune_tune": prune_tune}
+        parts = {name: given[name] or cls() for name, cls in PRUNE_SECTIONS.items()}
+        per_section: dict[str, dict] = {}
+        for name, value in knobs.items():
+            if name not in KNOBS:
+                raise KPruneError(
+                    f"unknown pruning knob '{name}'; known: {', '.join(sorted(KNOBS))}"
+                )
+            per_section.setdefault(KNOBS[name], {})[name] = value
+        for sec, values in per_section.items():
+            parts[sec] = dataclasses.replace(parts[sec], **values)
+        for name, part in parts.items():
+            object.__setattr__(self, name, part)
+
+    def replace(self, **knobs: Any) -> PruneConfig:
+        """This config with some knobs changed (by name)."""
+        return PruneConfig(**{name: getattr(self, name) for name in PRUNE_SECTIONS}, **knobs)
+
+    def knobs(self) -> dict[str, Any]:
+        """Every knob by name (flat)."""
+        return {k: getattr(getattr(self, sec), k) for k, sec in KNOBS.items()}
+
+    def only(self, knobs: tuple[str, ...]) -> PruneConfig:
+        """A config with these knobs of this one and every other knob at its default: what a
+        cached step that depends on only these knobs is keyed on."""
+        mine = self.knobs()
+        return PruneConfig(**{k: mine[k] for k in knobs})
+
+    def measure_spec(self, kind: str, with_pred: bool | None = None) -> MeasureSpec:
+        """What the knowledge measurement of a ``kind`` task computes under this config."""
+        m = self.measure
+        with_pred = self.search.use_pred if with_pred is None else with_pred
+        return MeasureSpec(
+            kind, m.gamma, m.pred_form, with_pred, self.sample.seed, m.pass_tokens, m.rep_form
         )
-    for name, cls in SECTIONS.items():
-        load_section(data, name, cls)
+
+    def search_spec(self) -> SearchSpec:
+        q = self.search
+        return SearchSpec(q.lam, q.mu, q.use_pred, q.use_rep, q.strategy)
+
+
+def _flag(f: dataclasses.Field) -> str:
+    """The command-line flag of a knob (a True default is switched off by --no-NAME)."""
+    flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+    return "--no-" + flag[2:] if f.default is True else flag
+
+
+def add_flags(parser: argparse.ArgumentParser, required: tuple[str, ...] = ()) -> None:
+    """One flag per pruning knob, its help and default taken from the config classes. Flags
+    not given stay out of the namespace (``knobs_from_args`` then keeps the default)."""
+    for name, cls in PRUNE_SECTIONS.items():
+        group = parser.add_argument_group(f"{name} (params.yaml section '{name}')")
+        for f in dataclasses.fields(cls):
+            meta, default = f.metadata, f.default
+            flag = _flag(f)
+            text = f"{meta['help']} (default: {default})"
+            if isinstance(default, bool):
+                action = "store_false" if default else "store_true"
+                group.add_argument(
+                    flag, dest=f.name, action=action, default=argparse.SUPPRESS, help=text
+                )
+                continue
+            group.add_argument(
+                flag,
+                dest=f.name,
+                type=type(default),
+                choices=meta.get("choices") or None,
+                required=f.name in required,
+                default=argparse.SUPPRESS,
+                help=text,
+            )
+
+
+def knobs_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The knobs given on the command line (by ``add_flags``' flags)."""
+    return {k: v for k, v in vars(args).items() if k in KNOBS}

@@ -53,7 +53,8 @@ def finetune(
     device: str = "auto",
     progress: bool = True,
 ) -> dict:
-    """Fine-tune, evaluate on dev and test, save checkpoint + tokenizer + metrics.json."""
+    """Fine-tune, evaluate on dev and test, save checkpoint + tokenizer + metrics.json; the
+    training seconds go to ``run_log_path(out_dir)``. Returns the metrics with the seconds."""
     dev = resolve_device(device)
     torch.manual_seed(cfg.seed)
     tokenizer = load_tokenizer(model_source)
@@ -117,17 +118,27 @@ def finetune(
         "dev": _evaluate(model, dev_enc, task, cfg, dev),
         "test": _evaluate(model, test_enc, task, cfg, dev),
         "train_examples": len(train),
-        "train_seconds": round(train_seconds, 1),
         "device": str(dev),
         "history": history,
         "config": asdict(cfg),
         "base_model": str(model_source),
     }
+    # the folder holds only what a rerun reproduces byte for byte (so DVC's lock stays put);
+    # the run's own measurements go beside it
     with atomic_path(out_dir, is_dir=True) as tmp:
         model.cpu().save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         write_json(Path(tmp) / "metrics.json", metrics)
-    return metrics
+    run = {"train_seconds": round(train_seconds, 1), "device": str(dev)}
+    write_json(run_log_path(out_dir), run)
+    return {**metrics, **run}
+
+
+def run_log_path(teacher_dir: str | Path) -> Path:
+    """Where a fine-tuning run's own measurements (seconds) go: beside the teacher folder,
+    outside it, so that the folder is reproducible."""
+    folder = Path(teacher_dir)
+    return folder.with_name(folder.name + ".run.json")
 
 
 def _optimizer(model: torch.nn.Module, cfg: FinetuneConfig) -> torch.optim.Optimizer:

@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kprune.adapters import Adapter, LayerView, get_adapter
+from kprune.config import PruneConfig
 from kprune.errors import KPruneError
 from kprune.evaluation import count_params
 from kprune.flops import FlopsModel, flops_of
@@ -33,7 +34,6 @@ from kprune.tuning import NormalEquations, solve_scales
 from kprune.version import __version__
 
 log = logging.getLogger(__name__)
-MODES = ("iterative", "oneshot")
 
 
 @dataclass
@@ -245,31 +245,24 @@ def prune_tune(
     model,
     data: SampleData,
     kind: str,
-    reduction: float,
-    measure_spec: MeasureSpec,
-    search_spec: SearchSpec,
+    config: PruneConfig,
     *,
-    mode: str = "iterative",
-    tune: bool = True,
-    ridge: float = 1e-4,
-    batch_size: int = 32,
     initial: Knowledge | None = None,
     masks: Masks | None = None,
     device: torch.device | str = "cpu",
     progress: bool = True,
     tune_mode: str = "lstsq",
-    measure_dtype: str = "float32",
-    reference_loop: bool = False,
 ) -> PruneTuneResult:
-    """The sublayer loop on ``model`` (changed in place). ``mode='oneshot'`` needs ``masks``."""
-    if mode not in MODES:
-        raise KPruneError(f"mode must be one of {MODES}, got {mode!r}")
+    """The sublayer loop on ``model`` (changed in place) under ``config``. Iterative mode may
+    start from ``initial`` (the teacher's knowledge, e.g. read from the score tables);
+    one-shot mode applies ``masks`` (those of the one-shot search)."""
+    mode, reduction = config.prune_tune.mode, config.search.reduction
     if mode == "oneshot" and masks is None:
         raise KPruneError("one-shot mode needs the masks of the search stage")
     t0 = time.perf_counter()
     model = frozen(model, device)
     adapter = get_adapter(model)
-    sample = materialise(model, adapter, data, batch_size, device)
+    sample = materialise(model, adapter, data, config.sample.batch_size, device)
     dims = adapter.dims(model)
     layers, heads, _, _, neurons = dims
     flops = flops_of(model, data)
@@ -277,14 +270,14 @@ def prune_tune(
     budget = flops.budget(reduction, layers * heads, layers * neurons)
     params_before = count_params(model)
     opts = LoopOptions(
-        measure_spec,
-        search_spec,
-        tune=tune,
-        ridge=ridge,
+        config.measure_spec(kind),
+        config.search_spec(),
+        tune=config.prune_tune.tune,
+        ridge=config.prune_tune.ridge,
         progress=progress,
         tune_mode=tune_mode,
-        measure_dtype=measure_dtype,
-        reference=reference_loop,
+        measure_dtype=config.measure.dtype,
+        reference=config.prune_tune.reference_loop,
     )
     teacher = frozen(copy.deepcopy(model))
     t_sample = time.perf_counter() - t0

@@ -3,6 +3,7 @@ and read back from the tables (the DVC path's hand-over between its measure and 
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict
 
 import pandas as pd
@@ -18,14 +19,22 @@ from kprune.version import __version__
 
 
 def measure_knowledge(
-    model, data: SampleData, spec: MeasureSpec, batch_size: int, device: torch.device | str
+    model,
+    data: SampleData,
+    spec: MeasureSpec,
+    batch_size: int,
+    device: torch.device | str,
+    dtype: str = "float32",
 ) -> Knowledge:
-    """Knowledge of every unit on the unpruned model (iteration 0)."""
+    """Knowledge of every unit on the unpruned model (iteration 0); with ``dtype`` bfloat16
+    the passes run on a bf16 copy, as the loop's measurements do."""
     model = frozen(model, device)
     adapter = get_adapter(model)
     sample = materialise(model, adapter, data, batch_size, device)
-    views = [adapter.view(layer) for layer in adapter.layers(model)]
-    return measure(views, lambda h: adapter.logits(model, h), sample, 0, adapter.dims(model), spec)
+    m_model = copy.deepcopy(model).to(torch.bfloat16) if dtype == "bfloat16" else model
+    views = [adapter.view(layer) for layer in adapter.layers(m_model)]
+    head_fn = lambda h: adapter.logits(m_model, h)  # noqa: E731
+    return measure(views, head_fn, sample, 0, adapter.dims(model), spec)
 
 
 def measure_initial(
@@ -35,9 +44,10 @@ def measure_initial(
     batch_size: int,
     device: torch.device | str,
     columns: tuple[str, ...],
+    dtype: str = "float32",
 ) -> tuple[pd.DataFrame, dict]:
     """Iteration-0 knowledge as a score table with its metadata."""
-    k = measure_knowledge(model, data, spec, batch_size, device)
+    k = measure_knowledge(model, data, spec, batch_size, device, dtype)
     dims = get_adapter(model).dims(model)
     flops = flops_of(model, data)
     meta = {
@@ -45,6 +55,7 @@ def measure_initial(
         "gamma": spec.gamma,
         "pred_form": spec.pred_form,
         "rep_form": spec.rep_form,
+        "dtype": dtype,
         "columns": list(columns),
         "flops_model": asdict(flops),
         "dims": list(dims),

@@ -7,7 +7,7 @@ config overrides below); ``kwon``, ``magnitude`` and ``random`` are the baseline
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from kprune.errors import KPruneError
 
@@ -29,7 +29,7 @@ METHODS: dict[str, Method] = {
         Method(
             "kprune-no-kpms",
             "K-prune with a uniform per-layer ratio instead of KPMS",
-            {"search_strategy": "uniform"},
+            {"strategy": "uniform"},
         ),
         Method("kprune-no-tune", "K-prune without weight tuning (KPWT)", {"tune": False}),
         Method(
@@ -53,7 +53,7 @@ METHODS: dict[str, Method] = {
         Method(
             "kprune-bf16",
             "K-prune with bfloat16 measurement passes (tuning stays float32)",
-            {"measure_dtype": "bfloat16"},
+            {"dtype": "bfloat16"},
         ),
         Method(
             "kwon", "Kwon et al. 2022: label Fisher, (h, n) search, mask rescaling", scorer="kwon"
@@ -74,7 +74,7 @@ def get_method(name: str) -> Method:
 
 def config_for(method: Method, config):
     """The PruneConfig a K-prune variant runs with."""
-    return replace(config, **method.overrides)
+    return config.replace(**method.overrides)
 
 
 def run_key(name: str, config) -> tuple:
@@ -82,5 +82,5 @@ def run_key(name: str, config) -> tuple:
     ``kprune`` and the ablation that spells out its default) are one computation."""
     method = get_method(name)
     if method.scorer is not None:
-        return (method.scorer, tuple(sorted(vars(config).items())))
-    return ("kprune", tuple(sorted(vars(config_for(method, config)).items())))
+        return (method.scorer, tuple(sorted(config.knobs().items())))
+    return ("kprune", tuple(sorted(config_for(method, config).knobs().items())))

@@ -18,14 +18,13 @@ from kprune.device import resolve_device
 from kprune.errors import KPruneError
 from kprune.evaluation import count_params, evaluate_model
 from kprune.flops import flops_of
-from kprune.knowledge import MeasureSpec
 from kprune.loop import prune_tune
 from kprune.masks import Masks
 from kprune.measure import measure_knowledge
 from kprune.methods import config_for, get_method
 from kprune.modeling import frozen, load_tokenizer
-from kprune.sample import draw_sample
-from kprune.search import SearchSpec, search_masks
+from kprune.sample import SampleData, draw_sample
+from kprune.search import search_masks
 from kprune.surgery import prune_model
 from kprune.tasks import TaskData, load_task
 
@@ -44,16 +43,36 @@ def task_sample(
     model: nn.Module, tokenizer, task: TaskData, config: PruneConfig, device: torch.device
 ):
     """The pruning sample of ``task``'s training split under ``config``."""
+    c = config.sample
+    train = task.split("train")
     return draw_sample(
-        model,
-        tokenizer,
-        task.split("train"),
-        config.tokens,
-        config.seed,
-        config.batch_size,
-        config.max_length,
-        device,
+        model, tokenizer, train, c.tokens, c.seed, c.batch_size, c.max_length, device
     )
+
+
+def kprune_on_sample(
+    model: nn.Module,
+    data: SampleData,
+    kind: str,
+    config: PruneConfig,
+    device: torch.device,
+    progress: bool = True,
+) -> tuple[nn.Module, Masks, dict]:
+    """K-prune on a drawn sample (``model`` changed in place): in one-shot mode measure and
+    search once first, then the sublayer loop. The full-size tuned model, its masks and the
+    loop's report fields (the same shape as ``baselines.prune_baseline``'s)."""
+    masks, t = None, time.perf_counter()
+    if config.prune_tune.mode == "oneshot":
+        spec = config.measure_spec(kind)
+        k = measure_knowledge(
+            model, data, spec, config.sample.batch_size, device, config.measure.dtype
+        )
+        flops = flops_of(model, data)
+        masks = search_masks(k, flops, config.search.reduction, config.search_spec())
+    t_search = time.perf_counter() - t
+    res = prune_tune(model, data, kind, config, masks=masks, device=device, progress=progress)
+    seconds = {"oneshot_measure_search": t_search, **res.report["seconds_per_phase"]}
+    return res.model, res.masks, {**res.report, "seconds_per_phase": seconds}
 
 
 def prune_masked(
@@ -63,64 +82,38 @@ def prune_masked(
     tokenizer,
     device: torch.device,
     progress: bool = True,
+    method: str = "kprune",
 ) -> MaskedResult:
-    """Run the K-prune loop on ``model`` in place: masks chosen, output projections tuned.
-
-    The model keeps its full size; ``surgery.prune_model(model, masks)`` removes the units.
-    """
+    """Run ``method`` on ``model`` in place: masks chosen (and, for K-prune, output
+    projections tuned). The model keeps its full size; ``surgery.prune_model(model, masks)``
+    removes the units."""
     check_task_fits(model, task)
-    model = model.to(device).eval()
+    chosen = get_method(method)
+    if chosen.scorer is None:
+        config = config_for(chosen, config)
+    model = frozen(model, device)
     t = time.perf_counter()
     data = task_sample(model, tokenizer, task, config, device)
     t_draw = time.perf_counter() - t
-    mspec = MeasureSpec(
-        task.spec.kind,
-        config.gamma,
-        config.pred_form,
-        config.use_pred,
-        config.seed,
-        config.pass_tokens,
-        config.rep_form,
-    )
-    sspec = SearchSpec(
-        config.lam, config.mu, config.use_pred, config.use_rep, config.search_strategy
-    )
-    masks, t_search = None, 0.0
-    if config.mode == "oneshot":
-        t = time.perf_counter()
-        k = measure_knowledge(model, data, mspec, config.batch_size, device)
-        masks = search_masks(k, flops_of(model, data), config.reduction, sspec)
-        t_search = time.perf_counter() - t
-    res = prune_tune(
-        model,
-        data,
-        task.spec.kind,
-        config.reduction,
-        mspec,
-        sspec,
-        mode=config.mode,
-        tune=config.tune,
-        ridge=config.ridge,
-        batch_size=config.batch_size,
-        masks=masks,
-        device=device,
-        progress=progress,
-        measure_dtype=config.measure_dtype,
-        reference_loop=config.reference_loop,
-    )
-    report = {
+    kind = task.spec.kind
+    if chosen.scorer is None:
+        model, masks, res = kprune_on_sample(model, data, kind, config, device, progress)
+    else:
+        model, masks, res = prune_baseline(
+            chosen.scorer, model, data, kind, config, device, progress
+        )
+    report = {**_run_fields(task, config, device), **res, "method": chosen.name}
+    report["seconds_per_phase"] = {"sample": t_draw, **res["seconds_per_phase"]}
+    return MaskedResult(model, masks, report, tokenizer)
+
+
+def _run_fields(task: TaskData, config: PruneConfig, device) -> dict:
+    return {
         "task": task.spec.name,
         "metric": task.spec.metric,
         "config": asdict(config),
         "device": str(device),
-        **res.report,
     }
-    report["seconds_per_phase"] = {
-        "sample": t_draw,
-        "oneshot_measure_search": t_search,
-        **report["seconds_per_phase"],
-    }
-    return MaskedResult(res.model, res.masks, report, tokenizer)
 
 
 def prune(
@@ -143,7 +136,7 @@ def prune(
     t_start = time.perf_counter()
     config = config or PruneConfig()
     dev = resolve_device(device)
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.sample.seed)
     if isinstance(model, str | Path):
         tokenizer = tokenizer or load_tokenizer(str(model))
         model = load_model(model, allow_untrained_head)
@@ -156,23 +149,18 @@ def prune(
 
     t = time.perf_counter()
     before = (
-        evaluate_model(model, tokenizer, task, eval_split, config.max_length, dev)
+        evaluate_model(model, tokenizer, task, eval_split, config.sample.max_length, dev)
         if eval_split
         else None
     )
     t_before = time.perf_counter() - t
-    chosen = get_method(method)
-    if chosen.scorer is None:
-        result = prune_masked(model, task, config_for(chosen, config), tokenizer, dev, progress)
-    else:
-        result = _baseline_masked(chosen.scorer, model, task, config, tokenizer, dev, progress)
-    result.report["method"] = chosen.name
+    result = prune_masked(model, task, config, tokenizer, dev, progress, method)
     t = time.perf_counter()
     pruned = prune_model(result.model, result.masks)
     t_surgery = time.perf_counter() - t
     t = time.perf_counter()
     after = (
-        evaluate_model(pruned, tokenizer, task, eval_split, config.max_length, dev)
+        evaluate_model(pruned, tokenizer, task, eval_split, config.sample.max_length, dev)
         if eval_split
         else None
     )
@@ -198,30 +186,3 @@ def prune(
     pruned.kprune_masks = result.masks
     pruned.kprune_tokenizer = tokenizer
     return pruned, report
-
-
-def _baseline_masked(scorer: str, model, task, config, tokenizer, device, progress) -> MaskedResult:
-    model = frozen(model, device)
-    t = time.perf_counter()
-    data = task_sample(model, tokenizer, task, config, device)
-    t_draw = time.perf_counter() - t
-    model, masks, res = prune_baseline(
-        scorer,
-        model,
-        data,
-        task.spec.kind,
-        config.reduction,
-        config.seed,
-        config.batch_size,
-        device,
-        progress,
-    )
-    report = {
-        "task": task.spec.name,
-        "metric": task.spec.metric,
-        "config": {**vars(config)},
-        "device": str(device),
-        **res,
-    }
-    report["seconds_per_phase"] = {"sample": t_draw, **report["seconds_per_phase"]}
-    return MaskedResult(model, masks, report, tokenizer)

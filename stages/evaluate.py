@@ -8,10 +8,10 @@ from pathlib import Path
 
 from kprune.atomic import write_json
 from kprune.checkpoint import load_model
-from kprune.config import EvaluateParams, section
 from kprune.device import resolve_device
 from kprune.evaluation import compare_latency, count_params, evaluate_model
 from kprune.modeling import load_tokenizer
+from kprune.params import EvaluateParams, section
 from kprune.plots import kept_units_plot
 from kprune.tasks import load_task
 from stages.common import exit_with, stage_main

@@ -6,9 +6,9 @@ import argparse
 import sys
 
 from kprune.cli import format_metrics
-from kprune.config import load_section
 from kprune.entry import run_main
 from kprune.finetune import FinetuneConfig, finetune
+from kprune.params import load_section
 from kprune.tasks import load_task
 
 

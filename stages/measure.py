@@ -7,10 +7,10 @@ invocations (``--what rep`` / ``--what pred``), so a gamma change re-measures K_
 from __future__ import annotations
 
 from kprune.checkpoint import load_model
-from kprune.config import MeasureParams, SampleParams, section
+from kprune.config import PruneConfig
 from kprune.device import resolve_device
-from kprune.knowledge import MeasureSpec
 from kprune.measure import measure_initial
+from kprune.params import prune_config
 from kprune.sample import load_sample
 from kprune.scores import write_scores
 from stages.common import exit_with, stage_main
@@ -24,28 +24,21 @@ def add_args(p):
 
 
 def make(
-    teacher: str,
-    sample: str,
-    what: str,
-    out: str,
-    m: MeasureParams,
-    s: SampleParams,
-    device: str = "auto",
+    teacher: str, sample: str, what: str, out: str, cfg: PruneConfig, device: str = "auto"
 ) -> int:
     """Measure K_rep or K_pred on the teacher and write the table; returns the row count."""
     data = load_sample(sample)
     with_pred = what == "pred"
-    spec = MeasureSpec(
-        data.meta["kind"],
-        m.gamma,
-        m.pred_form,
-        with_pred=with_pred,
-        seed=s.seed,
-        rep_form=m.rep_form,
-    )
+    spec = cfg.measure_spec(data.meta["kind"], with_pred=with_pred)
     model = load_model(teacher)
     df, meta = measure_initial(
-        model, data, spec, s.batch_size, resolve_device(device), (f"k_{what}",)
+        model,
+        data,
+        spec,
+        cfg.sample.batch_size,
+        resolve_device(device),
+        (f"k_{what}",),
+        cfg.measure.dtype,
     )
     meta.update({"model": str(teacher), "task": data.meta["task"]})
     # each table names only what its scores depend on
@@ -56,15 +49,8 @@ def make(
 
 
 def run(args) -> None:
-    n = make(
-        args.teacher,
-        args.sample,
-        args.what,
-        args.out,
-        section(args.params, "measure"),
-        section(args.params, "sample"),
-        args.device,
-    )
+    cfg = prune_config(args.params)
+    n = make(args.teacher, args.sample, args.what, args.out, cfg, args.device)
     print(f"measure {args.what}: {n} units -> {args.out}")
 
 

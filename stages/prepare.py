@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kprune.config import section
 from kprune.entry import run_main
+from kprune.params import section
 from kprune.prepare import prepare_all
 
 

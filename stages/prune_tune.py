@@ -8,21 +8,20 @@ the search stage and tunes sublayers bottom-up. Writes the pruned model with rep
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from kprune.checkpoint import load_model, save_pruned
-from kprune.config import MeasureParams, PruneTuneParams, SampleParams, SearchParams, section
+from kprune.config import PruneConfig
 from kprune.device import resolve_device
 from kprune.flops import flops_of
-from kprune.knowledge import MeasureSpec
 from kprune.loop import prune_tune
 from kprune.masks import Masks
 from kprune.measure import knowledge_from_tables
 from kprune.modeling import load_tokenizer
+from kprune.params import prune_config
 from kprune.sample import load_sample
 from kprune.scores import check_tables_match, read_scores, write_scores
-from kprune.search import SearchSpec
 from kprune.surgery import prune_model
 from stages.common import exit_with, stage_main
 
@@ -47,55 +46,22 @@ class Inputs:
     masks: str
 
 
-def make(
-    inp: Inputs,
-    out: str,
-    iterations: str,
-    s: SampleParams,
-    m: MeasureParams,
-    q: SearchParams,
-    pt: PruneTuneParams,
-    reduction: float | None = None,
-    device: str = "auto",
-) -> dict:
+def make(inp: Inputs, out: str, iterations: str, cfg: PruneConfig, device: str = "auto") -> dict:
     """Run the loop, cut the model, save it with its report; returns the report."""
-    reduction = q.reduction if reduction is None else reduction
     data = load_sample(inp.sample)
     model = load_model(inp.teacher)
     rep, rep_meta = read_scores(inp.rep)
     pred, pred_meta = read_scores(inp.pred)
-    check_tables_match(rep_meta, pred_meta, m)
+    check_tables_match(rep_meta, pred_meta, cfg.measure)
     initial = knowledge_from_tables(rep, pred, tuple(rep_meta["dims"]))
     mask_file = json.loads(Path(inp.masks).read_text())
     masks = Masks.from_dict(mask_file["kept"], mask_file["heads"], mask_file["neurons"])
+    kind = data.meta["kind"]
     res = prune_tune(
-        model,
-        data,
-        data.meta["kind"],
-        reduction,
-        MeasureSpec(
-            data.meta["kind"], m.gamma, m.pred_form, q.use_pred, s.seed, rep_form=m.rep_form
-        ),
-        SearchSpec(q.lam, q.mu, q.use_pred, q.use_rep),
-        mode=pt.mode,
-        tune=pt.tune,
-        ridge=pt.ridge,
-        batch_size=s.batch_size,
-        initial=initial,
-        masks=masks,
-        device=resolve_device(device),
+        model, data, kind, cfg, initial=initial, masks=masks, device=resolve_device(device)
     )
     res.report.update(
-        {
-            "task": data.meta["task"],
-            "teacher": str(inp.teacher),
-            "params": {
-                "sample": vars(s),
-                "measure": vars(m),
-                "search": vars(q),
-                "prune_tune": vars(pt),
-            },
-        }
+        {"task": data.meta["task"], "teacher": str(inp.teacher), "config": asdict(cfg)}
     )
     pruned = prune_model(res.model, res.masks)
     res.report["params_after"] = sum(p.numel() for p in pruned.parameters())
@@ -107,8 +73,8 @@ def make(
         iterations,
         {
             "sample": data.meta["fingerprint"],
-            "gamma": m.gamma,
-            "mode": pt.mode,
+            "gamma": cfg.measure.gamma,
+            "mode": cfg.prune_tune.mode,
             "flops_model": vars(flops),
         },
     )
@@ -116,19 +82,11 @@ def make(
 
 
 def run(args) -> None:
-    p = args.params
+    cfg = prune_config(args.params)
+    if args.reduction is not None:
+        cfg = cfg.replace(reduction=args.reduction)
     inp = Inputs(args.teacher, args.sample, args.rep, args.pred, args.masks)
-    report = make(
-        inp,
-        args.out,
-        args.iterations,
-        section(p, "sample"),
-        section(p, "measure"),
-        section(p, "search"),
-        section(p, "prune_tune"),
-        args.reduction,
-        args.device,
-    )
+    report = make(inp, args.out, args.iterations, cfg, args.device)
     print(
         f"prune_tune {report['mode']} r={report['reduction']}: FLOPs kept "
         f"{report['flops_kept']:.3f} -> {args.out}"

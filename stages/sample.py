@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from kprune.checkpoint import load_model
-from kprune.config import SampleParams, section
+from kprune.config import SampleConfig
 from kprune.device import resolve_device
 from kprune.modeling import load_tokenizer
+from kprune.params import section
 from kprune.sample import draw_sample, save_sample
 from kprune.tasks import load_task
 from stages.common import exit_with, stage_main
@@ -23,7 +24,7 @@ def make(
     task_name: str,
     data_dir: str | None,
     out: str,
-    cfg: SampleParams,
+    cfg: SampleConfig,
     device: str = "auto",
 ) -> dict:
     """Draw the sample and save it; returns its metadata."""

@@ -5,7 +5,7 @@ from dataclasses import replace
 
 from bench.grid import run_bench
 from bench.report import write_report
-from kprune.config import BenchParams
+from kprune.params import BenchParams
 from tests.helpers import make_tiny_model, write_rt_project, write_task
 
 
@@ -209,7 +209,7 @@ def test_report_only_rewrites_from_the_csv_and_runs_nothing(tmp_path):
 
 
 def test_every_method_of_the_grid_gets_its_own_colour():
-    from kprune.config import BenchParams
+    from kprune.params import BenchParams
     from kprune.plots import method_colors
 
     methods = BenchParams().methods

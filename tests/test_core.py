@@ -110,7 +110,7 @@ def _prune(teacher, **kw):
 @pytest.mark.parametrize("strategy", ["kpms", "uniform"])
 def test_flops_budget_met_and_close(teacher, strategy):
     for reduction in (0.3, 0.6, 0.9):
-        _, r = _prune(teacher, reduction=reduction, search_strategy=strategy)
+        _, r = _prune(teacher, reduction=reduction, strategy=strategy)
         flops = FlopsModel(r["avg_seq_len"], 32, 8)
         assert r["flops_after"] <= r["flops_budget"] * (1 + 1e-9)
         assert r["flops_after"] >= r["flops_budget"] - flops.head
@@ -371,7 +371,7 @@ def test_prune_help_names_every_method(capsys):
 
 
 def test_uniform_search_keeps_the_same_fraction_everywhere(teacher):
-    _, r = _prune(teacher, reduction=0.5, search_strategy="uniform")
+    _, r = _prune(teacher, reduction=0.5, strategy="uniform")
     assert set(r["kept_heads_per_layer"]) == {2} and set(r["kept_neurons_per_layer"]) == {32}
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,3 +119,33 @@ def test_stages_folder_holds_only_dvc_stages():
     }
     files = {f.stem for f in (ROOT / "stages").glob("*.py")} - {"__init__", "common"}
     assert files == run
+
+
+def _dvc_stages() -> dict:
+    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+@pytest.mark.parametrize(
+    ("stage", "knobs"), [("measure_rep", "REP_KNOBS"), ("measure_pred", "PRED_KNOBS")]
+)
+def test_score_tables_depend_on_the_knobs_the_flows_key_them_on(stage, knobs):
+    """dvc.yaml's params of a measure stage are the knobs kprune.config says its table
+    depends on (the Prefect tasks are keyed on the same ones)."""
+    from kprune import config
+
+    want = {f"{config.KNOBS[k]}.{k}" for k in getattr(config, knobs)}
+    assert set(_dvc_stages()[stage]["params"]) == want
+
+
+def test_dvc_outputs_use_the_artifact_names():
+    from kprune import artifacts
+
+    names = {v for k, v in vars(artifacts).items() if k.isupper()}
+    outs = [
+        Path(next(iter(o)) if isinstance(o, dict) else o).name
+        for s in _dvc_stages().values()
+        for key in ("outs", "metrics")
+        for o in s.get(key, [])
+    ]
+    files = {n for n in outs if "$" not in n} - {"raw", "tasks"}  # not per-task folders
+    assert files == names - {artifacts.MODEL}  # the model is the per-task folder itself

@@ -71,27 +71,33 @@ def test_pruned_model_is_unchanged(teacher, method):
     )
 
 
-def test_dvc_stage_path_gives_the_library_result(teacher, tmp_path):
-    """sample -> measure rep/pred -> search -> prune_tune through the stages' functions: the
-    same pruned model as ``kprune.prune`` with the default method."""
+KPRUNE_VARIANTS = sorted(name for name, m in METHODS.items() if m.scorer is None)
+
+
+@pytest.mark.parametrize("method", KPRUNE_VARIANTS)
+def test_dvc_stage_path_gives_the_library_result(teacher, tmp_path, method):
+    """sample -> measure rep/pred -> search -> prune_tune through the stages' functions, with
+    the method's knobs as params.yaml would set them: the same pruned model as
+    ``kprune.prune`` with that method."""
     from kprune.checkpoint import load_pruned
-    from kprune.config import MeasureParams, PruneTuneParams, SampleParams, SearchParams
+    from kprune.config import PruneConfig
+    from kprune.methods import config_for, get_method
     from stages import measure, prune_tune, sample, search
 
     folder, _ = teacher
-    s, m = SampleParams(tokens=1500, max_length=16), MeasureParams()
-    q, pt = SearchParams(reduction=0.5), PruneTuneParams()
+    base = PruneConfig(tokens=1500, max_length=16, reduction=0.5)
+    cfg = config_for(get_method(method), base)
     paths = {k: str(tmp_path / k) for k in ("sample", "rep", "pred", "masks", "out", "iters")}
-    sample.make(str(folder), str(folder.parent / "s.csv"), None, paths["sample"], s, "cpu")
+    sample.make(str(folder), str(folder.parent / "s.csv"), None, paths["sample"], cfg.sample, "cpu")
     for what in ("rep", "pred"):
-        measure.make(str(folder), paths["sample"], what, paths[what], m, s, "cpu")
-    search.make(paths["rep"], paths["pred"], paths["masks"], q)
+        measure.make(str(folder), paths["sample"], what, paths[what], cfg, "cpu")
+    search.make(paths["rep"], paths["pred"], paths["masks"], cfg)
     inp = prune_tune.Inputs(
         str(folder), paths["sample"], paths["rep"], paths["pred"], paths["masks"]
     )
-    prune_tune.make(inp, paths["out"], paths["iters"], s, m, q, pt, device="cpu")
+    prune_tune.make(inp, paths["out"], paths["iters"], cfg, device="cpu")
     model = load_pruned(paths["out"])
-    want = json.loads(PINS.read_text())["kprune"]
+    want = json.loads(PINS.read_text())[method]
     assert model.kprune_masks.to_dict() == want["kept"]
     torch.testing.assert_close(
         torch.tensor(_probe(model)), torch.tensor(want["logits"]), rtol=1e-4, atol=1e-5

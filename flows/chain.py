@@ -1,0 +1,53 @@
+"""The one chain of tasks behind both flows: sample -> measure_rep, measure_pred (shared by
+every reduction) -> search -> prune_tune -> evaluate (per reduction).
+
+``run(task, *args)`` runs a task: the single-checkpoint flow calls it and waits (to log each
+state), the batch flow submits it (and Prefect resolves the futures passed along).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from flows import tasks as t
+from kprune.config import PRED_KNOBS, REP_KNOBS, PruneConfig
+from kprune.params import EvaluateParams
+
+Run = Callable[..., Any]
+
+
+def measure_chain(
+    run: Run,
+    checkpoint: str,
+    task: str,
+    files: str,
+    data_dir: str | None,
+    cfg: PruneConfig,
+    device: str,
+) -> tuple[Any, Any, Any]:
+    """The sample and its two iteration-0 score tables (each keyed on what it depends on)."""
+    sample = run(t.sample, checkpoint, task, files, data_dir, cfg.sample, device)
+    rep = run(t.measure_rep, checkpoint, sample, cfg.only(REP_KNOBS), device)
+    pred = run(t.measure_pred, checkpoint, sample, cfg.only(PRED_KNOBS), device)
+    return sample, rep, pred
+
+
+def reduction_chain(
+    run: Run,
+    checkpoint: str,
+    task: str,
+    files: str,
+    data_dir: str | None,
+    measured: tuple[Any, Any, Any],
+    cfg: PruneConfig,
+    ev: EvaluateParams,
+    device: str,
+) -> tuple[Any, Any, Any]:
+    """Masks, pruned model and evaluation at ``cfg.search.reduction``."""
+    sample, rep, pred = measured
+    masks = run(t.search, rep, pred, cfg)
+    pruned = run(t.prune_tune, checkpoint, sample, rep, pred, masks, cfg, device)
+    max_length = cfg.sample.max_length
+    evaluation = run(t.evaluate, checkpoint, pruned, task, files, data_dir, ev, max_length, device)
+    return masks, pruned, evaluation

@@ -1,0 +1,12 @@
+"""The file names of the pipeline's artifacts, written once: the Prefect tasks write them into
+their content-addressed folders, and tests/test_layout.py checks that dvc.yaml's outputs use
+the same names."""
+
+SAMPLE = "sample.safetensors"  # the drawn sample with the teacher's logits
+K_REP = "k_rep.parquet"  # iteration-0 representational knowledge
+K_PRED = "k_pred.parquet"  # iteration-0 predictive knowledge
+MASKS = "masks.json"  # the one-shot search's masks
+MODEL = "model"  # the pruned model folder (weights, kprune.json, report.json, tokenizer)
+ITERATIONS = "iterations.parquet"  # the loop's per-iteration score tables
+EVAL_METRICS = "metrics.json"  # the evaluation of a pruned model against its teacher
+EVAL_PLOTS = "plots"
