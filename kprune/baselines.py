@@ -18,13 +18,13 @@ from torch import nn
 from kprune.adapters import get_adapter
 from kprune.config import PruneConfig
 from kprune.errors import KPruneError
-from kprune.evaluation import count_params
 from kprune.flops import flops_of
 from kprune.knowledge import Knowledge, MeasureSpec
 from kprune.loop import prune_tune
 from kprune.masks import Masks
 from kprune.measure import measure_knowledge
 from kprune.modeling import frozen
+from kprune.report import Report, pruning_fields
 from kprune.sample import SampleData
 from kprune.search import SearchSpec, heads_neurons_search, rearrange_masks, search_masks
 
@@ -96,7 +96,7 @@ def prune_baseline(
     config: PruneConfig,
     device: torch.device,
     progress: bool = True,
-) -> tuple[nn.Module, Masks, dict]:
+) -> tuple[nn.Module, Masks, Report]:
     """A baseline's masks on ``model`` (for ``kwon``, with its mask rescaling against the
     teacher, sublayer by sublayer): the full-size model, its masks and the loop's report
     fields."""
@@ -106,19 +106,7 @@ def prune_baseline(
         scorer, model, data, kind, reduction, config.sample.seed, config.sample.batch_size, device
     )
     flops = flops_of(model, data)
-    layers, heads, _, _, neurons = get_adapter(model).dims(model)
-    total = flops.of_counts(layers * heads, layers * neurons)
-    report = {
-        "reduction": reduction,
-        "sample": {k: data.meta[k] for k in ("examples", "tokens", "fingerprint")},
-        "flops_before": total,
-        "flops_budget": flops.budget(reduction, layers * heads, layers * neurons),
-        "avg_seq_len": flops.seq_len,
-        "params_before": count_params(model),
-        "heads_per_layer": heads,
-        "neurons_per_layer": neurons,
-        "sublayers": [],
-    }
+    sublayers: list[dict] = []
     if scorer == "kwon":
         # Kwon et al.'s mask rescaling: one-shot masks, scales fitted bottom-up
         rescale = config.replace(mode="oneshot", tune=True)
@@ -132,17 +120,9 @@ def prune_baseline(
             progress=progress,
             tune_mode="scale",
         )
-        report["sublayers"] = res.report["sublayers"]
+        sublayers = res.report["sublayers"]
         seconds.update(res.report["seconds_per_phase"])
         model, masks = res.model, res.masks
-    kept = masks.kept_per_layer()
-    report.update(
-        {
-            "flops_after": flops.of_masks(masks.heads, masks.neurons),
-            "kept_heads_per_layer": kept["heads"],
-            "kept_neurons_per_layer": kept["neurons"],
-            "seconds_per_phase": seconds,
-        }
-    )
-    report["flops_kept"] = report["flops_after"] / total
+    mode = "oneshot" if scorer == "kwon" else None
+    report = pruning_fields(model, data, flops, masks, reduction, mode, sublayers, seconds)
     return model, masks, report

@@ -21,17 +21,16 @@ from tqdm.auto import tqdm
 from kprune.adapters import Adapter, LayerView, get_adapter
 from kprune.config import PruneConfig
 from kprune.errors import KPruneError
-from kprune.evaluation import count_params
 from kprune.flops import FlopsModel, flops_of
 from kprune.forward import advance, layer_norm, sublayer
 from kprune.knowledge import Knowledge, MeasureSpec, measure
 from kprune.masks import Masks
 from kprune.modeling import frozen
+from kprune.report import Report, pruning_fields
 from kprune.sample import Sample, SampleData, materialise
 from kprune.scores import knowledge_frame
 from kprune.search import SearchSpec, kpms
 from kprune.tuning import NormalEquations, solve_scales
-from kprune.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +236,7 @@ def _tune_and_advance(
 class PruneTuneResult:
     model: torch.nn.Module  # full size, tuned, to be cut by surgery.prune_model
     masks: Masks
-    report: dict
+    report: Report
     iterations: pd.DataFrame  # per-iteration score tables (iterative mode)
 
 
@@ -266,9 +265,7 @@ def prune_tune(
     dims = adapter.dims(model)
     layers, heads, _, _, neurons = dims
     flops = flops_of(model, data)
-    total = flops.of_counts(layers * heads, layers * neurons)
     budget = flops.budget(reduction, layers * heads, layers * neurons)
-    params_before = count_params(model)
     opts = LoopOptions(
         config.measure_spec(kind),
         config.search_spec(),
@@ -300,23 +297,8 @@ def prune_tune(
         if loop.knowledge
         else pd.DataFrame()
     )
-    kept = loop.masks.kept_per_layer()
-    report = {
-        "kprune_version": __version__,
-        "mode": mode,
-        "reduction": reduction,
-        "sample": {k: data.meta[k] for k in ("examples", "tokens", "fingerprint")},
-        "flops_before": total,
-        "flops_after": flops.of_masks(loop.masks.heads, loop.masks.neurons),
-        "flops_budget": budget,
-        "avg_seq_len": flops.seq_len,
-        "params_before": params_before,
-        "kept_heads_per_layer": kept["heads"],
-        "kept_neurons_per_layer": kept["neurons"],
-        "heads_per_layer": heads,
-        "neurons_per_layer": neurons,
-        "sublayers": loop.sublayers,
-        "seconds_per_phase": {"materialise": round(t_sample, 3), **loop.seconds},
-    }
-    report["flops_kept"] = report["flops_after"] / total
+    seconds = {"materialise": round(t_sample, 3), **loop.seconds}
+    report = pruning_fields(
+        model, data, flops, loop.masks, reduction, mode, loop.sublayers, seconds
+    )
     return PruneTuneResult(model, loop.masks, report, iterations)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -16,13 +16,14 @@ from kprune.checkpoint import check_task_fits, load_model
 from kprune.config import PruneConfig
 from kprune.device import resolve_device
 from kprune.errors import KPruneError
-from kprune.evaluation import count_params, evaluate_model
+from kprune.evaluation import evaluate_model
 from kprune.flops import flops_of
 from kprune.loop import prune_tune
 from kprune.masks import Masks
 from kprune.measure import measure_knowledge
 from kprune.methods import config_for, get_method
 from kprune.modeling import frozen, load_tokenizer
+from kprune.report import Report, add_pruned, run_fields
 from kprune.sample import SampleData, draw_sample
 from kprune.search import search_masks
 from kprune.surgery import prune_model
@@ -35,7 +36,7 @@ class MaskedResult:
 
     model: nn.Module
     masks: Masks
-    report: dict
+    report: Report
     tokenizer: object
 
 
@@ -102,18 +103,9 @@ def prune_masked(
         model, masks, res = prune_baseline(
             chosen.scorer, model, data, kind, config, device, progress
         )
-    report = {**_run_fields(task, config, device), **res, "method": chosen.name}
+    report = Report(**run_fields(task, config, device, chosen.name), **res)
     report["seconds_per_phase"] = {"sample": t_draw, **res["seconds_per_phase"]}
     return MaskedResult(model, masks, report, tokenizer)
-
-
-def _run_fields(task: TaskData, config: PruneConfig, device) -> dict:
-    return {
-        "task": task.spec.name,
-        "metric": task.spec.metric,
-        "config": asdict(config),
-        "device": str(device),
-    }
 
 
 def prune(
@@ -126,7 +118,7 @@ def prune(
     eval_split: str | None = "dev",
     method: str = "kprune",
     allow_untrained_head: bool = False,
-) -> tuple[nn.Module, dict]:
+) -> tuple[nn.Module, Report]:
     """Prune ``model`` to ``1 - config.reduction`` of its FLOPs on ``task``'s training sample.
 
     Returns the physically pruned model and a report (FLOPs, params, metric before/after,
@@ -173,16 +165,9 @@ def prune(
         }
     )
     report["seconds_per_phase"] = {k: round(v, 3) for k, v in report["seconds_per_phase"].items()}
-    report.update(
-        {
-            "eval_split": eval_split,
-            "metric_before": before,
-            "metric_after": after,
-            "params_after": count_params(pruned),
-            "seconds": round(time.perf_counter() - t_start, 3),
-        }
-    )
-    report["params_kept"] = report["params_after"] / report["params_before"]
+    report.update(eval_split=eval_split, metric_before=before, metric_after=after)
+    add_pruned(report, pruned)
+    report["seconds"] = round(time.perf_counter() - t_start, 3)
     pruned.kprune_masks = result.masks
     pruned.kprune_tokenizer = tokenizer
     return pruned, report

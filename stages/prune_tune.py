@@ -20,6 +20,7 @@ from kprune.masks import Masks
 from kprune.measure import knowledge_from_tables
 from kprune.modeling import load_tokenizer
 from kprune.params import prune_config
+from kprune.report import add_pruned
 from kprune.sample import load_sample
 from kprune.scores import check_tables_match, read_scores, write_scores
 from kprune.surgery import prune_model
@@ -64,8 +65,7 @@ def make(inp: Inputs, out: str, iterations: str, cfg: PruneConfig, device: str =
         {"task": data.meta["task"], "teacher": str(inp.teacher), "config": asdict(cfg)}
     )
     pruned = prune_model(res.model, res.masks)
-    res.report["params_after"] = sum(p.numel() for p in pruned.parameters())
-    res.report["params_kept"] = res.report["params_after"] / res.report["params_before"]
+    add_pruned(res.report, pruned)
     save_pruned(pruned, out, res.masks, load_tokenizer(inp.teacher), res.report)
     flops = flops_of(model, data)
     write_scores(

@@ -425,3 +425,18 @@ def test_label_measurement_keeps_each_batch_gradient(teacher):
     # the importance is the sum of the squared batch gradients, averaged over batches
     expect = (k.batch_grads_neurons.double() ** 2).sum(0) / len(k.batch_grads_neurons)
     assert torch.allclose(k.pred_neurons.double(), expect, rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["kprune", "magnitude"])
+def test_report_has_exactly_the_typed_keys(teacher, method):
+    """Every key of a report is declared (and explained) in kprune.report.Report; K-prune and
+    a baseline fill the same ones (the CLI adds latency and peak RSS)."""
+    from typing import get_type_hints
+
+    from kprune.report import Report
+
+    folder, task = teacher
+    cfg = PruneConfig(reduction=0.5, tokens=1500, max_length=16)
+    _, r = prune(str(folder), task, cfg, device="cpu", progress=False, method=method)
+    assert set(r) == set(get_type_hints(Report)) - {"teacher", "latency", "peak_rss_mb"}
+    assert r["params_kept"] == r["params_after"] / r["params_before"] < 1
