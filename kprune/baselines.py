@@ -56,23 +56,21 @@ def random_scores(model: nn.Module, seed: int) -> tuple[torch.Tensor, torch.Tens
 
 
 def baseline_masks(
-    scorer: str,
-    model: nn.Module,
-    data: SampleData,
-    kind: str,
-    reduction: float,
-    seed: int,
-    batch_size: int,
-    device: torch.device,
+    scorer: str, model: nn.Module, data: SampleData, kind: str, config: PruneConfig, device
 ) -> tuple[Masks, dict]:
     """Masks of a baseline at the FLOPs budget, and the seconds its scoring took."""
     t0 = time.perf_counter()
+    reduction, seed = config.search.reduction, config.sample.seed
     flops = flops_of(model, data)
     if scorer not in SCORERS:
         raise KPruneError(f"unknown baseline {scorer!r}; choose one of {SCORERS}")
     if scorer == "kwon":
         k = measure_knowledge(
-            model, data, MeasureSpec(kind, 1.0, "label", True, seed), batch_size, device
+            model,
+            data,
+            MeasureSpec(kind, 1.0, "label", True, seed),
+            config.sample.batch_size,
+            device,
         )
         layers, heads, _, _, neurons = get_adapter(model).dims(model)
         budget = flops.budget(reduction, layers * heads, layers * neurons)
@@ -102,9 +100,7 @@ def prune_baseline(
     fields."""
     model = frozen(model, device)
     reduction = config.search.reduction
-    masks, seconds = baseline_masks(
-        scorer, model, data, kind, reduction, config.sample.seed, config.sample.batch_size, device
-    )
+    masks, seconds = baseline_masks(scorer, model, data, kind, config, device)
     flops = flops_of(model, data)
     sublayers: list[dict] = []
     if scorer == "kwon":
