@@ -26,7 +26,9 @@ def measure_chain(
     cfg: PruneConfig,
     device: str,
 ) -> tuple[Any, Any, Any]:
-    """The sample and its two iteration-0 score tables (each keyed on what it depends on)."""
+    """The sample and its two iteration-0 score tables (each keyed on what it depends on,
+    once the method's knob changes are applied)."""
+    cfg = cfg.resolved()
     sample = run(t.sample, checkpoint, task, files, data_dir, cfg.sample, device)
     rep = run(t.measure_rep, checkpoint, sample, cfg.only(REP_KNOBS), device)
     pred = run(t.measure_pred, checkpoint, sample, cfg.only(PRED_KNOBS), device)
@@ -46,7 +48,7 @@ def reduction_chain(
 ) -> tuple[Any, Any, Any]:
     """Masks, pruned model and evaluation at ``cfg.search.reduction``."""
     sample, rep, pred = measured
-    masks = run(t.search, rep, pred, cfg)
+    masks = run(t.search, checkpoint, sample, rep, pred, cfg, device)
     pruned = run(t.prune_tune, checkpoint, sample, rep, pred, masks, cfg, device)
     max_length = cfg.sample.max_length
     evaluation = run(t.evaluate, checkpoint, pruned, task, files, data_dir, ev, max_length, device)

@@ -102,21 +102,21 @@ def compress(
         plot = Path(rows[0]["artifacts"]["evaluation"]) / f"metric_vs_flops_{slug}.png"
         points = [  # the rows name the metric in "metric"; the plot wants its value there
             {
-                "method": "kprune",
+                "method": cfg.method.name,
                 "flops_kept": row["flops_kept"],
                 "metric": row["metric_after"],
                 "dense_metric": row["dense_metric"],
             }
             for row in rows
         ]
-        metric_vs_flops_plot(points, rows[0]["metric"], plot, f"{task}: K-prune")
+        metric_vs_flops_plot(points, rows[0]["metric"], plot, f"{task}: {cfg.method.name}")
     tracking = None
     if track:
         from flows.tracking import log_compress_runs
 
         all_params = {
             name: vars(section(params, name))
-            for name in ("sample", "measure", "search", "prune_tune", "evaluate")
+            for name in ("method", "sample", "measure", "search", "prune_tune", "evaluate")
         }
         tracking = log_compress_runs(rows, all_params, checkpoint, task, plot)
     return {

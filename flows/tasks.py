@@ -86,14 +86,27 @@ def measure_pred(teacher: str, sample_dir: str, cfg: PruneConfig, device: str = 
 
 
 @task(name="search", **CACHED)
-def search(rep_dir: str, pred_dir: str, cfg: PruneConfig) -> str:
-    """One-shot masks from the score tables."""
+def search(
+    teacher: str,
+    sample_dir: str,
+    rep_dir: str,
+    pred_dir: str,
+    cfg: PruneConfig,
+    device: str = "auto",
+) -> str:
+    """The method's masks: K-prune's from the score tables, a baseline's from the teacher."""
     params = dict(locals())
     return _produce(
         "search",
         params,
         lambda d: search_stage.make(
-            f"{rep_dir}/{A.K_REP}", f"{pred_dir}/{A.K_PRED}", str(d / A.MASKS), cfg
+            f"{rep_dir}/{A.K_REP}",
+            f"{pred_dir}/{A.K_PRED}",
+            str(d / A.MASKS),
+            cfg,
+            teacher,
+            f"{sample_dir}/{A.SAMPLE}",
+            device,
         ),
     )
 

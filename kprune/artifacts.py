@@ -5,7 +5,7 @@ the same names."""
 SAMPLE = "sample.safetensors"  # the drawn sample with the teacher's logits
 K_REP = "k_rep.parquet"  # iteration-0 representational knowledge
 K_PRED = "k_pred.parquet"  # iteration-0 predictive knowledge
-MASKS = "masks.json"  # the one-shot search's masks
+MASKS = "masks.json"  # the search stage's masks (K-prune's one-shot search, or a baseline's)
 MODEL = "model"  # the pruned model folder (weights, kprune.json, report.json, tokenizer)
 ITERATIONS = "iterations.parquet"  # the loop's per-iteration score tables
 EVAL_METRICS = "metrics.json"  # the evaluation of a pruned model against its teacher

@@ -56,14 +56,19 @@ def random_scores(model: nn.Module, seed: int) -> tuple[torch.Tensor, torch.Tens
 
 
 def baseline_masks(
-    scorer: str, model: nn.Module, data: SampleData, kind: str, config: PruneConfig, device
+    model: nn.Module, data: SampleData, kind: str, config: PruneConfig, device
 ) -> tuple[Masks, dict]:
-    """Masks of a baseline at the FLOPs budget, and the seconds its scoring took."""
+    """Masks of the baseline ``config.method`` names at the FLOPs budget, and the seconds
+    its scoring took."""
     t0 = time.perf_counter()
+    model = frozen(model, device)
+    scorer = config.method.scorer
     reduction, seed = config.search.reduction, config.sample.seed
     flops = flops_of(model, data)
     if scorer not in SCORERS:
-        raise KPruneError(f"unknown baseline {scorer!r}; choose one of {SCORERS}")
+        raise KPruneError(
+            f"method {config.method.name!r} is not a baseline; choose one of {SCORERS}"
+        )
     if scorer == "kwon":
         k = measure_knowledge(
             model,
@@ -86,21 +91,21 @@ def baseline_masks(
     return masks, {"score_search": time.perf_counter() - t0}
 
 
-def prune_baseline(
-    scorer: str,
+def tune_baseline(
     model: nn.Module,
     data: SampleData,
     kind: str,
     config: PruneConfig,
+    masks: Masks,
+    seconds: dict,
     device: torch.device,
     progress: bool = True,
 ) -> tuple[nn.Module, Masks, Report]:
-    """A baseline's masks on ``model`` (for ``kwon``, with its mask rescaling against the
-    teacher, sublayer by sublayer): the full-size model, its masks and the loop's report
-    fields."""
+    """What a baseline does after its masks (for ``kwon``, its mask rescaling against the
+    teacher, sublayer by sublayer; the others nothing): the full-size model, its masks and
+    the loop's report fields."""
+    scorer = config.method.scorer
     model = frozen(model, device)
-    reduction = config.search.reduction
-    masks, seconds = baseline_masks(scorer, model, data, kind, config, device)
     flops = flops_of(model, data)
     sublayers: list[dict] = []
     if scorer == "kwon":
@@ -117,8 +122,22 @@ def prune_baseline(
             tune_mode="scale",
         )
         sublayers = res.report["sublayers"]
-        seconds.update(res.report["seconds_per_phase"])
+        seconds = {**seconds, **res.report["seconds_per_phase"]}
         model, masks = res.model, res.masks
     mode = "oneshot" if scorer == "kwon" else None
+    reduction = config.search.reduction
     report = pruning_fields(model, data, flops, masks, reduction, mode, sublayers, seconds)
     return model, masks, report
+
+
+def prune_baseline(
+    model: nn.Module,
+    data: SampleData,
+    kind: str,
+    config: PruneConfig,
+    device: torch.device,
+    progress: bool = True,
+) -> tuple[nn.Module, Masks, Report]:
+    """The baseline ``config.method`` names on ``model``: its masks, then ``tune_baseline``."""
+    masks, seconds = baseline_masks(model, data, kind, config, device)
+    return tune_baseline(model, data, kind, config, masks, seconds, device, progress)

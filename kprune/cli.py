@@ -10,9 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kprune.config import PruneConfig, add_flags, knobs_from_args
-from kprune.entry import peak_rss_mb, run_main
+from kprune.entry import OneLineParser, peak_rss_mb, run_main
 from kprune.errors import KPruneError
-from kprune.methods import METHODS
 
 log = logging.getLogger("kprune")
 
@@ -118,7 +117,6 @@ def cmd_prune(args: argparse.Namespace) -> None:
         task,
         cfg,
         device=args.device,
-        method=args.method,
         allow_untrained_head=args.allow_untrained_head,
     )
     if args.latency:
@@ -209,7 +207,7 @@ def cmd_doctor(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="kprune",
         description="Make fine-tuned encoders smaller and faster without retraining (K-prune).",
     )
@@ -254,12 +252,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-untrained-head",
         action="store_true",
         help="prune even if the checkpoint's task head is not trained (rarely useful)",
-    )
-    p.add_argument(
-        "--method",
-        default="kprune",
-        metavar="METHOD",
-        help="; ".join(f"{m.name}: {m.description}" for m in METHODS.values()),
     )
     p.add_argument(
         "--latency",

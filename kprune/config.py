@@ -1,10 +1,11 @@
-"""The one typed configuration of a pruning run: four sections, one per params.yaml section
-(sample, measure, search, prune_tune), each knob's default, help and allowed values written
-once, here. ``kprune prune``'s flags, the DVC stages (through kprune.params) and the library
+"""The one typed configuration of a pruning run: five sections, one per params.yaml section
+(method, sample, measure, search, prune_tune), each knob's default, help and allowed values
+written once, here. ``kprune prune``'s flags, the DVC stages (through kprune.params) and the library
 all read them from these classes.
 
     PruneConfig(reduction=0.6, tokens=32_000)          # knobs by name, routed to their section
     PruneConfig(search=SearchConfig(reduction=0.6))    # or whole sections
+    PruneConfig(method="kprune-no-kpms").resolved()    # the method's knob changes applied
 """
 
 from __future__ import annotations
@@ -16,12 +17,21 @@ from typing import Any
 
 from kprune.errors import KPruneError
 from kprune.knowledge import PASS_TOKENS, MeasureSpec
+from kprune.methods import METHODS
 from kprune.search import SearchSpec
 
 
-def knob(default: Any, help: str, choices: tuple = (), flag: str | None = None) -> Any:
-    """A config field with its help text, allowed values and (if not --name) CLI flag."""
-    return field(default=default, metadata={"help": help, "choices": choices, "flag": flag})
+def knob(
+    default: Any, help: str, choices: tuple = (), flag: str | None = None, name: str | None = None
+) -> Any:
+    """A config field with its help text, allowed values, (if not --name) CLI flag and (if
+    not the field's) flat knob name."""
+    meta = {"help": help, "choices": choices, "flag": flag, "knob": name}
+    return field(default=default, metadata=meta)
+
+
+def _knob_name(f: dataclasses.Field) -> str:
+    return f.metadata.get("knob") or f.name
 
 
 class _Section:
@@ -49,6 +59,27 @@ class _Section:
             value = getattr(self, name)
             if value < minimum or (strict and value == minimum):
                 self._fail(name, f"must be {'>' if strict else '>='} {minimum}, got {value}")
+
+
+@dataclass(frozen=True)
+class MethodConfig(_Section):
+    NAME = "method"
+    name: str = knob(
+        "kprune",
+        "the method: "
+        + "; ".join(f"{m.name}: {m.description}" for m in METHODS.values())
+        + ". A kprune-* ablation is K-prune with the knob it names changed (it overrides that "
+        "knob's setting); a baseline ignores the measure, search and prune_tune knobs other "
+        "than reduction",
+        tuple(METHODS),
+        flag="--method",
+        name="method",
+    )
+
+    @property
+    def scorer(self) -> str | None:
+        """The baseline's scorer (kwon, magnitude, random), or None for a K-prune variant."""
+        return METHODS[self.name].scorer
 
 
 @dataclass(frozen=True)
@@ -142,19 +173,24 @@ class PruneTuneConfig(_Section):
 
 
 PRUNE_SECTIONS: dict[str, type] = {
+    "method": MethodConfig,
     "sample": SampleConfig,
     "measure": MeasureConfig,
     "search": SearchConfig,
     "prune_tune": PruneTuneConfig,
 }
-# knob name -> its section (names are unique across the sections)
+# knob name -> its section and field (names are unique across the sections)
 KNOBS: dict[str, str] = {
-    f.name: name for name, cls in PRUNE_SECTIONS.items() for f in dataclasses.fields(cls)
+    _knob_name(f): name for name, cls in PRUNE_SECTIONS.items() for f in dataclasses.fields(cls)
+}
+FIELDS: dict[str, str] = {
+    _knob_name(f): f.name for cls in PRUNE_SECTIONS.values() for f in dataclasses.fields(cls)
 }
 
 
-# what each iteration-0 score table depends on: the DVC stage's params (tests check dvc.yaml)
-# and the flow's cache key
+# what each iteration-0 score table depends on once the method's knob changes are applied:
+# the flow's cache key; the DVC stage's params are these and the method's name, since DVC
+# cannot see through the method's changes (tests check dvc.yaml)
 REP_KNOBS = ("batch_size", "rep_form", "dtype")
 PRED_KNOBS = ("batch_size", "seed", "gamma", "pred_form", "dtype")
 
@@ -163,6 +199,7 @@ PRED_KNOBS = ("batch_size", "seed", "gamma", "pred_form", "dtype")
 class PruneConfig:
     """Everything one pruning run is configured by; paper defaults."""
 
+    method: MethodConfig
     sample: SampleConfig
     measure: MeasureConfig
     search: SearchConfig
@@ -170,13 +207,22 @@ class PruneConfig:
 
     def __init__(
         self,
+        method: MethodConfig | str | None = None,
         sample: SampleConfig | None = None,
         measure: MeasureConfig | None = None,
         search: SearchConfig | None = None,
         prune_tune: PruneTuneConfig | None = None,
         **knobs: Any,
     ) -> None:
-        given = {"sample": sample, "measure": measure, "search": search, "prune_tune": prune_tune}
+        if isinstance(method, str):  # the knob by name: PruneConfig(method="kwon")
+            method, knobs = None, {"method": method, **knobs}
+        given = {
+            "method": method,
+            "sample": sample,
+            "measure": measure,
+            "search": search,
+            "prune_tune": prune_tune,
+        }
         parts = {name: given[name] or cls() for name, cls in PRUNE_SECTIONS.items()}
         per_section: dict[str, dict] = {}
         for name, value in knobs.items():
@@ -184,7 +230,7 @@ class PruneConfig:
                 raise KPruneError(
                     f"unknown pruning knob '{name}'; known: {', '.join(sorted(KNOBS))}"
                 )
-            per_section.setdefault(KNOBS[name], {})[name] = value
+            per_section.setdefault(KNOBS[name], {})[FIELDS[name]] = value
         for sec, values in per_section.items():
             parts[sec] = dataclasses.replace(parts[sec], **values)
         for name, part in parts.items():
@@ -192,11 +238,20 @@ class PruneConfig:
 
     def replace(self, **knobs: Any) -> PruneConfig:
         """This config with some knobs changed (by name)."""
-        return PruneConfig(**{name: getattr(self, name) for name in PRUNE_SECTIONS}, **knobs)
+        sections = {name: getattr(self, name) for name in PRUNE_SECTIONS}
+        if "method" in knobs:  # the knob shares its section's name: given as the section
+            sections["method"] = knobs.pop("method")
+        return PruneConfig(**sections, **knobs)
 
     def knobs(self) -> dict[str, Any]:
         """Every knob by name (flat)."""
-        return {k: getattr(getattr(self, sec), k) for k, sec in KNOBS.items()}
+        return {k: getattr(getattr(self, sec), FIELDS[k]) for k, sec in KNOBS.items()}
+
+    def resolved(self) -> PruneConfig:
+        """This config with its method's knob changes applied (a K-prune ablation sets the
+        knob it names; ``kprune`` and the baselines change nothing). Idempotent: every
+        assembly step calls it on what it is given."""
+        return self.replace(**METHODS[self.method.name].overrides)
 
     def only(self, knobs: tuple[str, ...]) -> PruneConfig:
         """A config with these knobs of this one and every other knob at its default: what a
@@ -229,21 +284,22 @@ def add_flags(parser: argparse.ArgumentParser, required: tuple[str, ...] = ()) -
     for name, cls in PRUNE_SECTIONS.items():
         group = parser.add_argument_group(f"{name} (params.yaml section '{name}')")
         for f in dataclasses.fields(cls):
-            meta, default = f.metadata, f.default
+            meta, default, dest = f.metadata, f.default, _knob_name(f)
             flag = _flag(f)
             text = f"{meta['help']} (default: {default})"
             if isinstance(default, bool):
                 action = "store_false" if default else "store_true"
                 group.add_argument(
-                    flag, dest=f.name, action=action, default=argparse.SUPPRESS, help=text
+                    flag, dest=dest, action=action, default=argparse.SUPPRESS, help=text
                 )
                 continue
             group.add_argument(
                 flag,
-                dest=f.name,
+                dest=dest,
                 type=type(default),
                 choices=meta.get("choices") or None,
-                required=f.name in required,
+                metavar=dest.upper() if meta.get("choices") and len(meta["choices"]) > 4 else None,
+                required=dest in required,
                 default=argparse.SUPPRESS,
                 help=text,
             )

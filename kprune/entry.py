@@ -3,10 +3,12 @@ benchmark tools): logging, one-line errors instead of tracebacks, and the proces
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 from kprune.errors import KPruneError
 
@@ -35,6 +37,15 @@ def run_main(fn: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         print("kprune: interrupted", file=sys.stderr)
         return 130
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors (an unknown flag, a bad choice, a missing argument)
+    are one line, ``kprune: error: what; how to fix``, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"kprune: error: {self.prog}: {message}; see {self.prog} --help", file=sys.stderr)
+        sys.exit(2)
 
 
 def peak_rss_mb() -> float:

@@ -7,14 +7,17 @@ model library is needed. The hooks live inside a context manager and are always 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from kprune.adapters import get_adapter
+from kprune.atomic import write_json
 
 
 @dataclass
@@ -51,6 +54,19 @@ class Masks:
         for i, idx in enumerate(kept["neurons"]):
             n[i, idx] = 1
         return cls(h, n)
+
+
+def save_masks(path, masks: Masks, info: dict) -> None:
+    """A masks file (JSON, written atomically): the kept units' indices per layer, the
+    sublayer widths and ``info`` (how they were chosen)."""
+    heads, neurons = masks.heads.shape[1], masks.neurons.shape[1]
+    write_json(path, {**info, "kept": masks.to_dict(), "heads": heads, "neurons": neurons})
+
+
+def load_masks(path) -> tuple[Masks, dict]:
+    """The masks of a masks file and the rest of what it says."""
+    f = json.loads(Path(path).read_text())
+    return Masks.from_dict(f.pop("kept"), f.pop("heads"), f.pop("neurons")), f
 
 
 @contextmanager

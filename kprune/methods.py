@@ -2,7 +2,8 @@
 
 ``kprune`` and the ``kprune-*`` ablations are the K-prune loop with one switch changed (the
 config overrides below); ``kwon``, ``magnitude`` and ``random`` are the baselines of
-``kprune.baselines``.
+``kprune.baselines``. The method is the ``method`` section of the config
+(``kprune.config.MethodConfig``); ``PruneConfig.resolved`` applies an ablation's change.
 """
 
 from __future__ import annotations
@@ -72,15 +73,11 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-def config_for(method: Method, config):
-    """The PruneConfig a K-prune variant runs with."""
-    return config.replace(**method.overrides)
-
-
 def run_key(name: str, config) -> tuple:
     """What a method actually runs under ``config``: two names with the same key (such as
     ``kprune`` and the ablation that spells out its default) are one computation."""
     method = get_method(name)
     if method.scorer is not None:
-        return (method.scorer, tuple(sorted(config.knobs().items())))
-    return ("kprune", tuple(sorted(config_for(method, config).knobs().items())))
+        return (method.scorer, tuple(sorted(config.replace(method=name).knobs().items())))
+    resolved = config.replace(method=name).resolved().replace(method="kprune")
+    return ("kprune", tuple(sorted(resolved.knobs().items())))

@@ -21,7 +21,6 @@ from kprune.flops import flops_of
 from kprune.loop import prune_tune
 from kprune.masks import Masks
 from kprune.measure import measure_knowledge
-from kprune.methods import config_for, get_method
 from kprune.modeling import frozen, load_tokenizer
 from kprune.report import Report, add_pruned, run_fields
 from kprune.sample import SampleData, draw_sample
@@ -83,27 +82,22 @@ def prune_masked(
     tokenizer,
     device: torch.device,
     progress: bool = True,
-    method: str = "kprune",
 ) -> MaskedResult:
-    """Run ``method`` on ``model`` in place: masks chosen (and, for K-prune, output
+    """Run ``config.method`` on ``model`` in place: masks chosen (and, for K-prune, output
     projections tuned). The model keeps its full size; ``surgery.prune_model(model, masks)``
     removes the units."""
     check_task_fits(model, task)
-    chosen = get_method(method)
-    if chosen.scorer is None:
-        config = config_for(chosen, config)
+    config = config.resolved()
     model = frozen(model, device)
     t = time.perf_counter()
     data = task_sample(model, tokenizer, task, config, device)
     t_draw = time.perf_counter() - t
     kind = task.spec.kind
-    if chosen.scorer is None:
+    if config.method.scorer is None:
         model, masks, res = kprune_on_sample(model, data, kind, config, device, progress)
     else:
-        model, masks, res = prune_baseline(
-            chosen.scorer, model, data, kind, config, device, progress
-        )
-    report = Report(**run_fields(task, config, device, chosen.name), **res)
+        model, masks, res = prune_baseline(model, data, kind, config, device, progress)
+    report = Report(**run_fields(task, config, device), **res)
     report["seconds_per_phase"] = {"sample": t_draw, **res["seconds_per_phase"]}
     return MaskedResult(model, masks, report, tokenizer)
 
@@ -116,10 +110,11 @@ def prune(
     device: str = "auto",
     progress: bool = True,
     eval_split: str | None = "dev",
-    method: str = "kprune",
+    method: str | None = None,
     allow_untrained_head: bool = False,
 ) -> tuple[nn.Module, Report]:
-    """Prune ``model`` to ``1 - config.reduction`` of its FLOPs on ``task``'s training sample.
+    """Prune ``model`` to ``1 - config.reduction`` of its FLOPs on ``task``'s training sample,
+    with ``config.method`` (``method``, if given, replaces it: a shorthand).
 
     Returns the physically pruned model and a report (FLOPs, params, metric before/after,
     units kept per layer, reconstruction errors before/after tuning, seconds per phase).
@@ -127,6 +122,8 @@ def prune(
     """
     t_start = time.perf_counter()
     config = config or PruneConfig()
+    if method is not None:
+        config = config.replace(method=method)
     dev = resolve_device(device)
     torch.manual_seed(config.sample.seed)
     if isinstance(model, str | Path):
@@ -146,7 +143,7 @@ def prune(
         else None
     )
     t_before = time.perf_counter() - t
-    result = prune_masked(model, task, config, tokenizer, dev, progress, method)
+    result = prune_masked(model, task, config, tokenizer, dev, progress)
     t = time.perf_counter()
     pruned = prune_model(result.model, result.masks)
     t_surgery = time.perf_counter() - t

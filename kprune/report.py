@@ -92,14 +92,14 @@ def pruning_fields(
     )
 
 
-def run_fields(task, config, device, method: str) -> Report:
+def run_fields(task, config, device) -> Report:
     """Which task, method and configuration the run was."""
     return Report(
         task=task.spec.name,
         metric=task.spec.metric,
         config=asdict(config),
         device=str(device),
-        method=method,
+        method=config.method.name,
     )
 
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from kprune.entry import run_main
+from kprune.entry import OneLineParser, run_main
 
 
 def stage_main(
@@ -15,7 +15,7 @@ def stage_main(
     run: Callable[[argparse.Namespace], None],
     argv: list[str] | None,
 ) -> int:
-    parser = argparse.ArgumentParser(description=doc)
+    parser = OneLineParser(description=doc)
     parser.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     add_args(parser)

@@ -26,7 +26,9 @@ def add_args(p):
 def make(
     teacher: str, sample: str, what: str, out: str, cfg: PruneConfig, device: str = "auto"
 ) -> int:
-    """Measure K_rep or K_pred on the teacher and write the table; returns the row count."""
+    """Measure K_rep or K_pred on the teacher and write the table; returns the row count.
+    (K-prune's tables: a baseline method scores units its own way in the search stage.)"""
+    cfg = cfg.resolved()
     data = load_sample(sample)
     with_pred = what == "pred"
     spec = cfg.measure_spec(data.meta["kind"], with_pred=with_pred)

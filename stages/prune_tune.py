@@ -1,22 +1,23 @@
-"""Stage prune_tune: the sublayer loop (iterative, or one-shot from the searched masks).
+"""Stage prune_tune: the sublayer loop (iterative, or one-shot from the searched masks), or a
+baseline's finish (kwon: mask rescaling; magnitude, random: nothing), then surgery.
 
 Iterative: re-measures on the partially pruned model at every sublayer (iteration 0 comes
 from the score tables) and writes all per-iteration tables. One-shot: applies the masks of
-the search stage and tunes sublayers bottom-up. Writes the pruned model with report.json.
+the search stage and tunes sublayers bottom-up. A baseline applies the search stage's masks
+(its per-iteration table is empty). Writes the pruned model with report.json.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
+from kprune.baselines import tune_baseline
 from kprune.checkpoint import load_model, save_pruned
 from kprune.config import PruneConfig
 from kprune.device import resolve_device
 from kprune.flops import flops_of
 from kprune.loop import prune_tune
-from kprune.masks import Masks
+from kprune.masks import load_masks
 from kprune.measure import knowledge_from_tables
 from kprune.modeling import load_tokenizer
 from kprune.params import prune_config
@@ -48,28 +49,41 @@ class Inputs:
 
 
 def make(inp: Inputs, out: str, iterations: str, cfg: PruneConfig, device: str = "auto") -> dict:
-    """Run the loop, cut the model, save it with its report; returns the report."""
+    """Run the loop (or the baseline's finish), cut the model, save it with its report;
+    returns the report."""
+    cfg = cfg.resolved()
     data = load_sample(inp.sample)
     model = load_model(inp.teacher)
     rep, rep_meta = read_scores(inp.rep)
-    pred, pred_meta = read_scores(inp.pred)
-    check_tables_match(rep_meta, pred_meta, cfg.measure)
-    initial = knowledge_from_tables(rep, pred, tuple(rep_meta["dims"]))
-    mask_file = json.loads(Path(inp.masks).read_text())
-    masks = Masks.from_dict(mask_file["kept"], mask_file["heads"], mask_file["neurons"])
-    kind = data.meta["kind"]
-    res = prune_tune(
-        model, data, kind, cfg, initial=initial, masks=masks, device=resolve_device(device)
+    masks, found = load_masks(inp.masks)
+    kind, dev = data.meta["kind"], resolve_device(device)
+    table = rep.iloc[:0]
+    if cfg.method.scorer is None:
+        pred, pred_meta = read_scores(inp.pred)
+        check_tables_match(rep_meta, pred_meta, cfg.measure)
+        initial = knowledge_from_tables(rep, pred, tuple(rep_meta["dims"]))
+        res = prune_tune(model, data, kind, cfg, initial=initial, masks=masks, device=dev)
+        tuned, masks, report = res.model, res.masks, res.report
+        if len(res.iterations):
+            table = res.iterations
+    else:
+        tuned, masks, report = tune_baseline(
+            model, data, kind, cfg, masks, found.get("seconds", {}), dev
+        )
+    report.update(
+        {
+            "task": data.meta["task"],
+            "teacher": str(inp.teacher),
+            "method": cfg.method.name,
+            "config": asdict(cfg),
+        }
     )
-    res.report.update(
-        {"task": data.meta["task"], "teacher": str(inp.teacher), "config": asdict(cfg)}
-    )
-    pruned = prune_model(res.model, res.masks)
-    add_pruned(res.report, pruned)
-    save_pruned(pruned, out, res.masks, load_tokenizer(inp.teacher), res.report)
+    pruned = prune_model(tuned, masks)
+    add_pruned(report, pruned)
+    save_pruned(pruned, out, masks, load_tokenizer(inp.teacher), report)
     flops = flops_of(model, data)
     write_scores(
-        res.iterations if len(res.iterations) else rep.iloc[:0],
+        table,
         iterations,
         {
             "sample": data.meta["fingerprint"],
@@ -78,7 +92,7 @@ def make(inp: Inputs, out: str, iterations: str, cfg: PruneConfig, device: str =
             "flops_model": vars(flops),
         },
     )
-    return res.report
+    return report
 
 
 def run(args) -> None:
@@ -88,7 +102,7 @@ def run(args) -> None:
     inp = Inputs(args.teacher, args.sample, args.rep, args.pred, args.masks)
     report = make(inp, args.out, args.iterations, cfg, args.device)
     print(
-        f"prune_tune {report['mode']} r={report['reduction']}: FLOPs kept "
+        f"prune_tune {cfg.method.name} {report['mode']} r={report['reduction']}: FLOPs kept "
         f"{report['flops_kept']:.3f} -> {args.out}"
     )
 

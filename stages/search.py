@@ -1,20 +1,29 @@
-"""Stage search: score tables + lambda, mu, reduction -> one-shot masks (JSON). Cheap.
+"""Stage search: the masks at the FLOPs budget -> JSON. Cheap for K-prune.
 
-The masks are what prune_tune applies in one-shot mode. In iterative mode (the default)
-prune_tune re-searches at every sublayer and does not read them: there they are the one-shot
-preview, the allocation a single search on the teacher's scores would make, kept so that a
-change of lambda, mu or R shows its effect in a second without the loop.
+K-prune and its ablations search the two score tables with lambda, mu and the reduction. In
+iterative mode (the default) prune_tune re-searches at every sublayer and does not read these
+masks: there they are the one-shot preview, the allocation a single search on the teacher's
+scores would make, kept so that a change of lambda, mu or R shows its effect in a second
+without the loop. In one-shot mode they are what prune_tune applies.
+
+A baseline (method kwon, magnitude or random) scores the teacher's units its own way on the
+sample (kwon: label Fisher and its (heads, neurons) search; magnitude; random) and its masks
+are what prune_tune applies.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict
 
-from kprune.atomic import write_json
+from kprune.baselines import baseline_masks
+from kprune.checkpoint import load_model
 from kprune.config import PruneConfig
-from kprune.flops import FlopsModel
+from kprune.device import resolve_device
+from kprune.flops import FlopsModel, flops_of
+from kprune.masks import save_masks
 from kprune.measure import knowledge_from_tables
 from kprune.params import prune_config
+from kprune.sample import load_sample
 from kprune.scores import check_tables_match, read_scores
 from kprune.search import search_masks
 from stages.common import exit_with, stage_main
@@ -23,33 +32,48 @@ from stages.common import exit_with, stage_main
 def add_args(p):
     p.add_argument("--rep", required=True, help="K_rep table")
     p.add_argument("--pred", required=True, help="K_pred table")
+    p.add_argument("--teacher", required=True, help="teacher folder (read by the baselines)")
+    p.add_argument("--sample", required=True, help="sample (read by the baselines)")
     p.add_argument("--reduction", type=float, help="overrides search.reduction")
     p.add_argument("--out", required=True, help="masks file (.json)")
 
 
-def make(rep_path: str, pred_path: str, out: str, cfg: PruneConfig) -> dict:
-    """One-shot masks from the two score tables; returns kept units per layer."""
-    reduction = cfg.search.reduction
-    rep, rep_meta = read_scores(rep_path)
-    pred, pred_meta = read_scores(pred_path)
-    check_tables_match(rep_meta, pred_meta, cfg.measure)
-    dims = tuple(rep_meta["dims"])
-    k = knowledge_from_tables(rep, pred, dims)
-    flops = FlopsModel(**rep_meta["flops_model"])
-    spec = cfg.search_spec()
-    masks = search_masks(k, flops, reduction, spec)
-    write_json(
-        out,
-        {
-            "reduction": reduction,
-            "search": asdict(spec),
-            "flops_kept": flops.of_masks(masks.heads, masks.neurons)
-            / flops.of_counts(dims[0] * dims[1], dims[0] * dims[4]),
-            "kept": masks.to_dict(),
-            "heads": dims[1],
-            "neurons": dims[4],
-        },
-    )
+def make(
+    rep_path: str,
+    pred_path: str,
+    out: str,
+    cfg: PruneConfig,
+    teacher: str,
+    sample: str,
+    device: str = "auto",
+) -> dict:
+    """The masks of ``cfg.method`` (written to ``out``); returns kept units per layer."""
+    cfg = cfg.resolved()
+    seconds: dict = {}
+    if cfg.method.scorer is None:
+        rep, rep_meta = read_scores(rep_path)
+        pred, pred_meta = read_scores(pred_path)
+        check_tables_match(rep_meta, pred_meta, cfg.measure)
+        k = knowledge_from_tables(rep, pred, tuple(rep_meta["dims"]))
+        flops = FlopsModel(**rep_meta["flops_model"])
+        spec = cfg.search_spec()
+        masks = search_masks(k, flops, cfg.search.reduction, spec)
+        how = {"method": cfg.method.name, **asdict(spec)}
+    else:
+        data = load_sample(sample)
+        model = load_model(teacher)
+        masks, seconds = baseline_masks(model, data, data.meta["kind"], cfg, resolve_device(device))
+        flops = flops_of(model, data)
+        how = {"method": cfg.method.name}
+    layers, heads = masks.heads.shape
+    whole = flops.of_counts(layers * heads, layers * masks.neurons.shape[1])
+    info = {
+        "reduction": cfg.search.reduction,
+        "search": how,
+        "flops_kept": flops.of_masks(masks.heads, masks.neurons) / whole,
+        "seconds": seconds,
+    }
+    save_masks(out, masks, info)
     return masks.kept_per_layer()
 
 
@@ -57,9 +81,9 @@ def run(args) -> None:
     cfg = prune_config(args.params)
     if args.reduction is not None:
         cfg = cfg.replace(reduction=args.reduction)
-    kept = make(args.rep, args.pred, args.out, cfg)
+    kept = make(args.rep, args.pred, args.out, cfg, args.teacher, args.sample, args.device)
     r = cfg.search.reduction
-    print(f"search r={r}: heads {kept['heads']} neurons {kept['neurons']}")
+    print(f"search {cfg.method.name} r={r}: heads {kept['heads']} neurons {kept['neurons']}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -75,7 +75,11 @@ CASES = [
     ({}, ["--reduction", "-0.2"], r"reduction must be in \[0, 1\)"),
     ({}, ["--reduction", "0.5", "--lam", "-1"], "lam must be >= 0"),
     ({}, ["--reduction", "0.5", "--gamma", "0"], "gamma must be > 0"),
-    ({}, ["--reduction", "0.5", "--method", "obs"], "unknown method 'obs'"),
+    (
+        {},
+        ["--reduction", "0.5", "--method", "obs"],
+        "--method: invalid choice: 'obs'.*; see kprune prune --help",
+    ),
 ]
 
 

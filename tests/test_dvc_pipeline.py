@@ -170,3 +170,19 @@ def test_team_reuse_through_a_remote(repo, tmp_path):
     _dvc(["pull", "-q", "--with-deps", "evaluate"], clone)
     _set(clone, "search", "lam", 5e-4)
     assert _repro(clone) == {"search", "prune_tune", "evaluate"}
+
+
+def test_a_baseline_chosen_in_params_runs_through_dvc(repo):
+    """``method.name: kwon`` in params.yaml: the search stage scores the teacher Kwon et al.'s
+    way, prune_tune rescales the masks, the report says so; the sample and teacher stay."""
+    _repro(repo)
+    _set(repo, "method", "name", "kwon")
+    assert _repro(repo) == {"measure_rep", "measure_pred", "search", "prune_tune", "evaluate"}
+    masks = json.loads((repo / "data" / "masks" / "rt" / "masks.json").read_text())
+    assert masks["search"] == {"method": "kwon"}
+    report = json.loads((repo / "data" / "pruned" / "rt" / "report.json").read_text())
+    assert (report["method"], report["mode"]) == ("kwon", "oneshot")
+    assert report["flops_kept"] <= 1 - report["reduction"] + 1e-9
+    assert (repo / "data" / "eval" / "rt" / "metrics.json").exists()
+    _set(repo, "method", "name", "kprune")
+    _repro(repo)

@@ -71,27 +71,24 @@ def test_pruned_model_is_unchanged(teacher, method):
     )
 
 
-KPRUNE_VARIANTS = sorted(name for name, m in METHODS.items() if m.scorer is None)
-
-
-@pytest.mark.parametrize("method", KPRUNE_VARIANTS)
+@pytest.mark.parametrize("method", sorted(METHODS))
 def test_dvc_stage_path_gives_the_library_result(teacher, tmp_path, method):
     """sample -> measure rep/pred -> search -> prune_tune through the stages' functions, with
-    the method's knobs as params.yaml would set them: the same pruned model as
-    ``kprune.prune`` with that method."""
+    the method named as params.yaml's ``method.name`` names it: the same pruned model as
+    ``kprune.prune`` with that method, for every K-prune variant and every baseline."""
     from kprune.checkpoint import load_pruned
     from kprune.config import PruneConfig
-    from kprune.methods import config_for, get_method
     from stages import measure, prune_tune, sample, search
 
     folder, _ = teacher
-    base = PruneConfig(tokens=1500, max_length=16, reduction=0.5)
-    cfg = config_for(get_method(method), base)
+    cfg = PruneConfig(method=method, tokens=1500, max_length=16, reduction=0.5)
     paths = {k: str(tmp_path / k) for k in ("sample", "rep", "pred", "masks", "out", "iters")}
     sample.make(str(folder), str(folder.parent / "s.csv"), None, paths["sample"], cfg.sample, "cpu")
     for what in ("rep", "pred"):
         measure.make(str(folder), paths["sample"], what, paths[what], cfg, "cpu")
-    search.make(paths["rep"], paths["pred"], paths["masks"], cfg)
+    search.make(
+        paths["rep"], paths["pred"], paths["masks"], cfg, str(folder), paths["sample"], "cpu"
+    )
     inp = prune_tune.Inputs(
         str(folder), paths["sample"], paths["rep"], paths["pred"], paths["masks"]
     )
