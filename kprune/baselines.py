@@ -128,16 +128,3 @@ def tune_baseline(
     reduction = config.search.reduction
     report = pruning_fields(model, data, flops, masks, reduction, mode, sublayers, seconds)
     return model, masks, report
-
-
-def prune_baseline(
-    model: nn.Module,
-    data: SampleData,
-    kind: str,
-    config: PruneConfig,
-    device: torch.device,
-    progress: bool = True,
-) -> tuple[nn.Module, Masks, Report]:
-    """The baseline ``config.method`` names on ``model``: its masks, then ``tune_baseline``."""
-    masks, seconds = baseline_masks(model, data, kind, config, device)
-    return tune_baseline(model, data, kind, config, masks, seconds, device, progress)

@@ -1,5 +1,12 @@
 """The assembly: ``prune`` a fine-tuned encoder with any method (sample -> measure -> search
--> prune/tune -> surgery -> report)."""
+-> prune/tune -> surgery -> report).
+
+Which method runs is decided here only: ``choose_masks`` (K-prune's search on its scores, or
+a baseline's scoring) and ``prune_and_tune`` (K-prune's sublayer loop, or a baseline's
+finish). ``prune`` / ``prune_masked`` (the CLI, the library, the benchmark) chain them in one
+process; the DVC stages search and prune_tune (and so the Prefect tasks) call the same two
+with their inputs read from files.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +15,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import torch
 from torch import nn
 
-from kprune.baselines import prune_baseline
+from kprune.baselines import baseline_masks, tune_baseline
 from kprune.checkpoint import check_task_fits, load_model
 from kprune.config import PruneConfig
 from kprune.device import resolve_device
 from kprune.errors import KPruneError
 from kprune.evaluation import evaluate_model
-from kprune.flops import flops_of
+from kprune.flops import FlopsModel, flops_of
+from kprune.knowledge import Knowledge
 from kprune.loop import prune_tune
 from kprune.masks import Masks
 from kprune.measure import measure_knowledge
@@ -50,29 +59,59 @@ def task_sample(
     )
 
 
-def kprune_on_sample(
+def choose_masks(
+    config: PruneConfig,
+    flops: FlopsModel,
+    knowledge: Knowledge | None = None,
+    model: nn.Module | None = None,
+    data: SampleData | None = None,
+    kind: str | None = None,
+    device: torch.device | None = None,
+) -> tuple[Masks, dict]:
+    """The masks of ``config.method`` at the FLOPs budget, and the seconds they took: K-prune's
+    one search on ``knowledge`` (the iteration-0 scores; measured on ``model`` if not given),
+    or a baseline's own scoring of ``model`` on ``data`` (a ``kind`` task). The search stage
+    calls this."""
+    config = config.resolved()
+    if config.method.scorer is not None:
+        return baseline_masks(model, data, kind, config, device)
+    t = time.perf_counter()
+    if knowledge is None:
+        spec = config.measure_spec(kind)
+        knowledge = measure_knowledge(
+            model, data, spec, config.sample.batch_size, device, config.measure.dtype
+        )
+    masks = search_masks(knowledge, flops, config.search.reduction, config.search_spec())
+    return masks, {"oneshot_measure_search": time.perf_counter() - t}
+
+
+def prune_and_tune(
     model: nn.Module,
     data: SampleData,
     kind: str,
     config: PruneConfig,
     device: torch.device,
+    masks: Masks | None = None,
+    seconds: dict | None = None,
+    initial: Knowledge | None = None,
     progress: bool = True,
-) -> tuple[nn.Module, Masks, dict]:
-    """K-prune on a drawn sample (``model`` changed in place): in one-shot mode measure and
-    search once first, then the sublayer loop. The full-size tuned model, its masks and the
-    loop's report fields (the same shape as ``baselines.prune_baseline``'s)."""
-    masks, t = None, time.perf_counter()
-    if config.prune_tune.mode == "oneshot":
-        spec = config.measure_spec(kind)
-        k = measure_knowledge(
-            model, data, spec, config.sample.batch_size, device, config.measure.dtype
+) -> tuple[nn.Module, Masks, Report, pd.DataFrame | None]:
+    """What ``config.method`` does after (or, iterative K-prune, instead of) one search:
+    K-prune's sublayer loop (iteration 0 from ``initial`` if given; one-shot mode applies
+    ``masks``), or the baseline's finish on its ``masks``. The full-size model changed in
+    place, its masks, the loop's report fields and K-prune's per-iteration score tables.
+    The prune_tune stage calls this."""
+    config, seconds = config.resolved(), dict(seconds or {})
+    if config.method.scorer is not None:
+        model, masks, res = tune_baseline(
+            model, data, kind, config, masks, seconds, device, progress
         )
-        flops = flops_of(model, data)
-        masks = search_masks(k, flops, config.search.reduction, config.search_spec())
-    t_search = time.perf_counter() - t
-    res = prune_tune(model, data, kind, config, masks=masks, device=device, progress=progress)
-    seconds = {"oneshot_measure_search": t_search, **res.report["seconds_per_phase"]}
-    return res.model, res.masks, {**res.report, "seconds_per_phase": seconds}
+        return model, masks, res, None
+    res = prune_tune(
+        model, data, kind, config, initial=initial, masks=masks, device=device, progress=progress
+    )
+    report = {**res.report, "seconds_per_phase": {**seconds, **res.report["seconds_per_phase"]}}
+    return res.model, res.masks, report, res.iterations
 
 
 def prune_masked(
@@ -93,10 +132,13 @@ def prune_masked(
     data = task_sample(model, tokenizer, task, config, device)
     t_draw = time.perf_counter() - t
     kind = task.spec.kind
-    if config.method.scorer is None:
-        model, masks, res = kprune_on_sample(model, data, kind, config, device, progress)
-    else:
-        model, masks, res = prune_baseline(model, data, kind, config, device, progress)
+    masks, seconds = None, {}
+    if config.method.scorer is not None or config.prune_tune.mode == "oneshot":
+        flops = flops_of(model, data)
+        masks, seconds = choose_masks(config, flops, None, model, data, kind, device)
+    model, masks, res, _ = prune_and_tune(
+        model, data, kind, config, device, masks, seconds, progress=progress
+    )
     report = Report(**run_fields(task, config, device), **res)
     report["seconds_per_phase"] = {"sample": t_draw, **res["seconds_per_phase"]}
     return MaskedResult(model, masks, report, tokenizer)

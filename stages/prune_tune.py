@@ -11,16 +11,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from kprune.baselines import tune_baseline
 from kprune.checkpoint import load_model, save_pruned
 from kprune.config import PruneConfig
 from kprune.device import resolve_device
 from kprune.flops import flops_of
-from kprune.loop import prune_tune
 from kprune.masks import load_masks
 from kprune.measure import knowledge_from_tables
 from kprune.modeling import load_tokenizer
 from kprune.params import prune_config
+from kprune.pruning import prune_and_tune
 from kprune.report import add_pruned
 from kprune.sample import load_sample
 from kprune.scores import check_tables_match, read_scores, write_scores
@@ -57,19 +56,17 @@ def make(inp: Inputs, out: str, iterations: str, cfg: PruneConfig, device: str =
     rep, rep_meta = read_scores(inp.rep)
     masks, found = load_masks(inp.masks)
     kind, dev = data.meta["kind"], resolve_device(device)
-    table = rep.iloc[:0]
+    initial = None
     if cfg.method.scorer is None:
         pred, pred_meta = read_scores(inp.pred)
         check_tables_match(rep_meta, pred_meta, cfg.measure)
         initial = knowledge_from_tables(rep, pred, tuple(rep_meta["dims"]))
-        res = prune_tune(model, data, kind, cfg, initial=initial, masks=masks, device=dev)
-        tuned, masks, report = res.model, res.masks, res.report
-        if len(res.iterations):
-            table = res.iterations
-    else:
-        tuned, masks, report = tune_baseline(
-            model, data, kind, cfg, masks, found.get("seconds", {}), dev
-        )
+    seconds = found.get("seconds", {}) if cfg.method.scorer else {}
+    tuned, masks, report, table = prune_and_tune(
+        model, data, kind, cfg, dev, masks, seconds, initial=initial
+    )
+    if table is None or not len(table):
+        table = rep.iloc[:0]
     report.update(
         {
             "task": data.meta["task"],

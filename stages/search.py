@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from kprune.baselines import baseline_masks
 from kprune.checkpoint import load_model
 from kprune.config import PruneConfig
 from kprune.device import resolve_device
@@ -23,9 +22,9 @@ from kprune.flops import FlopsModel, flops_of
 from kprune.masks import save_masks
 from kprune.measure import knowledge_from_tables
 from kprune.params import prune_config
+from kprune.pruning import choose_masks
 from kprune.sample import load_sample
 from kprune.scores import check_tables_match, read_scores
-from kprune.search import search_masks
 from stages.common import exit_with, stage_main
 
 
@@ -49,21 +48,20 @@ def make(
 ) -> dict:
     """The masks of ``cfg.method`` (written to ``out``); returns kept units per layer."""
     cfg = cfg.resolved()
-    seconds: dict = {}
-    if cfg.method.scorer is None:
+    if cfg.method.scorer is None:  # the score tables only: no model to load
         rep, rep_meta = read_scores(rep_path)
         pred, pred_meta = read_scores(pred_path)
         check_tables_match(rep_meta, pred_meta, cfg.measure)
         k = knowledge_from_tables(rep, pred, tuple(rep_meta["dims"]))
         flops = FlopsModel(**rep_meta["flops_model"])
-        spec = cfg.search_spec()
-        masks = search_masks(k, flops, cfg.search.reduction, spec)
-        how = {"method": cfg.method.name, **asdict(spec)}
+        masks, seconds = choose_masks(cfg, flops, knowledge=k)
+        how = {"method": cfg.method.name, **asdict(cfg.search_spec())}
     else:
         data = load_sample(sample)
         model = load_model(teacher)
-        masks, seconds = baseline_masks(model, data, data.meta["kind"], cfg, resolve_device(device))
         flops = flops_of(model, data)
+        kind, dev = data.meta["kind"], resolve_device(device)
+        masks, seconds = choose_masks(cfg, flops, None, model, data, kind, dev)
         how = {"method": cfg.method.name}
     layers, heads = masks.heads.shape
     whole = flops.of_counts(layers * heads, layers * masks.neurons.shape[1])
