@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from torch import nn
 
+from kprune import pruned_modeling
 from kprune.adapters import adapter_for_type, get_adapter
 from kprune.atomic import atomic_path, write_json
 from kprune.errors import KPruneError
@@ -18,6 +20,8 @@ from kprune.tasks import TaskData
 from kprune.version import __version__
 
 RECORD = "kprune.json"
+MODELING_FILE = "pruned_modeling.py"  # kprune/pruned_modeling.py, copied beside the weights
+AUTO_CLASS = {"seq": "AutoModelForSequenceClassification", "qa": "AutoModelForQuestionAnswering"}
 HEAD_PREFIXES = ("classifier", "qa_outputs", "pre_classifier")
 
 
@@ -79,7 +83,12 @@ def save_pruned(
     tokenizer=None,
     report: dict | None = None,
 ) -> Path:
-    """Write weights (safetensors), config, kept units, tokenizer and report atomically."""
+    """Write weights (safetensors), config, kept units, tokenizer and report atomically.
+
+    The folder also loads with plain transformers, without kprune: config.json names each
+    layer's kept widths and, in ``auto_map``, the class of ``pruned_modeling.py`` (copied
+    beside the weights) that builds the model at those widths (``trust_remote_code=True``).
+    """
     masks = masks or getattr(model, "kprune_masks", None)
     tokenizer = tokenizer or getattr(model, "kprune_tokenizer", None)
     if masks is None:
@@ -93,9 +102,19 @@ def save_pruned(
         "neurons": neurons,
         "kept": masks.to_dict(),
     }
+    kept = masks.kept_per_layer()
+    auto = AUTO_CLASS[adapter.head_type(model)]
+    model.config.update(
+        {
+            pruned_modeling.HEADS_KEY: kept["heads"],
+            pruned_modeling.FFN_KEY: kept["neurons"],
+            "auto_map": {auto: f"{Path(MODELING_FILE).stem}.Pruned{type(model).__name__}"},
+        }
+    )
     out = Path(out_dir)
     with atomic_path(out, is_dir=True) as tmp:
         model.save_pretrained(tmp)
+        shutil.copyfile(pruned_modeling.__file__, tmp / MODELING_FILE)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         record["weights_sha256"] = {f.name: sha256_of(f) for f in sorted(tmp.glob("*.safetensors"))}

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from kprune.errors import KPruneError
+from kprune.pruned_modeling import EmptyAttention  # noqa: F401  (the one definition)
 
 HEAD_TYPES = ("seq", "qa")
 
@@ -30,24 +31,6 @@ class LayerView:
     ffn_out: nn.Linear  # W_2: its input is the neurons' activations
     ffn_ln: nn.LayerNorm
     act: Callable[[torch.Tensor], torch.Tensor]
-
-
-class EmptyAttention(nn.Module):
-    """Stands in for a self-attention block whose heads were all pruned.
-
-    It returns a context with ``width`` features: 0 when the output projection lives outside
-    (BERT: a 0-input Linear then yields its bias), or the projection's bias (DistilBERT).
-    """
-
-    def __init__(self, bias: torch.Tensor | None):
-        super().__init__()
-        self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
-
-    def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
-        shape = hidden_states.shape[:-1]
-        if self.bias is None:
-            return hidden_states.new_zeros(*shape, 0), None
-        return self.bias.expand(*shape, -1), None
 
 
 class Adapter:
