@@ -16,13 +16,14 @@ from kprune.errors import KPruneError
 log = logging.getLogger("kprune")
 
 
-def add_task_args(p: argparse.ArgumentParser) -> None:
+def add_task_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     """--task and the field options shared by every command that reads data."""
     p.add_argument(
         "--task",
-        required=True,
+        required=required,
         help="registered task (rt, vader-movie, trec6, sms-spam), a CSV/JSON/Parquet "
-        "file, a folder with train/dev(/test) files, or hf:NAME[/CONFIG]",
+        "file, a folder with train/dev(/test) files, or hf:NAME[/CONFIG]"
+        + ("" if required else "; given, the dev-split metric of each model is measured"),
     )
     p.add_argument("--text-field", help="text column of user data (default: guessed)")
     p.add_argument("--text-pair-field", help="second text column for pair tasks")
@@ -206,6 +207,24 @@ def cmd_doctor(args: argparse.Namespace) -> None:
     print(report())
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from kprune.export import export_onnx
+
+    task = task_from_args(args) if args.task else None
+    r = export_onnx(args.pruned, args.out, int8=args.int8, opset=args.opset, task=task)
+    print(
+        f"{r.onnx}: opset {r.opset}, inputs {', '.join(r.inputs)}; {r.attention_nodes} fused "
+        f"attention nodes for {r.layers_with_heads} layers with heads; max |ONNX - torch| = "
+        f"{r.max_abs_diff:.1e} (tolerance {r.tolerance:g})"
+    )
+    if r.int8:
+        print(f"{r.int8['onnx']}: int8 weights, max |int8 - torch| = {r.int8['max_abs_diff']:.3f}")
+    if r.metric:
+        values = "  ".join(f"{k} {v:.4f}" for k, v in r.metric.items() if isinstance(v, float))
+        print(f"{r.metric['name']} on {r.metric['split']}: {values}")
+    print(f"record: {r.onnx}.json")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="kprune",
@@ -261,6 +280,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="CPU threads for the latency measurement")
     p.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:N")
     p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser(
+        "export",
+        help="export a pruned model to ONNX (fused for ONNX Runtime, verified; --int8)",
+        description="Export a folder written by `kprune prune` to an ONNX graph with dynamic "
+        "batch and sequence axes, fused for ONNX Runtime (attention with each layer's own head "
+        "count) and verified against the torch model before it is written; FILE.onnx.json "
+        "records the check.",
+    )
+    p.add_argument("pruned", help="pruned model folder (written by kprune prune)")
+    p.add_argument("--out", required=True, help="output file, FILE.onnx")
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="also write FILE.int8.onnx: dynamic int8 quantization of the fused graph",
+    )
+    p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+    add_task_args(p, required=False)
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("evaluate", help="evaluate a (pruned) model on a task split")
     p.add_argument("model", help="model folder (pruned or not) or hub name")

@@ -137,3 +137,29 @@ def write_rt_project(root: Path, epochs: int = 2) -> Path:
     (root / "teachers").mkdir()
     teacher.rename(root / "teachers" / "rt")
     return root
+
+
+def make_pruned_folders(root: Path, cases) -> list[tuple[str, str]]:
+    """For each (family, head, labels): a random tiny 3-layer model, pruned to 2, 0 and 3
+    heads (layer 1 also loses every neuron) and saved by ``save_pruned``; (folder, head)."""
+    from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
+
+    from kprune.checkpoint import save_pruned
+    from kprune.masks import Masks
+    from kprune.surgery import prune_model
+
+    folders = []
+    for i, (family, head, labels) in enumerate(cases):
+        src = make_tiny_model(root / f"dense{i}", family, labels, head=head, seed=i, layers=3)
+        cls = AutoModelForQuestionAnswering if head == "qa" else AutoModelForSequenceClassification
+        model = cls.from_pretrained(src).eval()
+        g = torch.Generator().manual_seed(i)
+        masks = Masks(
+            torch.tensor([[1.0, 0, 1, 0], [0, 0, 0, 0], [1, 1, 1, 0]]),
+            (torch.rand(3, 64, generator=g) > 0.4).float(),
+        )
+        masks.neurons[1] = 0  # layer 1: both sublayers fully pruned
+        out = root / f"pruned-{family}.{head}{labels}"  # a dot in the name, as in rt-0.6
+        save_pruned(prune_model(model, masks), out, masks, tiny_tokenizer())
+        folders.append((str(out), head))
+    return folders

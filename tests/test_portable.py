@@ -16,10 +16,8 @@ import textwrap
 import pytest
 import torch
 
-from kprune.checkpoint import MODELING_FILE, load_pruned, save_pruned
-from kprune.masks import Masks
-from kprune.surgery import prune_model
-from tests.helpers import make_tiny_model
+from kprune.checkpoint import MODELING_FILE, load_pruned
+from tests.helpers import make_pruned_folders
 
 CASES = [  # (family, head, labels)
     ("bert", "seq", 2),
@@ -70,25 +68,7 @@ def _logits(model, head):
 
 @pytest.fixture(scope="module")
 def pruned_folders(tmp_path_factory):
-    from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
-
-    root = tmp_path_factory.mktemp("portable")
-    folders = []
-    for i, (family, head, labels) in enumerate(CASES):
-        src = make_tiny_model(root / f"dense{i}", family, labels, head=head, seed=i, layers=3)
-        cls = AutoModelForQuestionAnswering if head == "qa" else AutoModelForSequenceClassification
-        model = cls.from_pretrained(src).eval()
-        g = torch.Generator().manual_seed(i)
-        masks = Masks(
-            torch.tensor([[1.0, 0, 1, 0], [0, 0, 0, 0], [1, 1, 1, 0]]),
-            (torch.rand(3, 64, generator=g) > 0.4).float(),
-        )
-        masks.neurons[1] = 0  # layer 1: both sublayers fully pruned
-        pruned = prune_model(model, masks)
-        out = root / f"pruned-{family}.{head}{labels}"  # a dot in the name, as in rt-0.6
-        save_pruned(pruned, out, masks)
-        folders.append((str(out), head))
-    return folders
+    return make_pruned_folders(tmp_path_factory.mktemp("portable"), CASES)
 
 
 def test_pruned_folder_carries_its_widths_and_modeling_code(pruned_folders):
