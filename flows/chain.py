@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from flows import settings
 from flows import tasks as t
 from kprune.config import PRED_KNOBS, REP_KNOBS, PruneConfig
 from kprune.params import EvaluateParams
@@ -28,10 +29,10 @@ def measure_chain(
 ) -> tuple[Any, Any, Any]:
     """The sample and its two iteration-0 score tables (each keyed on what it depends on,
     once the method's knob changes are applied)."""
-    cfg = cfg.resolved()
-    sample = run(t.sample, checkpoint, task, files, data_dir, cfg.sample, device)
-    rep = run(t.measure_rep, checkpoint, sample, cfg.only(REP_KNOBS), device)
-    pred = run(t.measure_pred, checkpoint, sample, cfg.only(PRED_KNOBS), device)
+    cfg, store = cfg.resolved(), str(settings.FLOW_DATA)
+    sample = run(t.sample, checkpoint, task, files, data_dir, cfg.sample, device, store)
+    rep = run(t.measure_rep, checkpoint, sample, cfg.only(REP_KNOBS), device, store)
+    pred = run(t.measure_pred, checkpoint, sample, cfg.only(PRED_KNOBS), device, store)
     return sample, rep, pred
 
 
@@ -48,8 +49,11 @@ def reduction_chain(
 ) -> tuple[Any, Any, Any]:
     """Masks, pruned model and evaluation at ``cfg.search.reduction``."""
     sample, rep, pred = measured
-    masks = run(t.search, checkpoint, sample, rep, pred, cfg, device)
-    pruned = run(t.prune_tune, checkpoint, sample, rep, pred, masks, cfg, device)
+    store = str(settings.FLOW_DATA)  # the flow's, not a Dask worker's
+    masks = run(t.search, checkpoint, sample, rep, pred, cfg, device, store)
+    pruned = run(t.prune_tune, checkpoint, sample, rep, pred, masks, cfg, device, store)
     max_length = cfg.sample.max_length
-    evaluation = run(t.evaluate, checkpoint, pruned, task, files, data_dir, ev, max_length, device)
+    evaluation = run(
+        t.evaluate, checkpoint, pruned, task, files, data_dir, ev, max_length, device, store
+    )
     return masks, pruned, evaluation

@@ -24,7 +24,9 @@ from stages import prune_tune as prune_tune_stage
 from stages import sample as sample_stage
 from stages import search as search_stage
 
-IGNORED = ("device",)
+# not part of what a task computes: where it runs, and where its outputs are stored (the
+# flow's folder, passed along because a Dask worker's own working folder is not the project)
+IGNORED = ("device", "store")
 CACHED = {
     "cache_key_fn": prefect_key_fn(IGNORED),
     "persist_result": True,
@@ -36,7 +38,7 @@ CACHED = {
 def _produce(name: str, params: dict[str, Any], build: Callable[[Path], None]) -> str:
     """Build the outputs of a call in a temp folder and rename it into place when complete."""
     key = content_key(name, params, IGNORED)
-    out = output_dir(settings.FLOW_DATA, name, key)
+    out = output_dir(Path(params.get("store") or settings.FLOW_DATA), name, key)
     if not intact(out):  # missing, unfinished or corrupt: (re)build
         with atomic_path(out, is_dir=True) as tmp:
             build(tmp)
@@ -52,6 +54,7 @@ def sample(
     data_dir: str | None,
     cfg: SampleConfig,
     device: str = "auto",
+    store: str = "",
 ) -> str:
     """Draw the ~100K-token sample and the teacher's logits on it."""
     params = dict(locals())
@@ -62,11 +65,14 @@ def sample(
     )
 
 
-def _measure(what: str, teacher: str, sample_dir: str, cfg: PruneConfig, device: str) -> str:
+def _measure(
+    what: str, teacher: str, sample_dir: str, cfg: PruneConfig, device: str, store: str
+) -> str:
     name = A.K_REP if what == "rep" else A.K_PRED
+    params = {"teacher": teacher, "sample_dir": sample_dir, "cfg": cfg}
     return _produce(
         f"measure_{what}",
-        {"teacher": teacher, "sample_dir": sample_dir, "cfg": cfg, "device": device},
+        {**params, "device": device, "store": store},
         lambda d: measure_stage.make(
             teacher, f"{sample_dir}/{A.SAMPLE}", what, str(d / name), cfg, device
         ),
@@ -74,15 +80,19 @@ def _measure(what: str, teacher: str, sample_dir: str, cfg: PruneConfig, device:
 
 
 @task(name="measure_rep", **CACHED)
-def measure_rep(teacher: str, sample_dir: str, cfg: PruneConfig, device: str = "auto") -> str:
+def measure_rep(
+    teacher: str, sample_dir: str, cfg: PruneConfig, device: str = "auto", store: str = ""
+) -> str:
     """K_rep of every unit (``cfg`` holds only the knobs it depends on: REP_KNOBS)."""
-    return _measure("rep", teacher, sample_dir, cfg, device)
+    return _measure("rep", teacher, sample_dir, cfg, device, store)
 
 
 @task(name="measure_pred", **CACHED)
-def measure_pred(teacher: str, sample_dir: str, cfg: PruneConfig, device: str = "auto") -> str:
+def measure_pred(
+    teacher: str, sample_dir: str, cfg: PruneConfig, device: str = "auto", store: str = ""
+) -> str:
     """K_pred of every unit (``cfg`` holds only the knobs it depends on: PRED_KNOBS)."""
-    return _measure("pred", teacher, sample_dir, cfg, device)
+    return _measure("pred", teacher, sample_dir, cfg, device, store)
 
 
 @task(name="search", **CACHED)
@@ -93,6 +103,7 @@ def search(
     pred_dir: str,
     cfg: PruneConfig,
     device: str = "auto",
+    store: str = "",
 ) -> str:
     """The method's masks: K-prune's from the score tables, a baseline's from the teacher."""
     params = dict(locals())
@@ -120,6 +131,7 @@ def prune_tune(
     masks_dir: str,
     cfg: PruneConfig,
     device: str = "auto",
+    store: str = "",
 ) -> str:
     """The sublayer loop; writes the pruned model and the per-iteration score tables."""
     params = dict(locals())
@@ -147,6 +159,7 @@ def evaluate(
     cfg: EvaluateParams,
     max_length: int,
     device: str = "auto",
+    store: str = "",
 ) -> str:
     """Metric, FLOPs, params and latency of the pruned model against its teacher; plots."""
     params = dict(locals())

@@ -182,6 +182,10 @@ def test_batch_on_a_dask_cluster_isolates_a_failing_checkpoint(project):
             }
         )
     )
+    store = project / "data" / "flows" / "prune_tune"
+    before = set(store.glob("*")) if store.exists() else set()
+    # the workers start in this process's working folder, not the project: the flow must
+    # tell them where its outputs go
     with LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1"
     ) as cluster:
@@ -194,6 +198,7 @@ def test_batch_on_a_dask_cluster_isolates_a_failing_checkpoint(project):
     out = proc.stdout
     assert "teacher (" in out and "teacher2 (" in out
     assert re.search(r"FAILED .*missing.*does not exist", out), out
+    assert set(store.glob("*")) - before  # teacher2 at 0.4, in the project's store
 
 
 def test_two_batch_flows_on_the_same_data_do_not_clobber(project):
