@@ -74,7 +74,7 @@ def batch(
     device: str = "auto",
 ) -> dict:
     """Submit every checkpoint's chain of tasks; collect rows and failures."""
-    cfg, ev = prune_config(params), section(params, "evaluate")
+    cfg, ev, ex = prune_config(params), section(params, "evaluate"), section(params, "export")
     chains = []
     for item in items:
         ckpt = str(Path(item.checkpoint).resolve())
@@ -84,18 +84,18 @@ def batch(
         per_r = []
         for r in item.reductions:
             at_r = cfg.replace(reduction=r)
-            masks, pruned, evaluation = reduction_chain(
-                _submit, ckpt, item.task, files, data_dir, measured, at_r, ev, device
+            masks, pruned, evaluation, exported = reduction_chain(
+                _submit, ckpt, item.task, files, data_dir, measured, at_r, ev, ex, device
             )
-            per_r.append((r, masks, pruned, evaluation))
+            per_r.append((r, masks, pruned, evaluation, exported))
         chains.append((item, sample, rep, pred, per_r))
     results: dict = {"ok": {}, "failed": {}}
     for item, sample, rep, pred, per_r in chains:
         key = f"{item.checkpoint} ({item.task})"
         rows, errors = [], []
-        for r, masks, pruned, evaluation in per_r:
-            evaluation.wait()
-            if evaluation.state.is_completed():
+        for r, masks, pruned, evaluation, exported in per_r:
+            exported.wait()
+            if exported.state.is_completed():
                 rows.append(
                     summary_row(
                         r,
@@ -106,10 +106,12 @@ def batch(
                         pred.result(),
                         0.0,
                         0.0,
+                        exported.result(),
                     )
                 )
             else:
-                errors.append(f"r={r}: {_reason([evaluation, pruned, masks, pred, rep, sample])}")
+                chain = [exported, evaluation, pruned, masks, pred, rep, sample]
+                errors.append(f"r={r}: {_reason(chain)}")
         if rows:
             results["ok"][key] = rows
         if errors:

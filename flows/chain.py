@@ -1,5 +1,5 @@
 """The one chain of tasks behind both flows: sample -> measure_rep, measure_pred (shared by
-every reduction) -> search -> prune_tune -> evaluate (per reduction).
+every reduction) -> search -> prune_tune -> evaluate -> export (per reduction).
 
 ``run(task, *args)`` runs a task: the single-checkpoint flow calls it and waits (to log each
 state), the batch flow submits it (and Prefect resolves the futures passed along).
@@ -13,7 +13,7 @@ from typing import Any
 from flows import settings
 from flows import tasks as t
 from kprune.config import PRED_KNOBS, REP_KNOBS, PruneConfig
-from kprune.params import EvaluateParams
+from kprune.params import EvaluateParams, ExportParams
 
 Run = Callable[..., Any]
 
@@ -45,9 +45,10 @@ def reduction_chain(
     measured: tuple[Any, Any, Any],
     cfg: PruneConfig,
     ev: EvaluateParams,
+    ex: ExportParams,
     device: str,
-) -> tuple[Any, Any, Any]:
-    """Masks, pruned model and evaluation at ``cfg.search.reduction``."""
+) -> tuple[Any, Any, Any, Any]:
+    """Masks, pruned model, evaluation and ONNX export at ``cfg.search.reduction``."""
     sample, rep, pred = measured
     store = str(settings.FLOW_DATA)  # the flow's, not a Dask worker's
     masks = run(t.search, checkpoint, sample, rep, pred, cfg, device, store)
@@ -56,4 +57,5 @@ def reduction_chain(
     evaluation = run(
         t.evaluate, checkpoint, pruned, task, files, data_dir, ev, max_length, device, store
     )
-    return masks, pruned, evaluation
+    exported = run(t.export, pruned, task, files, data_dir, ex, store)
+    return masks, pruned, evaluation, exported

@@ -70,7 +70,7 @@ def compress(
 ) -> dict:
     """Prune one checkpoint at each reduction; returns summary rows, task states, tracking."""
     checkpoint = str(Path(checkpoint).resolve())
-    cfg, ev = prune_config(params), section(params, "evaluate")
+    cfg, ev, ex = prune_config(params), section(params, "evaluate"), section(params, "export")
     reductions = list(reductions or section(params, "compress").reductions)
     files = task_files(task, data_dir)
     call = StateLog()
@@ -81,8 +81,9 @@ def compress(
     rows = []
     for r in reductions:
         t1 = time.perf_counter()
-        masks_dir, pruned_dir, eval_dir = reduction_chain(
-            call, checkpoint, task, files, data_dir, measured, cfg.replace(reduction=r), ev, device
+        at_r = cfg.replace(reduction=r)
+        masks_dir, pruned_dir, eval_dir, export_dir = reduction_chain(
+            call, checkpoint, task, files, data_dir, measured, at_r, ev, ex, device
         )
         rows.append(
             summary_row(
@@ -94,6 +95,7 @@ def compress(
                 pred_dir,
                 time.perf_counter() - t1,
                 shared,
+                export_dir,
             )
         )
     plot = None
@@ -116,7 +118,15 @@ def compress(
 
         all_params = {
             name: vars(section(params, name))
-            for name in ("method", "sample", "measure", "search", "prune_tune", "evaluate")
+            for name in (
+                "method",
+                "sample",
+                "measure",
+                "search",
+                "prune_tune",
+                "evaluate",
+                "export",
+            )
         }
         tracking = log_compress_runs(rows, all_params, checkpoint, task, plot)
     return {
@@ -159,11 +169,22 @@ def summary_row(
     pred_dir: str,
     seconds: float,
     shared: float,
+    export_dir: str | None = None,
 ) -> dict:
     ev = json.loads((Path(eval_dir) / A.EVAL_METRICS).read_text())
     report = json.loads((Path(pruned_dir) / A.MODEL / "report.json").read_text())
     lat = ev.get("latency") or {}
-    return {
+    onnx: dict = {}
+    if export_dir is not None:  # the export's verification, as metrics
+        record = json.loads((Path(export_dir) / f"{A.ONNX}.json").read_text())
+        onnx = {
+            "onnx_max_abs_diff": record["max_abs_diff"],
+            "onnx_attention_nodes": record["attention_nodes"],
+            **{f"onnx_dev_{k}": v for k, v in record["metric"].items() if isinstance(v, float)},
+        }
+        if record.get("int8"):
+            onnx["onnx_int8_max_abs_diff"] = record["int8"]["max_abs_diff"]
+    row = {
         "reduction": r,
         "metric": ev["metric"],
         "metric_before": ev["metric_before"],
@@ -190,7 +211,12 @@ def summary_row(
             "scores_pred": f"{pred_dir}/{A.K_PRED}",
             "masks": f"{masks_dir}/{A.MASKS}",
         },
+        "method": report.get("method", "kprune"),
+        **onnx,
     }
+    if export_dir is not None:
+        row["artifacts"]["onnx"] = export_dir
+    return row
 
 
 def format_table(rows: list[dict], task: str) -> str:

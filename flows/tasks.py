@@ -17,8 +17,9 @@ from flows.keys import content_key, intact, output_dir, prefect_key_fn, seal
 from kprune import artifacts as A
 from kprune.atomic import atomic_path
 from kprune.config import PruneConfig, SampleConfig
-from kprune.params import EvaluateParams
+from kprune.params import EvaluateParams, ExportParams
 from stages import evaluate as evaluate_stage
+from stages import export as export_stage
 from stages import measure as measure_stage
 from stages import prune_tune as prune_tune_stage
 from stages import sample as sample_stage
@@ -177,4 +178,22 @@ def evaluate(
             max_length,
             device,
         ),
+    )
+
+
+@task(name="export", **CACHED)
+def export(
+    pruned_dir: str,
+    task_name: str,
+    task_files: str,
+    data_dir: str | None,
+    cfg: ExportParams,
+    store: str = "",
+) -> str:
+    """ONNX for ONNX Runtime (fused, verified against torch), int8 copy, dev metric of each."""
+    params = dict(locals())
+    return _produce(
+        "export",
+        params,
+        lambda d: export_stage.make(f"{pruned_dir}/{A.MODEL}", task_name, data_dir, str(d), cfg),
     )

@@ -105,7 +105,49 @@ def log_compress_runs(
             ) as child:
                 _log_child(row, flat)
                 ids["children"].append(child.info.run_id)
+                version = register_pruned(child.info, row, checkpoint, task)
+                if version is not None:
+                    ids.setdefault("registered", []).append(version)
     return ids
+
+
+def registered_name(checkpoint: str, task: str) -> str:
+    """The registered model of a teacher and task: one per pair, a version per run."""
+    raw = f"kprune-{Path(task).stem}-{Path(checkpoint).name}"
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in raw)
+
+
+def register_pruned(run_info, row: dict, checkpoint: str, task: str) -> str | None:
+    """Register the pruned model logged in this run (its ``model`` artifact) as a new
+    version of the teacher and task's registered model; returns "name/version"."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from flows.keys import code_digest
+
+    if "model" not in row.get("artifacts", {}):
+        return None
+    client, name = MlflowClient(), registered_name(checkpoint, task)
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(
+            name, description=f"kprune-pruned models of {checkpoint} on task {task}"
+        )
+    tags = {
+        "teacher": checkpoint,
+        "task": task,
+        "method": row.get("method", "kprune"),
+        "reduction": str(row["reduction"]),
+        "metric": row["metric"],
+        row["metric"]: str(row["metric_after"]),
+        "flops_kept": f"{row['flops_kept']:.4f}",
+        "code_digest": code_digest(),
+    }
+    version = client.create_model_version(
+        name, source=f"{run_info.artifact_uri}/model", run_id=run_info.run_id, tags=tags
+    )
+    return f"{name}/{version.version}"
 
 
 def _log_child(row: dict, flat_params: dict) -> None:

@@ -119,6 +119,12 @@ class EvaluateParams:
 
 
 @dataclass(frozen=True)
+class ExportParams:
+    int8: bool = True  # also a dynamic-int8 copy of the fused graph
+    opset: int | None = None  # None: the exporter's default
+
+
+@dataclass(frozen=True)
 class CompressParams:
     task: str = "rt"
     reductions: tuple[float, ...] = (0.6,)
@@ -158,6 +164,7 @@ SECTIONS = {
     "finetune": FinetuneConfig,
     **PRUNE_SECTIONS,
     "evaluate": EvaluateParams,
+    "export": ExportParams,
     "compress": CompressParams,
     "bench": BenchParams,
 }

@@ -186,3 +186,15 @@ def test_a_baseline_chosen_in_params_runs_through_dvc(repo):
     assert (repo / "data" / "eval" / "rt" / "metrics.json").exists()
     _set(repo, "method", "name", "kprune")
     _repro(repo)
+
+
+def test_export_stage_writes_a_verified_onnx_graph_and_is_cached(repo):
+    """``dvc repro export``: the pruned model as ONNX (fp32 and int8) with its verification
+    record; a second repro runs nothing."""
+    _dvc(["repro", "export"], repo)
+    folder = repo / "data" / "export" / "rt"
+    record = json.loads((folder / "model.onnx.json").read_text())
+    assert record["max_abs_diff"] <= record["tolerance"]
+    assert (folder / "model.int8.onnx").is_file()
+    assert set(record["metric"]) >= {"torch", "onnx_fp32", "onnx_int8"}
+    assert "Running stage" not in _dvc(["repro", "export"], repo)

@@ -137,12 +137,24 @@ def test_compress_tracks_to_a_real_mlflow_server(project, mlflow_server):
         "params_kept",
         "seconds_measure",
         "latency_speedup_b32",
+        "onnx_max_abs_diff",
+        "onnx_attention_nodes",
+        "onnx_dev_onnx_int8",
     ):
         assert metric in child.data.metrics, metric
+    assert child.data.metrics["onnx_max_abs_diff"] <= 1e-4
     assert child.data.tags["git_commit"] and child.data.tags["checkpoint"].endswith("teacher")
     assert child.data.params["search.lam"] == "0.00025"
     names = {a.path for a in client.list_artifacts(child.info.run_id)}
-    assert {"masks", "model", "scores", "evaluation"} <= names
+    assert {"masks", "model", "scores", "evaluation", "onnx"} <= names
+    onnx = {a.path for a in client.list_artifacts(child.info.run_id, "onnx")}
+    assert {"onnx/model.onnx", "onnx/model.int8.onnx", "onnx/model.onnx.json"} <= onnx
+    # one registered model for the teacher and task, a version per reduction's run
+    versions = client.search_model_versions("name = 'kprune-s-teacher'")
+    assert sorted(v.tags["reduction"] for v in versions) == ["0.3", "0.6"]
+    v = versions[0]
+    assert {"teacher", "task", "method", "metric", "flops_kept", "code_digest"} <= set(v.tags)
+    assert v.run_id in {r.info.run_id for r in children}
 
 
 def test_lambda_change_reuses_cached_stages_and_survives_mlflow_outage(project):

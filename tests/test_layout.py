@@ -149,4 +149,5 @@ def test_dvc_outputs_use_the_artifact_names():
         for o in s.get(key, [])
     ]
     files = {n for n in outs if "$" not in n} - {"raw", "tasks"}  # not per-task folders
-    assert files == names - {artifacts.MODEL}  # the model is the per-task folder itself
+    # the model and the export are per-task folders themselves (the stage writes ONNX inside)
+    assert files == names - {artifacts.MODEL, artifacts.ONNX}
