@@ -97,6 +97,8 @@ class OrtModel(nn.Module):
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def run(self, **inputs: torch.Tensor) -> list[np.ndarray]:
+        if "token_type_ids" in self.input_names and inputs.get("token_type_ids") is None:
+            inputs = {**inputs, "token_type_ids": torch.zeros_like(inputs["input_ids"])}
         feed = {k: inputs[k].cpu().numpy().astype(np.int64) for k in self.input_names}
         return self.session.run(None, feed)
 
@@ -186,8 +188,9 @@ def export_onnx(
     ``out``.json. ``task`` (a TaskData) adds the dev-split metric of each."""
     import onnx_ir as ir
 
-    from kprune.checkpoint import load_pruned
+    from kprune.checkpoint import load_model
     from kprune.modeling import load_tokenizer
+    from kprune.pruned_modeling import HEADS_KEY
 
     t0 = time.perf_counter()
     out = Path(out)
@@ -201,14 +204,15 @@ def export_onnx(
         ) from None
     if not os.access(out.parent, os.W_OK):
         raise KPruneError(f"{out.parent} is not writable; choose another --out")
-    model = load_pruned(pruned_dir)
+    model = load_model(pruned_dir)  # a pruned folder; a dense checkpoint exports as well
     tokenizer = load_tokenizer(str(pruned_dir))
     qa = get_adapter(model).head_type(model) == "qa"
     outputs = ("start_logits", "end_logits") if qa else ("logits",)
     batch = _probe(tokenizer, _input_names(model))
     graph, fusions = _export_graph(model, batch, outputs, opset)
     want = _torch_outputs(model, batch, qa)
-    kept_heads = model.kprune_masks.heads.sum(1)
+    layers = len(get_adapter(model).layers(model))
+    kept_heads = getattr(model.config, HEADS_KEY, None) or [1] * layers
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
         fp32 = Path(tmp) / "model.onnx"
         ir.save(graph, fp32)
@@ -230,7 +234,7 @@ def export_onnx(
                 for n in graph.graph.all_nodes()
                 if n.op_type in ("Attention", "MultiHeadAttention")
             ),
-            layers_with_heads=int((kept_heads > 0).sum()),
+            layers_with_heads=sum(1 for h in kept_heads if h > 0),
             max_abs_diff=diff,
             tolerance=tolerance,
             export_seconds=0.0,
@@ -265,7 +269,7 @@ def _quantize(fp32: Path, q8: Path) -> None:
 
     root = logging.getLogger()
     level = root.level
-    root.setLevel(logging.WARNING)  # it logs every tensor it leaves in float at INFO
+    root.setLevel(logging.ERROR)  # it logs every float tensor at INFO and advice at WARNING
     try:
         quantize_dynamic(str(fp32), str(q8), weight_type=QuantType.QInt8)
     finally:

@@ -1,0 +1,28 @@
+"""bench.deploy on a tiny rt teacher: five variants measured, resumable, reported."""
+
+from __future__ import annotations
+
+from bench.deploy import VARIANTS, main
+from bench.rows import read_rows
+from tests.helpers import write_rt_project
+
+
+def test_deploy_measures_five_variants_once_and_reports_them(tmp_path):
+    root = write_rt_project(tmp_path / "p")
+    out = tmp_path / "deploy"
+    args = [
+        "--runs", "rt:0.5", "--tokens", "1500", "--repeats", "1",
+        "--teachers", str(root / "teachers"), "--data-dir", str(root / "tasks"),
+        "--store", str(tmp_path / "store"), "--out", str(out),
+    ]  # fmt: skip
+    assert main(args) == 0
+    rows = read_rows(out.with_suffix(".csv"))
+    assert [r["variant"] for r in rows] == list(VARIANTS)
+    by = {r["variant"]: r for r in rows}
+    # ONNX Runtime fp32 gives the torch model's predictions
+    assert by["pruned-ort-fp32"]["test"] == by["pruned-torch"]["test"]
+    assert int(by["pruned-ort-int8"]["bytes"]) < int(by["pruned-ort-fp32"]["bytes"])
+    assert main(args) == 0  # resumed: nothing measured twice
+    assert len(read_rows(out.with_suffix(".csv"))) == len(VARIANTS)
+    text = out.with_suffix(".md").read_text()
+    assert text.count("| rt | 0.5 |") == len(VARIANTS) and "speed-up b32" in text
