@@ -18,6 +18,7 @@ from dataclasses import asdict
 from kprune.checkpoint import load_model
 from kprune.config import PruneConfig
 from kprune.device import resolve_device
+from kprune.errors import KPruneError
 from kprune.flops import FlopsModel, flops_of
 from kprune.masks import save_masks
 from kprune.measure import knowledge_from_tables
@@ -31,8 +32,8 @@ from stages.common import exit_with, stage_main
 def add_args(p):
     p.add_argument("--rep", required=True, help="K_rep table")
     p.add_argument("--pred", required=True, help="K_pred table")
-    p.add_argument("--teacher", required=True, help="teacher folder (read by the baselines)")
-    p.add_argument("--sample", required=True, help="sample (read by the baselines)")
+    p.add_argument("--teacher", help="teacher folder (needed by a baseline method)")
+    p.add_argument("--sample", help="sample (needed by a baseline method)")
     p.add_argument("--reduction", type=float, help="overrides search.reduction")
     p.add_argument("--out", required=True, help="masks file (.json)")
 
@@ -42,8 +43,8 @@ def make(
     pred_path: str,
     out: str,
     cfg: PruneConfig,
-    teacher: str,
-    sample: str,
+    teacher: str | None = None,
+    sample: str | None = None,
     device: str = "auto",
 ) -> dict:
     """The masks of ``cfg.method`` (written to ``out``); returns kept units per layer."""
@@ -57,6 +58,11 @@ def make(
         masks, seconds = choose_masks(cfg, flops, knowledge=k)
         how = {"method": cfg.method.name, **asdict(cfg.search_spec())}
     else:
+        if teacher is None or sample is None:
+            raise KPruneError(
+                f"method {cfg.method.name} scores the teacher's units itself; pass --teacher "
+                "and --sample to the search stage"
+            )
         data = load_sample(sample)
         model = load_model(teacher)
         flops = flops_of(model, data)
