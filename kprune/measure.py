@@ -14,7 +14,7 @@ from kprune.flops import flops_of
 from kprune.knowledge import Knowledge, MeasureSpec, measure
 from kprune.modeling import frozen
 from kprune.sample import SampleData, materialise
-from kprune.scores import knowledge_frame, to_knowledge
+from kprune.scores import check_tables_match, knowledge_frame, read_scores, to_knowledge
 from kprune.version import __version__
 
 
@@ -78,3 +78,13 @@ def knowledge_from_tables(
         p = to_knowledge(pred, layers, heads, neurons, 0)
         k.pred_heads, k.pred_neurons = p.pred_heads, p.pred_neurons
     return k
+
+
+def read_knowledge(rep_path, pred_path, m=None) -> tuple[Knowledge, pd.DataFrame, dict]:
+    """The iteration-0 knowledge stored in the K_rep and K_pred tables at these paths, checked
+    to come from one sample and (given the measure section ``m``) from its forms and gamma;
+    also the K_rep table and its metadata (dims and FLOPs model)."""
+    rep, rep_meta = read_scores(rep_path)
+    pred, pred_meta = read_scores(pred_path)
+    check_tables_match(rep_meta, pred_meta, m)
+    return knowledge_from_tables(rep, pred, tuple(rep_meta["dims"])), rep, rep_meta

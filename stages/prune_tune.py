@@ -16,13 +16,13 @@ from kprune.config import PruneConfig
 from kprune.device import resolve_device
 from kprune.flops import flops_of
 from kprune.masks import load_masks
-from kprune.measure import knowledge_from_tables
+from kprune.measure import read_knowledge
 from kprune.modeling import load_tokenizer
 from kprune.params import prune_config
 from kprune.pruning import prune_and_tune
 from kprune.report import add_pruned
 from kprune.sample import load_sample
-from kprune.scores import check_tables_match, read_scores, write_scores
+from kprune.scores import read_scores, write_scores
 from kprune.surgery import prune_model
 from stages.common import exit_with, stage_main
 
@@ -53,14 +53,13 @@ def make(inp: Inputs, out: str, iterations: str, cfg: PruneConfig, device: str =
     cfg = cfg.resolved()
     data = load_sample(inp.sample)
     model = load_model(inp.teacher)
-    rep, rep_meta = read_scores(inp.rep)
     masks, found = load_masks(inp.masks)
     kind, dev = data.meta["kind"], resolve_device(device)
     initial = None
     if cfg.method.scorer is None:
-        pred, pred_meta = read_scores(inp.pred)
-        check_tables_match(rep_meta, pred_meta, cfg.measure)
-        initial = knowledge_from_tables(rep, pred, tuple(rep_meta["dims"]))
+        initial, rep, _ = read_knowledge(inp.rep, inp.pred, cfg.measure)
+    else:
+        rep, _ = read_scores(inp.rep)
     seconds = found.get("seconds", {}) if cfg.method.scorer else {}
     tuned, masks, report, table = prune_and_tune(
         model, data, kind, cfg, dev, masks, seconds, initial=initial

@@ -21,11 +21,10 @@ from kprune.device import resolve_device
 from kprune.errors import KPruneError
 from kprune.flops import FlopsModel, flops_of
 from kprune.masks import save_masks
-from kprune.measure import knowledge_from_tables
+from kprune.measure import read_knowledge
 from kprune.params import prune_config
 from kprune.pruning import choose_masks
 from kprune.sample import load_sample
-from kprune.scores import check_tables_match, read_scores
 from stages.common import exit_with, stage_main
 
 
@@ -50,10 +49,7 @@ def make(
     """The masks of ``cfg.method`` (written to ``out``); returns kept units per layer."""
     cfg = cfg.resolved()
     if cfg.method.scorer is None:  # the score tables only: no model to load
-        rep, rep_meta = read_scores(rep_path)
-        pred, pred_meta = read_scores(pred_path)
-        check_tables_match(rep_meta, pred_meta, cfg.measure)
-        k = knowledge_from_tables(rep, pred, tuple(rep_meta["dims"]))
+        k, _, rep_meta = read_knowledge(rep_path, pred_path, cfg.measure)
         flops = FlopsModel(**rep_meta["flops_model"])
         masks, seconds = choose_masks(cfg, flops, knowledge=k)
         how = {"method": cfg.method.name, **asdict(cfg.search_spec())}
