@@ -3,12 +3,22 @@
 model, report = kprune.prune("data/teachers/rt", "rt", kprune.PruneConfig(reduction=0.6))
 kprune.save_pruned(model, "out/rt-0.6", report=report)
 model = kprune.load_pruned("out/rt-0.6")
+sparse, report = kprune.sparsify("data/teachers/rt", "rt", kprune.SparsifyConfig(sparsity=0.9))
 """
 
 from kprune.errors import KPruneError
 from kprune.version import __version__
 
-__all__ = ["KPruneError", "PruneConfig", "__version__", "load_pruned", "prune", "save_pruned"]
+__all__ = [
+    "KPruneError",
+    "PruneConfig",
+    "SparsifyConfig",
+    "__version__",
+    "load_pruned",
+    "prune",
+    "save_pruned",
+    "sparsify",
+]
 
 # the API pulls in torch and transformers: each name is imported on first use only
 _LAZY = {
@@ -16,6 +26,8 @@ _LAZY = {
     "PruneConfig": "kprune.config",
     "save_pruned": "kprune.checkpoint",
     "load_pruned": "kprune.checkpoint",
+    "sparsify": "kprune.sparsify",
+    "SparsifyConfig": "kprune.config",
 }
 
 

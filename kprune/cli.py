@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from kprune.config import PruneConfig, add_flags, knobs_from_args
+from kprune.config import PruneConfig, SparsifyConfig, add_flags, knobs_from_args
 from kprune.entry import OneLineParser, peak_rss_mb, run_main
 from kprune.errors import KPruneError
 
@@ -164,6 +164,33 @@ def format_report(r: dict, out: Path | None = None) -> str:
     return "\n".join(lines)
 
 
+def cmd_sparsify(args: argparse.Namespace) -> None:
+    from kprune.sparsify import save_sparse, sparsify
+
+    cfg = SparsifyConfig(**knobs_from_args(args, SparsifyConfig))
+    model, report = sparsify(args.teacher, task_from_args(args), cfg, args.from_pruned, args.device)
+    out = save_sparse(model, args.out, report)
+    print(format_sparse_report(report, out))
+
+
+def format_sparse_report(r: dict, out: Path | None = None) -> str:
+    """Human summary of a sparsify report."""
+    m = r["metric"]
+    reached = r["sparsity_reached"]
+    lines = [
+        f"{r['method']} on '{r['task']}' (student from {r['student_init']}), "
+        f"{r['steps']} steps in {r['train_seconds']:.0f} s",
+        f"  {m:10s} dev {r['metric_before']['dev'][m]:.4f} -> {r['metric_after']['dev'][m]:.4f}"
+        f"   test {r['metric_before']['test'][m]:.4f} -> {r['metric_after']['test'][m]:.4f}",
+        f"  encoder matrices {reached['params'] / 1e6:.2f} M, nonzero {reached['nonzero'] / 1e6:.3f} M "
+        f"(sparsity {reached['sparsity']:.3f}; {100 * r['matrix_nonzero_fraction_of_dense']:.1f}% "
+        "of the dense teacher's)",
+    ]
+    if out is not None:
+        lines.append(f"  written to {out} (report.json, weights, tokenizer)")
+    return "\n".join(lines)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from kprune.atomic import write_json
     from kprune.checkpoint import load_model
@@ -299,6 +326,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
     add_task_args(p, required=False)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "sparsify",
+        help="zero most encoder weights while distilling the teacher (SparseBERT, retrains)",
+        description="Distil a fine-tuned teacher into a student (by default the pre-trained "
+        "encoder it was fine-tuned from) while the smallest weights of every attention and FFN "
+        "matrix are set to zero on a cubic schedule, up to --sparsity (SparseBERT, Xu et al. "
+        "2021). The result is an ordinary dense-shaped transformers model with zeros; from a "
+        "K-prune model (--from-pruned) it is a K-prune folder.",
+    )
+    p.add_argument("teacher", help="fine-tuned model folder (the teacher)")
+    add_task_args(p)
+    p.add_argument("--out", required=True, help="output folder for the sparse model + report")
+    p.add_argument(
+        "--from-pruned",
+        metavar="DIR",
+        help="start the student from this folder written by kprune prune (K-prune + "
+        "SparseBERT); default: --student's choice",
+    )
+    add_flags(p, sections={"sparsify": SparsifyConfig})
+    p.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:N")
+    p.set_defaults(func=cmd_sparsify)
 
     p = sub.add_parser("evaluate", help="evaluate a (pruned) model on a task split")
     p.add_argument("model", help="model folder (pruned or not) or hub name")

@@ -17,7 +17,7 @@ from typing import Any
 
 from kprune.errors import KPruneError
 from kprune.knowledge import PASS_TOKENS, MeasureSpec
-from kprune.methods import METHODS
+from kprune.methods import METHODS, SPARSIFY_METHODS
 from kprune.search import SearchSpec
 
 
@@ -272,16 +272,76 @@ class PruneConfig:
         return SearchSpec(q.lam, q.mu, q.use_pred, q.use_rep, q.strategy)
 
 
+@dataclass(frozen=True)
+class SparsifyConfig(_Section):
+    """SparseBERT: unstructured magnitude pruning while distilling (params.yaml ``sparsify``).
+    The paper's settings were 12 epochs (on augmented data), batch 32, lr 3e-5 constant,
+    weight decay 0.01, max length 128; the defaults here are sized for a CPU."""
+
+    NAME = "sparsify"
+    method: str = knob(
+        "sparsebert",
+        "; ".join(f"{m.name}: {m.description}" for m in SPARSIFY_METHODS.values())
+        + ". An ablation overrides the knobs it names",
+        tuple(SPARSIFY_METHODS),
+    )
+    sparsity: float = knob(0.9, "fraction of each encoder matrix's weights set to zero, 0 <= s < 1")
+    student: str = knob(
+        "pretrained",
+        "the student's initial weights: the pre-trained encoder the teacher was fine-tuned "
+        "from (the paper) or the fine-tuned teacher itself",
+        ("pretrained", "teacher"),
+    )
+    base: str = knob(
+        "",
+        "pre-trained encoder of a pretrained student (folder or hub name; empty: the "
+        "base_model in the teacher's metrics.json)",
+    )
+    epochs: float = knob(3.0, "training epochs over the train split (the paper: 12)")
+    batch_size: int = knob(32, "training batch size (the paper: 32)")
+    lr: float = knob(3e-5, "AdamW learning rate, constant (the paper: 3e-5)")
+    weight_decay: float = knob(0.01, "AdamW weight decay of the matrices (the paper: 0.01)")
+    max_length: int = knob(64, "longest training and evaluation sequence (the paper: 128)")
+    mask_updates: int = knob(
+        100, "times the magnitude mask is raised along the cubic schedule (the paper: ~100)"
+    )
+    att_weight: float = knob(1.0, "weight of the attention-score MSE summed over layers")
+    hidden_weight: float = knob(1.0, "weight of the hidden-state MSE summed over layers")
+    logit_weight: float = knob(1.0, "weight of the soft cross-entropy to the teacher")
+    label_weight: float = knob(0.0, "weight of the task loss on the labels")
+    temperature: float = knob(1.0, "temperature of the soft cross-entropy")
+    seed: int = knob(0, "seed of the initial head, dropout and batch order")
+
+    def _check(self) -> None:
+        if not 0 <= self.sparsity < 1:
+            self._fail("sparsity", f"must be in [0, 1), got {self.sparsity}")
+        self._at_least(0, "epochs", "lr", "temperature", strict=True)
+        self._at_least(1, "batch_size", "mask_updates")
+        self._at_least(8, "max_length")
+        self._at_least(0, "weight_decay", "att_weight", "hidden_weight", "logit_weight")
+        self._at_least(0, "label_weight")
+        if not (self.att_weight or self.hidden_weight or self.logit_weight or self.label_weight):
+            self._fail("label_weight", "is 0 with every distillation weight 0: nothing to train")
+
+    def resolved(self) -> SparsifyConfig:
+        """With the method's knob changes applied (idempotent)."""
+        return dataclasses.replace(self, **SPARSIFY_METHODS[self.method].overrides)
+
+
 def _flag(f: dataclasses.Field) -> str:
     """The command-line flag of a knob (a True default is switched off by --no-NAME)."""
     flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
     return "--no-" + flag[2:] if f.default is True else flag
 
 
-def add_flags(parser: argparse.ArgumentParser, required: tuple[str, ...] = ()) -> None:
-    """One flag per pruning knob, its help and default taken from the config classes. Flags
-    not given stay out of the namespace (``knobs_from_args`` then keeps the default)."""
-    for name, cls in PRUNE_SECTIONS.items():
+def add_flags(
+    parser: argparse.ArgumentParser,
+    required: tuple[str, ...] = (),
+    sections: dict[str, type] = PRUNE_SECTIONS,
+) -> None:
+    """One flag per knob of ``sections``, its help and default taken from the config classes.
+    Flags not given stay out of the namespace (``knobs_from_args`` then keeps the default)."""
+    for name, cls in sections.items():
         group = parser.add_argument_group(f"{name} (params.yaml section '{name}')")
         for f in dataclasses.fields(cls):
             meta, default, dest = f.metadata, f.default, _knob_name(f)
@@ -305,6 +365,8 @@ def add_flags(parser: argparse.ArgumentParser, required: tuple[str, ...] = ()) -
             )
 
 
-def knobs_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The knobs given on the command line (by ``add_flags``' flags)."""
-    return {k: v for k, v in vars(args).items() if k in KNOBS}
+def knobs_from_args(args: argparse.Namespace, section: type | None = None) -> dict[str, Any]:
+    """The knobs given on the command line (by ``add_flags``' flags): the pruning knobs, or
+    those of one ``section`` class."""
+    names = KNOBS if section is None else {_knob_name(f) for f in dataclasses.fields(section)}
+    return {k: v for k, v in vars(args).items() if k in names}

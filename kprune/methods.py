@@ -67,6 +67,34 @@ METHODS: dict[str, Method] = {
 }
 
 
+# SparseBERT and its ablations: the sparsify section with some knobs changed
+SPARSIFY_METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method(
+            "sparsebert",
+            "SparseBERT: student from the pre-trained encoder, magnitude pruning during "
+            "layer-wise distillation from the fine-tuned teacher",
+        ),
+        Method(
+            "sparsebert-from-teacher",
+            "SparseBERT with the student initialised as the fine-tuned teacher",
+            {"student": "teacher"},
+        ),
+        Method(
+            "sparsebert-no-kd",
+            "gradual magnitude pruning on the task labels only (no distillation)",
+            {"att_weight": 0.0, "hidden_weight": 0.0, "logit_weight": 0.0, "label_weight": 1.0},
+        ),
+        Method(
+            "sparsebert-logits-kd",
+            "SparseBERT distilling the teacher's prediction only (no attention or hidden states)",
+            {"att_weight": 0.0, "hidden_weight": 0.0},
+        ),
+    )
+}
+
+
 def get_method(name: str) -> Method:
     if name not in METHODS:
         raise KPruneError(f"unknown method '{name}'; choose one of {', '.join(METHODS)}")

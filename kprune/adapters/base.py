@@ -62,6 +62,29 @@ class Adapter:
         """Replace a layer's attention by EmptyAttention (every head pruned)."""
         raise NotImplementedError
 
+    def has_heads(self, layer: nn.Module) -> bool:
+        """False once every head of the layer was pruned (its attention is EmptyAttention)."""
+        raise NotImplementedError
+
+    def ffn(self, layer: nn.Module) -> tuple[nn.Linear, nn.Linear]:
+        """The FFN's two linear maps (W_1, W_2): present even when the attention is empty."""
+        raise NotImplementedError
+
+    def matrices(self, layer: nn.Module) -> dict[str, nn.Linear]:
+        """The layer's linear maps by role (q, k, v, attn_out, ffn_in, ffn_out); without the
+        attention's when every head was pruned."""
+        if not self.has_heads(layer):
+            return dict(zip(("ffn_in", "ffn_out"), self.ffn(layer), strict=True))
+        v = self.view(layer)
+        return {
+            "q": v.q,
+            "k": v.k,
+            "v": v.v,
+            "attn_out": v.attn_out,
+            "ffn_in": v.ffn_in,
+            "ffn_out": v.ffn_out,
+        }
+
     # shared logic -------------------------------------------------------------------
     def dims(self, model: nn.Module) -> tuple[int, int, int, int, int]:
         """(layers, heads, head_dim, hidden, ffn) of the unpruned model."""

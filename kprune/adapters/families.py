@@ -47,6 +47,12 @@ class BertAdapter(Adapter):
     def empty_attention(self, layer):
         layer.attention.self = EmptyAttention(None)
 
+    def has_heads(self, layer):
+        return not isinstance(layer.attention.self, EmptyAttention)
+
+    def ffn(self, layer):
+        return layer.intermediate.dense, layer.output.dense
+
 
 class RobertaAdapter(BertAdapter):
     family = "roberta"
@@ -92,3 +98,9 @@ class DistilBertAdapter(Adapter):
 
     def empty_attention(self, layer):
         layer.attention = EmptyAttention(layer.attention.out_lin.bias)
+
+    def has_heads(self, layer):
+        return not isinstance(layer.attention, EmptyAttention)
+
+    def ffn(self, layer):
+        return layer.ffn.lin1, layer.ffn.lin2

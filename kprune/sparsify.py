@@ -1,0 +1,248 @@
+"""SparseBERT (Xu et al., NAACL 2021): prune each encoder matrix's smallest weights while a
+student is distilled from the fine-tuned teacher.
+
+The student starts from the pre-trained encoder the teacher was fine-tuned from (ablation:
+from the teacher itself; or, combined with K-prune, from a structurally pruned model). Every
+step: teacher and student forward on a training batch, the distillation loss of
+kprune.distill, one AdamW step, pruned weights back to zero; at ``mask_updates`` evenly spaced
+steps the magnitude mask is raised along the cubic schedule of kprune.sparsity.
+
+    model, report = kprune.sparsify("data/teachers/rt", "rt", SparsifyConfig(sparsity=0.9))
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from kprune.adapters import get_adapter
+from kprune.atomic import atomic_path, write_json
+from kprune.batching import encode, iterate
+from kprune.checkpoint import check_task_fits, load_model, save_pruned
+from kprune.config import SparsifyConfig
+from kprune.device import resolve_device
+from kprune.distill import AttentionScores, LossWeights, distill_loss, kept_heads, run
+from kprune.errors import KPruneError
+from kprune.evaluation import evaluate_model
+from kprune.methods import SPARSIFY_METHODS
+from kprune.modeling import frozen, load_for_task, load_tokenizer
+from kprune.sparsity import WeightMasks, cubic_sparsity, matrix_nonzero, update_steps
+from kprune.tasks import TaskData, load_task
+
+log = logging.getLogger(__name__)
+
+
+def base_of(teacher_dir: str | Path) -> str:
+    """The pre-trained encoder a teacher was fine-tuned from (its metrics.json's base_model)."""
+    metrics = Path(teacher_dir) / "metrics.json"
+    try:
+        base = json.loads(metrics.read_text()).get("base_model")
+    except (OSError, json.JSONDecodeError):
+        base = None
+    if not base:
+        raise KPruneError(
+            f"the teacher {teacher_dir} does not say which pre-trained encoder it was "
+            "fine-tuned from (no base_model in metrics.json); pass --base FOLDER"
+        )
+    return str(base)
+
+
+def check_same_architecture(student: nn.Module, teacher: nn.Module, base: str) -> None:
+    """Hidden states and attention scores are matched layer by layer: the shapes must agree."""
+    s, t = student.config, teacher.config
+    ds, dt = get_adapter(student).dims(student), get_adapter(teacher).dims(teacher)
+    if s.model_type != t.model_type or ds != dt:
+        names = "layers, heads, head dim, hidden, FFN"
+        raise KPruneError(
+            f"the student base {base} ({s.model_type}, {names} = {ds}) differs from the "
+            f"teacher ({t.model_type}, {dt}); pass the encoder the teacher was fine-tuned from "
+            "with --base"
+        )
+
+
+def initial_student(
+    teacher: nn.Module, teacher_dir: str, task: TaskData, cfg: SparsifyConfig, from_pruned=None
+) -> nn.Module:
+    """The student before training: a K-prune model (``from_pruned``), the teacher, or the
+    pre-trained encoder with a new task head."""
+    if from_pruned is not None:
+        student = load_model(from_pruned)
+        if getattr(student, "kprune_masks", None) is None:
+            raise KPruneError(
+                f"--from-pruned {from_pruned} is not a folder written by kprune prune; pass a "
+                "K-prune model (or leave --from-pruned out)"
+            )
+        check_task_fits(student, task)
+        return student
+    if cfg.student == "teacher":
+        return copy.deepcopy(teacher)
+    base = cfg.base or base_of(teacher_dir)
+    student = load_for_task(base, task.spec)
+    check_same_architecture(student, teacher, base)
+    return student
+
+
+def _optimizer(model: nn.Module, masks: WeightMasks, cfg: SparsifyConfig):
+    pruned = {id(w) for w in masks.weights.values()}
+    decay = [p for p in model.parameters() if p.ndim >= 2 and id(p) in pruned]
+    rest = [p for p in model.parameters() if not (p.ndim >= 2 and id(p) in pruned)]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
+    groups.append({"params": rest, "weight_decay": 0.0})
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def sparsify(
+    teacher: str | Path,
+    task: TaskData | str,
+    config: SparsifyConfig | None = None,
+    from_pruned: str | Path | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> tuple[nn.Module, dict]:
+    """Distil ``teacher`` into a student whose encoder matrices reach ``config.sparsity``;
+    returns the student (dense-shaped, zeros in place) and its report. ``from_pruned``: a
+    K-prune model folder to start from (K-prune + SparseBERT)."""
+    t_start = time.perf_counter()
+    cfg = (config or SparsifyConfig()).resolved()
+    dev = resolve_device(device)
+    task = load_task(task) if isinstance(task, str) else task
+    if task.spec.kind == "qa":
+        raise KPruneError("sparsify trains on sequence classification or regression tasks, not QA")
+    teacher_model = load_model(teacher)
+    check_task_fits(teacher_model, task)
+    tokenizer = load_tokenizer(str(teacher))
+    torch.manual_seed(cfg.seed)
+    model = initial_student(teacher_model, str(teacher), task, cfg, from_pruned).to(dev)
+    teacher_model = frozen(teacher_model, dev)
+
+    train = encode(tokenizer, task.split("train"), cfg.max_length)
+    if len(train) < 2:
+        raise KPruneError(f"task '{task.spec.name}' has {len(train)} training example(s); need 2+")
+    total = max(1, math.ceil(math.ceil(len(train) / cfg.batch_size) * cfg.epochs))
+    raise_at = set(update_steps(total, cfg.mask_updates)) if cfg.sparsity > 0 else set()
+    masks = WeightMasks(model)
+    optimizer = _optimizer(model, masks, cfg)
+    weights = LossWeights(
+        cfg.att_weight, cfg.hidden_weight, cfg.logit_weight, cfg.label_weight, cfg.temperature
+    )
+    heads = kept_heads(model)
+    t_scores, s_scores = AttentionScores(teacher_model), AttentionScores(model)
+    evaluate = _evaluator(tokenizer, task, cfg, dev)
+    before = {split: evaluate(teacher_model, split) for split in ("dev", "test")}
+
+    history, step, epoch, running = [], 0, 0, {}
+    t_train = time.perf_counter()
+    bar = tqdm(total=total, desc=f"sparsify {task.spec.name}", disable=None if progress else True)
+    try:
+        while step < total:
+            model.train()
+            for _, batch in iterate(
+                train, cfg.batch_size, dev, shuffle=True, seed=cfg.seed + epoch
+            ):
+                if step >= total:
+                    break
+                with torch.no_grad():
+                    t_out = run(teacher_model, t_scores, batch)
+                terms = distill_loss(
+                    run(model, s_scores, batch), t_out, batch, task.spec.kind, weights, heads
+                )
+                loss = terms["total"]
+                if not torch.isfinite(loss):
+                    raise KPruneError(f"the loss became {loss.item()} at step {step}; lower --lr")
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                masks.apply()
+                step += 1
+                if step in raise_at:
+                    masks.update(cubic_sparsity(step, total, cfg.sparsity))
+                for k, v in terms.items():
+                    running[k] = 0.9 * running.get(k, v.item()) + 0.1 * v.item()
+                bar.update(1)
+                bar.set_postfix(loss=f"{running['total']:.4f}", sparsity=f"{masks.sparsity:.3f}")
+            epoch += 1
+            dev_metrics = evaluate(model, "dev")
+            history.append({"epoch": epoch, "step": step, **running, "dev": dev_metrics})
+            bar.write(f"epoch {epoch}: loss {running['total']:.4f} dev {dev_metrics}")
+    finally:
+        bar.close()
+        t_scores.close()
+        s_scores.close()
+    train_seconds = time.perf_counter() - t_train
+    model = model.cpu().eval()
+    after = {split: evaluate(model.to(dev), split) for split in ("dev", "test")}
+    model = model.cpu()
+    nonzero, params = matrix_nonzero(model)
+    dense_params = matrix_nonzero(teacher_model)[1]
+    report = {
+        "task": task.spec.name,
+        "metric": task.spec.metric,
+        "method": "kprune+sparsebert" if from_pruned is not None else cfg.method,
+        "description": SPARSIFY_METHODS[cfg.method].description,
+        "teacher": str(teacher),
+        "student_init": str(from_pruned) if from_pruned is not None else cfg.student,
+        "base": _base_name(cfg, teacher, from_pruned),
+        "sparsity": cfg.sparsity,
+        "sparsity_reached": masks.report(),
+        "matrix_params": params,
+        "matrix_nonzero": nonzero,
+        "matrix_nonzero_fraction_of_dense": nonzero / dense_params,
+        "metric_before": before,
+        "metric_after": after,
+        "history": history,
+        "steps": total,
+        "mask_updates": len(raise_at),
+        "device": str(dev),
+        "train_seconds": round(train_seconds, 1),
+        "seconds": round(time.perf_counter() - t_start, 1),
+        "config": asdict(cfg),
+    }
+    pruned_report = _read_report(from_pruned) if from_pruned is not None else None
+    report["flops_kept"] = pruned_report.get("flops_kept") if pruned_report else 1.0
+    model.kprune_tokenizer = tokenizer
+    return model, report
+
+
+def _base_name(cfg: SparsifyConfig, teacher, from_pruned) -> str | None:
+    if from_pruned is not None or cfg.student != "pretrained":
+        return None
+    return cfg.base or base_of(teacher)
+
+
+def _read_report(folder) -> dict:
+    try:
+        return json.loads((Path(folder) / "report.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _evaluator(tokenizer, task: TaskData, cfg: SparsifyConfig, dev):
+    def evaluate(model: nn.Module, split: str) -> dict[str, float]:
+        return evaluate_model(model, tokenizer, task, split, cfg.max_length, dev)
+
+    return evaluate
+
+
+def save_sparse(model: nn.Module, out_dir: str | Path, report: dict) -> Path:
+    """Write the student (an ordinary transformers folder, or a K-prune folder for a K-prune
+    student), its tokenizer and report.json, atomically."""
+    tokenizer = getattr(model, "kprune_tokenizer", None)
+    if getattr(model, "kprune_masks", None) is not None:
+        return save_pruned(model, out_dir, tokenizer=tokenizer, report=report)
+    out = Path(out_dir)
+    with atomic_path(out, is_dir=True) as tmp:
+        model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        write_json(tmp / "report.json", report)
+    return out
