@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from kprune.config import PRUNE_SECTIONS, PruneConfig
+from kprune.config import PRUNE_SECTIONS, PruneConfig, SparsifyConfig
 from kprune.errors import KPruneError
 from kprune.finetune import FinetuneConfig
 
@@ -165,6 +165,7 @@ SECTIONS = {
     **PRUNE_SECTIONS,
     "evaluate": EvaluateParams,
     "export": ExportParams,
+    "sparsify": SparsifyConfig,
     "compress": CompressParams,
     "bench": BenchParams,
 }

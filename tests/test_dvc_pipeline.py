@@ -198,3 +198,28 @@ def test_export_stage_writes_a_verified_onnx_graph_and_is_cached(repo):
     assert (folder / "model.int8.onnx").is_file()
     assert set(record["metric"]) >= {"torch", "onnx_fp32", "onnx_int8"}
     assert "Running stage" not in _dvc(["repro", "export"], repo)
+
+
+def _stages_run(args, cwd) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", _dvc(["repro", *args], cwd)))
+
+
+def test_sparsify_stages_are_cached_and_rerun_only_on_their_section(repo):
+    """``dvc repro sparsify sparsify_pruned``: SparseBERT from the pre-trained base and from
+    the K-prune model; cached on a second repro; a sparsify knob reruns both and nothing
+    else; a search knob does not touch the dense-teacher one."""
+    for key, value in (("epochs", 0.25), ("sparsity", 0.5), ("mask_updates", 4)):
+        _set(repo, "sparsify", key, value)
+    assert {"sparsify", "sparsify_pruned"} <= _stages_run(["sparsify", "sparsify_pruned"], repo)
+    dense = json.loads((repo / "data" / "sparse" / "rt" / "report.json").read_text())
+    assert dense["method"] == "sparsebert" and dense["base"] == "tiny-base"
+    assert dense["sparsity_reached"]["sparsity"] == pytest.approx(0.5, abs=1e-3)
+    both = repo / "data" / "sparse" / "rt-kprune"
+    combined = json.loads((both / "report.json").read_text())
+    assert combined["method"] == "kprune+sparsebert" and (both / "kprune.json").is_file()
+    assert combined["flops_kept"] < 1
+    assert _stages_run(["sparsify", "sparsify_pruned"], repo) == set()
+    _set(repo, "sparsify", "sparsity", 0.6)
+    assert _stages_run(["sparsify", "sparsify_pruned"], repo) == {"sparsify", "sparsify_pruned"}
+    _set(repo, "search", "lam", 2e-3)
+    assert _stages_run(["sparsify"], repo) == set()
