@@ -6,6 +6,7 @@
 
 batch.yaml:
     reductions: [0.4, 0.6]            # default for every checkpoint
+    # (params.yaml compress.sparsify: true adds SparseBERT on each teacher and pruned model)
     checkpoints:
       - {checkpoint: data/teachers/rt, task: rt}
       - {checkpoint: data/teachers/trec6, task: trec6, reductions: [0.5]}
@@ -24,8 +25,8 @@ import yaml
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.chain import measure_chain, reduction_chain
-from flows.compress import format_table, summary_row, task_files
+from flows.chain import measure_chain, reduction_chain, sparse_chain
+from flows.compress import format_sparse, format_table, sparse_row, summary_row, task_files
 from kprune.entry import run_main
 from kprune.errors import KPruneError
 from kprune.params import from_mapping, prune_config, section, validate_params
@@ -73,8 +74,10 @@ def batch(
     data_dir: str | None = None,
     device: str = "auto",
 ) -> dict:
-    """Submit every checkpoint's chain of tasks; collect rows and failures."""
+    """Submit every checkpoint's chain of tasks (with SparseBERT when compress.sparsify is
+    set); collect rows and failures."""
     cfg, ev, ex = prune_config(params), section(params, "evaluate"), section(params, "export")
+    sparse_cfg = section(params, "sparsify") if section(params, "compress").sparsify else None
     chains = []
     for item in items:
         ckpt = str(Path(item.checkpoint).resolve())
@@ -88,9 +91,15 @@ def batch(
                 _submit, ckpt, item.task, files, data_dir, measured, at_r, ev, ex, device
             )
             per_r.append((r, masks, pruned, evaluation, exported))
-        chains.append((item, sample, rep, pred, per_r))
-    results: dict = {"ok": {}, "failed": {}}
-    for item, sample, rep, pred, per_r in chains:
+        sparse = {}
+        if sparse_cfg is not None:
+            pruned_by_r = {r: pruned for r, _, pruned, _, _ in per_r}
+            sparse = sparse_chain(
+                _submit, ckpt, item.task, files, data_dir, pruned_by_r, sparse_cfg, device
+            )
+        chains.append((item, sample, rep, pred, per_r, sparse))
+    results: dict = {"ok": {}, "failed": {}, "sparse": {}}
+    for item, sample, rep, pred, per_r, sparse in chains:
         key = f"{item.checkpoint} ({item.task})"
         rows, errors = [], []
         for r, masks, pruned, evaluation, exported in per_r:
@@ -112,6 +121,12 @@ def batch(
             else:
                 chain = [exported, evaluation, pruned, masks, pred, rep, sample]
                 errors.append(f"r={r}: {_reason(chain)}")
+        for r, fut in sparse.items():
+            fut.wait()
+            if fut.state.is_completed():
+                results["sparse"].setdefault(key, []).append(sparse_row(r, fut.result()))
+            else:
+                errors.append(f"sparsify{'' if r is None else f' r={r}'}: {_reason([fut])}")
         if rows:
             results["ok"][key] = rows
         if errors:
@@ -135,6 +150,8 @@ def format_results(results: dict) -> str:
     lines = []
     for key, rows in results["ok"].items():
         lines.append(format_table(rows, key))
+        if results.get("sparse", {}).get(key):
+            lines.append(format_sparse(results["sparse"][key]))
     for key, errors in results["failed"].items():
         lines.append(f"FAILED {key}: " + "; ".join(errors))
     return "\n".join(lines)

@@ -12,7 +12,7 @@ from typing import Any
 
 from flows import settings
 from flows import tasks as t
-from kprune.config import PRED_KNOBS, REP_KNOBS, PruneConfig
+from kprune.config import PRED_KNOBS, REP_KNOBS, PruneConfig, SparsifyConfig
 from kprune.params import EvaluateParams, ExportParams
 
 Run = Callable[..., Any]
@@ -59,3 +59,21 @@ def reduction_chain(
     )
     exported = run(t.export, pruned, task, files, data_dir, ex, store)
     return masks, pruned, evaluation, exported
+
+
+def sparse_chain(
+    run: Run,
+    checkpoint: str,
+    task: str,
+    files: str,
+    data_dir: str | None,
+    pruned: dict[float, Any],
+    cfg: SparsifyConfig,
+    device: str,
+) -> dict[float | None, Any]:
+    """SparseBERT on the teacher (key None) and on each reduction's K-prune model (key R)."""
+    store = str(settings.FLOW_DATA)
+    out = {None: run(t.sparsify, checkpoint, task, files, data_dir, cfg, None, device, store)}
+    for r, pruned_dir in pruned.items():
+        out[r] = run(t.sparsify, checkpoint, task, files, data_dir, cfg, pruned_dir, device, store)
+    return out

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows.chain import measure_chain, reduction_chain
+from flows.chain import measure_chain, reduction_chain, sparse_chain
 from kprune import artifacts as A
 from kprune.entry import run_main
 from kprune.errors import KPruneError
@@ -67,24 +67,30 @@ def compress(
     data_dir: str | None = None,
     device: str = "auto",
     track: bool = True,
+    sparsify: bool | None = None,
 ) -> dict:
-    """Prune one checkpoint at each reduction; returns summary rows, task states, tracking."""
+    """Prune one checkpoint at each reduction (and, with ``sparsify``, default the compress
+    section's, run SparseBERT on the teacher and on each pruned model); returns summary rows,
+    task states, tracking."""
     checkpoint = str(Path(checkpoint).resolve())
     cfg, ev, ex = prune_config(params), section(params, "evaluate"), section(params, "export")
     reductions = list(reductions or section(params, "compress").reductions)
+    if sparsify is None:
+        sparsify = section(params, "compress").sparsify
     files = task_files(task, data_dir)
     call = StateLog()
     t0 = time.perf_counter()
     measured = measure_chain(call, checkpoint, task, files, data_dir, cfg, device)
     _, rep_dir, pred_dir = measured
     shared = time.perf_counter() - t0
-    rows = []
+    rows, pruned_dirs = [], {}
     for r in reductions:
         t1 = time.perf_counter()
         at_r = cfg.replace(reduction=r)
         masks_dir, pruned_dir, eval_dir, export_dir = reduction_chain(
             call, checkpoint, task, files, data_dir, measured, at_r, ev, ex, device
         )
+        pruned_dirs[r] = pruned_dir
         rows.append(
             summary_row(
                 r,
@@ -98,6 +104,11 @@ def compress(
                 export_dir,
             )
         )
+    sparse_rows = []
+    if sparsify:
+        sp = section(params, "sparsify")
+        done = sparse_chain(call, checkpoint, task, files, data_dir, pruned_dirs, sp, device)
+        sparse_rows = [sparse_row(r, folder) for r, folder in done.items()]
     plot = None
     if rows:
         slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(task).stem)
@@ -126,12 +137,14 @@ def compress(
                 "prune_tune",
                 "evaluate",
                 "export",
+                "sparsify",
             )
         }
-        tracking = log_compress_runs(rows, all_params, checkpoint, task, plot)
+        tracking = log_compress_runs(rows + sparse_rows, all_params, checkpoint, task, plot)
     return {
         "task": task,
         "rows": rows,
+        "sparse_rows": sparse_rows,
         "states": call.entries,
         "tracking": tracking,
         "plot": str(plot) if plot else None,
@@ -145,6 +158,8 @@ def format_states(entries: list[tuple[str, str, float]]) -> str:
 
 def format_result(result: dict) -> str:
     lines = [format_table(result["rows"], result["task"])]
+    if result.get("sparse_rows"):
+        lines.append(format_sparse(result["sparse_rows"]))
     lines.append(format_states(result["states"]))
     if result.get("plot"):
         lines.append(f"plot: {result['plot']}")
@@ -219,6 +234,38 @@ def summary_row(
     return row
 
 
+def sparse_row(reduction: float | None, sparse_dir: str) -> dict:
+    """A SparseBERT model's summary (a K-prune + SparseBERT one names its reduction)."""
+    report = json.loads((Path(sparse_dir) / A.MODEL / "report.json").read_text())
+    m = report["metric"]
+    return {
+        "reduction": reduction if reduction is not None else 0.0,
+        "method": report["method"],
+        "sparsity": report["sparsity"],
+        "metric": m,
+        "metric_before": report["metric_before"]["dev"][m],
+        "metric_after": report["metric_after"]["dev"][m],
+        "test_after": report["metric_after"]["test"][m],
+        "flops_kept": report["flops_kept"],
+        "matrix_nonzero": report["matrix_nonzero"],
+        "matrix_nonzero_fraction": report["matrix_nonzero_fraction_of_dense"],
+        "train_seconds": report["train_seconds"],
+        "artifacts": {"model": f"{sparse_dir}/{A.MODEL}"},
+    }
+
+
+def format_sparse(rows: list[dict]) -> str:
+    lines = []
+    for r in rows:
+        where = "teacher" if r["method"] != "kprune+sparsebert" else f"K-prune R={r['reduction']}"
+        lines.append(
+            f"{r['method']} ({where}) sparsity {r['sparsity']}: dev {r['metric']} "
+            f"{r['metric_before']:.4f} -> {r['metric_after']:.4f}, encoder matrices "
+            f"{100 * r['matrix_nonzero_fraction']:.1f}% of dense nonzero, {r['train_seconds']:.0f} s"
+        )
+    return "\n".join(lines)
+
+
 def format_table(rows: list[dict], task: str) -> str:
     if not rows:
         return "no reductions"
@@ -257,6 +304,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    p.add_argument(
+        "--sparsify",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also run SparseBERT (params.yaml sparsify section) on the teacher and on each "
+        "K-prune model (default: compress.sparsify)",
+    )
     args = p.parse_args(argv)
 
     def run() -> None:
@@ -272,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
             args.data_dir,
             args.device,
             not args.no_track,
+            args.sparsify,
         )
         print(format_result(result))
 

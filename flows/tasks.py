@@ -16,7 +16,7 @@ from flows import settings
 from flows.keys import content_key, intact, output_dir, prefect_key_fn, seal
 from kprune import artifacts as A
 from kprune.atomic import atomic_path
-from kprune.config import PruneConfig, SampleConfig
+from kprune.config import PruneConfig, SampleConfig, SparsifyConfig
 from kprune.params import EvaluateParams, ExportParams
 from stages import evaluate as evaluate_stage
 from stages import export as export_stage
@@ -24,6 +24,7 @@ from stages import measure as measure_stage
 from stages import prune_tune as prune_tune_stage
 from stages import sample as sample_stage
 from stages import search as search_stage
+from stages import sparsify as sparsify_stage
 
 # not part of what a task computes: where it runs, and where its outputs are stored (the
 # flow's folder, passed along because a Dask worker's own working folder is not the project)
@@ -196,4 +197,28 @@ def export(
         "export",
         params,
         lambda d: export_stage.make(f"{pruned_dir}/{A.MODEL}", task_name, data_dir, str(d), cfg),
+    )
+
+
+@task(name="sparsify", **CACHED)
+def sparsify(
+    teacher: str,
+    task_name: str,
+    task_files: str,
+    data_dir: str | None,
+    cfg: SparsifyConfig,
+    pruned_dir: str | None = None,
+    device: str = "auto",
+    store: str = "",
+) -> str:
+    """SparseBERT: the teacher distilled into a sparse student (from the pre-trained encoder,
+    or from the K-prune model in ``pruned_dir``: K-prune + SparseBERT)."""
+    params = dict(locals())
+    start = f"{pruned_dir}/{A.MODEL}" if pruned_dir else None
+    return _produce(
+        "sparsify",
+        params,
+        lambda d: sparsify_stage.make(
+            teacher, task_name, data_dir, str(d / A.MODEL), cfg, start, device
+        ),
     )

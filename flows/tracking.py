@@ -98,11 +98,14 @@ def log_compress_runs(
         if summary_plot is not None and summary_plot.exists():
             mlflow.log_artifact(str(summary_plot), "plots")
         for row in rows:
-            with mlflow.start_run(
-                run_name=f"{task} r={row['reduction']}",
-                nested=True,
-                tags={**tags, "reduction": str(row["reduction"])},
-            ) as child:
+            what = f"r={row['reduction']}"
+            row_tags = {**tags, "reduction": str(row["reduction"])}
+            if "sparsity" in row:  # a SparseBERT model (of the teacher, or of a K-prune one)
+                what = f"{row['method']} s={row['sparsity']}" + (
+                    f" r={row['reduction']}" if row["reduction"] else ""
+                )
+                row_tags.update(method=row["method"], sparsity=str(row["sparsity"]))
+            with mlflow.start_run(run_name=f"{task} {what}", nested=True, tags=row_tags) as child:
                 _log_child(row, flat)
                 ids["children"].append(child.info.run_id)
                 version = register_pruned(child.info, row, checkpoint, task)
@@ -144,6 +147,8 @@ def register_pruned(run_info, row: dict, checkpoint: str, task: str) -> str | No
         "flops_kept": f"{row['flops_kept']:.4f}",
         "code_digest": code_digest(),
     }
+    if "sparsity" in row:
+        tags["sparsity"] = str(row["sparsity"])
     version = client.create_model_version(
         name, source=f"{run_info.artifact_uri}/model", run_id=run_info.run_id, tags=tags
     )

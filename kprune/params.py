@@ -128,6 +128,7 @@ class ExportParams:
 class CompressParams:
     task: str = "rt"
     reductions: tuple[float, ...] = (0.6,)
+    sparsify: bool = False  # also SparseBERT on the teacher and on each K-prune model
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ student is the K-prune model of prune_tune (K-prune + SparseBERT)."""
 
 from __future__ import annotations
 
+from kprune.config import SparsifyConfig
 from kprune.params import section
 from kprune.sparsify import save_sparse, sparsify
 from kprune.tasks import load_task
@@ -18,11 +19,27 @@ def add_args(p):
     p.add_argument("--out", required=True, help="output model folder (with report.json)")
 
 
+def make(
+    teacher: str,
+    task_name: str,
+    data_dir: str | None,
+    out: str,
+    cfg: SparsifyConfig,
+    from_pruned: str | None = None,
+    device: str = "auto",
+) -> dict:
+    """Train the sparse student into folder ``out``; returns its report."""
+    task = load_task(task_name, data_dir)
+    model, report = sparsify(teacher, task, cfg, from_pruned, device, progress=False)
+    save_sparse(model, out, report)
+    return report
+
+
 def run(args) -> None:
     cfg = section(args.params, "sparsify")
-    task = load_task(args.task, args.data_dir)
-    model, report = sparsify(args.teacher, task, cfg, args.from_pruned, args.device)
-    save_sparse(model, args.out, report)
+    report = make(
+        args.teacher, args.task, args.data_dir, args.out, cfg, args.from_pruned, args.device
+    )
     m = report["metric"]
     print(
         f"sparsify {report['method']} s={cfg.sparsity}: dev {m} "

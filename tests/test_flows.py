@@ -262,3 +262,53 @@ def test_a_corrupt_cached_output_is_recomputed_not_used(project):
 
     for s in sorted((project / "data" / "flows" / "sample").glob("*/sample.safetensors")):
         load_sample(s)  # intact again
+
+
+def test_sparsebert_runs_in_both_flows_tracked_and_cached(project):
+    """compress.sparsify: SparseBERT on the teacher and on the K-prune model, each a cached
+    task, an MLflow child run and a registered version; the batch flow runs the same tasks
+    (served from the cache here) and reports them."""
+    from mlflow.tracking import MlflowClient
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["compress"] = {"task": "rt", "reductions": [0.6], "sparsify": True}
+    params["sparsify"] = {
+        "sparsity": 0.5,
+        "epochs": 1.0,
+        "batch_size": 16,
+        "lr": 1e-3,
+        "max_length": 16,
+        "mask_updates": 4,
+    }
+    (project / "params-sparse.yaml").write_text(yaml.safe_dump(params))
+    args = ["--checkpoint", str(project / "teacher"), "--task", str(project / "s.csv")]
+    proc = _run("flows.compress", [*args, "--params", "params-sparse.yaml"], project)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [s for n, s in _states(proc.stdout) if n == "sparsify"] == ["completed"] * 2
+    assert "sparsebert (teacher) sparsity 0.5" in proc.stdout
+    assert "kprune+sparsebert (K-prune R=0.6) sparsity 0.5" in proc.stdout
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("kprune")
+    runs = client.search_runs([exp.experiment_id], "tags.sparsity = '0.5'")
+    assert sorted(r.data.tags["method"] for r in runs) == ["kprune+sparsebert", "sparsebert"]
+    for r in runs:
+        assert r.data.metrics["matrix_nonzero_fraction"] < 0.51
+        assert "model" in {a.path for a in client.list_artifacts(r.info.run_id)}
+    versions = client.search_model_versions("name = 'kprune-s-teacher'")
+    assert {v.tags.get("method") for v in versions} >= {"sparsebert", "kprune+sparsebert"}
+
+    again = _run("flows.compress", [*args, "--params", "params-sparse.yaml", "--no-track"], project)
+    assert [s for n, s in _states(again.stdout) if n == "sparsify"] == ["cached"] * 2
+    (project / "batch-sparse.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "reductions": [0.6],
+                "checkpoints": [
+                    {"checkpoint": str(project / "teacher"), "task": str(project / "s.csv")}
+                ],
+            }
+        )
+    )
+    batch = _run("flows.batch", ["batch-sparse.yaml", "--params", "params-sparse.yaml"], project)
+    assert batch.returncode == 0, batch.stderr[-3000:]
+    assert "kprune+sparsebert (K-prune R=0.6)" in batch.stdout
