@@ -63,10 +63,12 @@ def metric_vs_flops_plot(
     path: str | Path,
     title: str = "",
     panels: Sequence[tuple[str, Sequence[str]]] | None = None,
+    x: str = "flops_kept",
+    xlabel: str = "fraction of FLOPs kept",
 ) -> None:
-    """Metric against the fraction of FLOPs kept; one line per ``method`` in ``rows``
-    (error bars where rows carry ``metric_std``). ``panels``: (title, methods) per subplot;
-    default one panel with every method."""
+    """Metric against the fraction of FLOPs kept (or another field ``x`` of the rows); one
+    line per ``method`` in ``rows`` (error bars where rows carry ``metric_std``). ``panels``:
+    (title, methods) per subplot; default one panel with every method."""
     plt = _plt()
     methods = sorted({r.get("method", "kprune") for r in rows})
     panels = [(p, [m for m in ms if m in methods]) for p, ms in (panels or [("", methods)])]
@@ -77,7 +79,7 @@ def metric_vs_flops_plot(
     for ax, (panel, chosen) in zip(axes[0], panels, strict=True):
         for method in chosen:
             pts = sorted(
-                (float(r["flops_kept"]), float(r["metric"]), float(r.get("metric_std") or 0.0))
+                (float(r[x]), float(r["metric"]), float(r.get("metric_std") or 0.0))
                 for r in rows
                 if r.get("method", "kprune") == method
             )
@@ -94,7 +96,7 @@ def metric_vs_flops_plot(
             )
         if dense:
             ax.axhline(dense[0], color="grey", ls="--", lw=1, label="dense teacher")
-        ax.set_xlabel("fraction of FLOPs kept")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(metric)
         ax.set_title(panel, fontsize=10)
         ax.legend(fontsize=7)

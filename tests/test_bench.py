@@ -227,3 +227,53 @@ def test_headline_compares_over_the_seeds_kprune_has():
     rows += [("rt", 0.6, 1, "kwon", 0.99)]  # K-prune has no seed 1 yet
     df = pd.DataFrame(rows, columns=["task", "reduction", "seed", "method", "metric"])
     assert "in 1 of 1 (task, reduction, baseline) comparisons" in "\n".join(headline(df))
+
+
+def test_sparse_bench_writes_resumable_rows_and_a_report(tmp_path):
+    """bench.sparse on a tiny project: SparseBERT and K-prune + SparseBERT rows with their
+    nonzero weights and latencies, the report and plot; a rerun runs nothing."""
+    import csv
+
+    from bench.sparse import main
+    from tests.helpers import write_rt_project
+
+    root = write_rt_project(tmp_path)
+    args = [
+        "--tasks",
+        "rt",
+        "--plan",
+        "sparsebert:0.5,kprune+sparsebert:0.5:0.5",
+        "--epochs",
+        "1",
+        "--tokens",
+        "600",
+        "--repeats",
+        "1",
+        "--device",
+        "cpu",
+        "--teachers",
+        str(root / "teachers"),
+        "--data-dir",
+        str(root / "tasks"),
+        "--store",
+        str(root / "store"),
+        "--out",
+        str(root / "docs" / "sparse"),
+        "--benchmarks",
+        str(root / "none.csv"),
+    ]
+    assert main(args) == 0
+    with open(root / "docs" / "sparse.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["method"] for r in rows] == ["sparsebert", "kprune+sparsebert"]
+    dense, both = rows
+    assert int(dense["nonzero_params"]) == int(dense["matrix_params"]) // 2
+    assert float(both["flops_kept"]) < 1 and int(both["matrix_params"]) < int(
+        dense["matrix_params"]
+    )
+    assert all(float(r["latency_ms_b32"]) > 0 for r in rows)
+    md = (root / "docs" / "sparse.md").read_text()
+    assert "kprune+sparsebert" in md and (root / "docs" / "plots" / "sparse_rt.png").is_file()
+    mtime = (root / "docs" / "sparse.csv").stat().st_mtime_ns
+    assert main(args) == 0
+    assert (root / "docs" / "sparse.csv").stat().st_mtime_ns == mtime  # nothing rerun

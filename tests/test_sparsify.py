@@ -289,3 +289,27 @@ def test_bad_input_gets_one_line_errors(teacher, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code != 0 and "labels" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+@pytest.mark.parametrize(
+    ("family", "layout"), [("bert", "csr"), ("distilbert", "csr"), ("bert", "bsr")]
+)
+def test_sparse_kernels_give_the_dense_models_outputs(tmp_path, family, layout):
+    from transformers import AutoModelForSequenceClassification
+
+    from kprune.sparse_kernels import SparseLinear, use_sparse_kernels
+
+    folder = make_tiny_model(tmp_path / family, family)
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    masks = WeightMasks(model)
+    masks.update(0.9)
+    batch = _batch()
+    if family == "distilbert":
+        batch.pop("token_type_ids")
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        dense = model(**inputs).logits
+        fast = use_sparse_kernels(copy.deepcopy(model), layout, block=8)
+        swapped = [m for m in fast.modules() if isinstance(m, SparseLinear)]
+        assert len(swapped) == len(masks.weights)  # every prunable matrix, nothing else
+        torch.testing.assert_close(fast(**inputs).logits, dense, atol=1e-5, rtol=1e-4)

@@ -1,0 +1,322 @@
+"""SparseBERT rows of the benchmark: metric, nonzero encoder weights, FLOPs, training time and
+CPU latency (sparse kernels) of each sparsify method, beside K-prune.
+
+One row per (task, method, sparsity, reduction, seed) is appended to docs/sparse.csv as it
+finishes (resumable: a finished row of this code is not run again); docs/sparse.md and
+docs/plots/sparse_<task>.png are rewritten from the CSV and the K-prune rows of
+docs/benchmarks.csv. Runs go in the order that answers the first question first: SparseBERT
+at 0.9 and K-prune + SparseBERT on every task, then the other sparsities, then the ablations.
+Latency: the sparse model with CSR kernels (kprune.sparse_kernels) against the dense teacher in
+torch, length 128, ``--threads`` threads; time it with the cores to itself.
+
+  python -m bench.sparse                                  # the whole plan
+  python -m bench.sparse --tasks rt --plan sparsebert:0.9
+  python -m bench.sparse --report-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from bench.rows import append_row, is_stale, read_rows
+from kprune.atomic import write_text
+from kprune.entry import run_main
+from kprune.errors import KPruneError
+
+TASKS = ("rt", "vader-movie", "trec6", "sms-spam")
+# method:sparsity[:reduction], in the order they run
+PLAN = (
+    "sparsebert:0.9",
+    "kprune+sparsebert:0.8:0.6",
+    "sparsebert:0.8",
+    "sparsebert:0.95",
+    "sparsebert-from-teacher:0.9",
+    "sparsebert-no-kd:0.9",
+    "sparsebert-logits-kd:0.9",
+)
+COLUMNS = [
+    "task",
+    "method",
+    "sparsity",
+    "reduction",
+    "seed",
+    "metric_name",
+    "dev",
+    "test",
+    "dense_dev",
+    "dense_test",
+    "nonzero_params",
+    "matrix_params",
+    "flops_kept",
+    "train_seconds",
+    "epochs",
+    "latency_ms_b1",
+    "latency_ms_b32",
+    "dense_latency_ms_b1",
+    "dense_latency_ms_b32",
+    "kernel",
+    "code_digest",
+    "finished_at",
+    "threads",
+    "load_1m",
+]
+
+
+def parse_plan(text: str) -> list[tuple[str, float, float]]:
+    """``method:sparsity[:reduction]`` items -> (method, sparsity, reduction or 0)."""
+    from kprune.methods import SPARSIFY_METHODS
+
+    out = []
+    for item in text.split(","):
+        parts = item.strip().split(":")
+        try:
+            method, sparsity = parts[0], float(parts[1])
+            reduction = float(parts[2]) if len(parts) > 2 else 0.0
+        except (IndexError, ValueError):
+            raise KPruneError(
+                f"--plan item {item!r} is not METHOD:SPARSITY[:REDUCTION], e.g. sparsebert:0.9"
+            ) from None
+        if method not in SPARSIFY_METHODS and method != "kprune+sparsebert":
+            raise KPruneError(f"--plan method {method!r} is not a sparsify method")
+        if (method == "kprune+sparsebert") != (reduction > 0):
+            raise KPruneError(f"--plan item {item!r}: only kprune+sparsebert takes a reduction")
+        out.append((method, sparsity, reduction))
+    return out
+
+
+def _key(task, method, sparsity, reduction, seed) -> tuple:
+    return (task, method, round(float(sparsity), 4), round(float(reduction or 0), 4), int(seed))
+
+
+def _pruned(args, task, reduction: float, seed: int) -> Path:
+    """The K-prune model the combination starts from (the grid's sample size; cached)."""
+    from kprune.checkpoint import save_pruned
+    from kprune.config import PruneConfig
+    from kprune.pruning import prune
+    from kprune.tasks import load_task
+
+    folder = Path(args.store) / f"kprune-{task}-{reduction}-{args.tokens}-s{seed}"
+    if not (folder / "kprune.json").exists():
+        cfg = PruneConfig(reduction=reduction, tokens=args.tokens, seed=seed)
+        model, report = prune(
+            str(Path(args.teachers) / task),
+            load_task(task, args.data_dir),
+            cfg,
+            eval_split=None,
+            device=args.device,
+        )
+        save_pruned(model, folder, report=report)
+    return folder
+
+
+def _latency(model, batch: int, args) -> float:
+    from kprune.evaluation import latency_ms
+
+    return round(latency_ms(model, batch, 128, args.repeats, threads=args.threads), 3)
+
+
+def run_one(args, task: str, method: str, sparsity: float, reduction: float, seed: int) -> dict:
+    """Train one sparse model and measure it; returns its row."""
+    import torch
+
+    from flows.keys import code_digest
+    from kprune.checkpoint import load_model
+    from kprune.config import SparsifyConfig
+    from kprune.sparse_kernels import use_sparse_kernels
+    from kprune.sparsify import sparsify
+    from kprune.tasks import load_task
+
+    teacher = Path(args.teachers) / task
+    start = _pruned(args, task, reduction, seed) if reduction else None
+    name = "sparsebert" if start is not None else method
+    knobs = {"epochs": args.epochs} if args.epochs else {}
+    cfg = SparsifyConfig(method=name, sparsity=sparsity, seed=seed, **knobs)
+    model, report = sparsify(
+        teacher, load_task(task, args.data_dir), cfg, start, device=args.device
+    )
+    m = report["metric"]
+    with torch.no_grad():
+        fast = use_sparse_kernels(model.cpu(), "csr")
+        dense = load_model(teacher)
+        ms = {b: _latency(fast, b, args) for b in (1, 32)}
+        dense_ms = {b: _latency(dense, b, args) for b in (1, 32)}
+    return {
+        "task": task,
+        "method": report["method"],
+        "sparsity": sparsity,
+        "reduction": reduction,
+        "seed": seed,
+        "metric_name": m,
+        "dev": report["metric_after"]["dev"][m],
+        "test": report["metric_after"]["test"][m],
+        "dense_dev": report["metric_before"]["dev"][m],
+        "dense_test": report["metric_before"]["test"][m],
+        "nonzero_params": report["matrix_nonzero"],
+        "matrix_params": report["matrix_params"],
+        "flops_kept": report["flops_kept"],
+        "train_seconds": report["train_seconds"],
+        "epochs": cfg.epochs,
+        "latency_ms_b1": ms[1],
+        "latency_ms_b32": ms[32],
+        "dense_latency_ms_b1": dense_ms[1],
+        "dense_latency_ms_b32": dense_ms[32],
+        "kernel": "csr",
+        "code_digest": code_digest()[:12],
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "threads": args.threads,
+        "load_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+def kprune_points(bench_csv: Path, teachers_root: Path, dims_of) -> list[dict]:
+    """K-prune's seed-0 rows of the grid with their nonzero encoder weights (every kept
+    unit's weights; a structurally pruned model has no zeros of its own)."""
+    import json
+
+    points = []
+    for r in read_rows(bench_csv):
+        if r["method"] != "kprune" or str(r["seed"]) != "0" or is_stale(r):
+            continue
+        if not r.get("heads_kept") or not (Path(teachers_root) / r["task"]).is_dir():
+            continue
+        head_dim, hidden = dims_of(r["task"])
+        heads, neurons = json.loads(r["heads_kept"]), json.loads(r["neurons_kept"])
+        nonzero = 4 * head_dim * hidden * sum(heads) + 2 * hidden * sum(neurons)
+        points.append({**r, "nonzero_params": nonzero})
+    return points
+
+
+def teacher_dims(teachers: Path, task: str) -> tuple[int, int]:
+    """(head dim, hidden) of a task's teacher."""
+    import json
+
+    c = json.loads((teachers / task / "config.json").read_text())
+    hidden = c.get("hidden_size") or c["dim"]
+    return hidden // (c.get("num_attention_heads") or c["n_heads"]), hidden
+
+
+def write_report(
+    rows: list[dict], out_md: Path, bench_csv: Path, plots: Path, teachers: Path
+) -> None:
+    """docs/sparse.md: the table of every row and, per task, metric against nonzero encoder
+    weights for K-prune (grid rows), SparseBERT and the combination."""
+    from kprune.plots import metric_vs_flops_plot
+
+    lines = [
+        "# SparseBERT beside K-prune",
+        "",
+        "Generated by `python -m bench.sparse` from `sparse.csv` beside this file. Test split "
+        "(dev in brackets); nonzero: weights of the encoder's attention and FFN matrices that "
+        "are not zero (MiniLM-L6: 10.6 M when dense); latency: median ms of one forward pass, "
+        "length 128, sparse model with CSR kernels vs the dense teacher in torch. Rows timed "
+        "with a 1-minute load above threads + 1 are marked *busy*.",
+        "",
+        "| task | method | sparsity | R | seed | test (dev) | dense test | nonzero M | FLOPs kept "
+        "| train s | ms b1 (dense) | ms b32 (dense) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["task"], r["method"], float(r["sparsity"]))):
+        busy = float(r["load_1m"]) > float(r["threads"]) + 1
+        lines.append(
+            f"| {r['task']} | {r['method']} | {r['sparsity']} | {r['reduction']} | {r['seed']} "
+            f"| {float(r['test']):.4f} ({float(r['dev']):.4f}) | {float(r['dense_test']):.4f} "
+            f"| {int(float(r['nonzero_params'])) / 1e6:.2f} | {float(r['flops_kept']):.3f} "
+            f"| {float(r['train_seconds']):.0f} | {float(r['latency_ms_b1']):.1f} "
+            f"({float(r['dense_latency_ms_b1']):.1f}) | {float(r['latency_ms_b32']):.1f} "
+            f"({float(r['dense_latency_ms_b32']):.1f}){' busy' if busy else ''} |"
+        )
+    points = kprune_points(bench_csv, teachers, lambda t: teacher_dims(teachers, t))
+    for task in sorted({r["task"] for r in rows}):
+        mine = [r for r in rows if r["task"] == task and str(r["seed"]) == "0"]
+        pts = [
+            {
+                "method": r["method"],
+                "nonzero_m": int(float(r["nonzero_params"])) / 1e6,
+                "metric": float(r["test"]),
+                "dense_metric": float(r["dense_test"]),
+            }
+            for r in mine
+            if r["method"] in ("sparsebert", "kprune+sparsebert")
+        ]
+        pts += [
+            {
+                "method": "kprune",
+                "nonzero_m": p["nonzero_params"] / 1e6,
+                "metric": float(p["metric"]),
+                "dense_metric": float(p["dense_metric"]),
+            }
+            for p in points
+            if p["task"] == task
+        ]
+        if pts:
+            path = plots / f"sparse_{task}.png"
+            metric_vs_flops_plot(
+                pts,
+                mine[0]["metric_name"],
+                path,
+                f"{task}: metric against nonzero encoder weights",
+                x="nonzero_m",
+                xlabel="nonzero encoder matrix weights (M)",
+            )
+            lines += ["", f"![{task}](plots/{path.name})"]
+    write_text(out_md, "\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.sparse",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--tasks", default=",".join(TASKS))
+    p.add_argument("--plan", default=",".join(PLAN), help="METHOD:SPARSITY[:R],... in order")
+    p.add_argument("--seeds", default="0")
+    p.add_argument("--epochs", type=float, help="override sparsify.epochs")
+    p.add_argument("--tokens", type=int, default=32_000, help="K-prune sample of the combination")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--teachers", default="data/teachers")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--store", default="data/sparse-bench", help="cached K-prune models")
+    p.add_argument("--out", default="docs/sparse", help="writes OUT.csv and OUT.md")
+    p.add_argument("--benchmarks", default="docs/benchmarks.csv", help="K-prune grid rows")
+    p.add_argument("--report-only", action="store_true")
+    args = p.parse_args(argv)
+
+    def go() -> None:
+        csv_path, md = Path(f"{args.out}.csv"), Path(f"{args.out}.md")
+        plan = parse_plan(args.plan)
+        seeds = [int(s) for s in args.seeds.split(",")]
+        if not args.report_only:
+            for method, sparsity, reduction in plan:
+                for task in args.tasks.split(","):
+                    for seed in seeds:
+                        done = {
+                            _key(r["task"], r["method"], r["sparsity"], r["reduction"], r["seed"])
+                            for r in read_rows(csv_path)
+                        }
+                        if _key(task, method, sparsity, reduction, seed) in done:
+                            continue
+                        row = run_one(args, task, method, sparsity, reduction, seed)
+                        append_row(csv_path, row, COLUMNS)
+                        print(
+                            f"{task:12s} {method:24s} s={sparsity} R={reduction} "
+                            f"test={row['test']:.4f} nonzero={row['nonzero_params']} "
+                            f"{row['train_seconds']:.0f} s",
+                            flush=True,
+                        )
+        rows = read_rows(csv_path)
+        if rows:
+            plots = md.parent / "plots"
+            write_report(rows, md, Path(args.benchmarks), plots, Path(args.teachers))
+        print(f"sparse: {len(rows)} rows -> {md}")
+
+    return run_main(go)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
