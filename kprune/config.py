@@ -167,6 +167,13 @@ class PruneTuneConfig(_Section):
         "the straightforward loop (the whole sample through the whole model at every "
         "sublayer, as the authors' code): same result, about twice the time; for checking",
     )
+    remeasure: str = knob(
+        "sublayer",
+        "re-measure the knowledge before every sublayer (the paper) or once per layer (its "
+        "FFN sublayer reuses the scores measured before its attention sublayer: half the "
+        "measurement passes)",
+        ("sublayer", "layer"),
+    )
 
     def _check(self) -> None:
         self._at_least(0, "ridge")

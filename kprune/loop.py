@@ -45,6 +45,7 @@ class LoopOptions:
     tune_mode: str = "lstsq"  # lstsq (KPWT) or scale (Kwon et al.'s mask rescaling)
     measure_dtype: str = "float32"  # bfloat16: measurement passes on a bf16 copy
     reference: bool = False  # the straightforward loop: whole depth at every step
+    remeasure: str = "sublayer"  # layer: an FFN step reuses its layer's attention-step scores
 
 
 @dataclass
@@ -103,6 +104,8 @@ def run_loop(
         if fixed_masks is None:
             if s == 0 and initial is not None:
                 k = initial
+            elif not is_mha and opts.remeasure == "layer":
+                k = result.knowledge[-1]  # measured before this layer's attention step
             elif embedded is not None:
                 k = _measure_whole_depth(m_views, head_fn, sample, embedded, s, dims, opts.measure)
             else:
@@ -275,6 +278,7 @@ def prune_tune(
         tune_mode=tune_mode,
         measure_dtype=config.measure.dtype,
         reference=config.prune_tune.reference_loop,
+        remeasure=config.prune_tune.remeasure,
     )
     teacher = frozen(copy.deepcopy(model))
     t_sample = time.perf_counter() - t0

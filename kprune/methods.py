@@ -52,6 +52,11 @@ METHODS: dict[str, Method] = {
             {"mode": "oneshot"},
         ),
         Method(
+            "kprune-remeasure-layer",
+            "K-prune re-measuring once per layer instead of once per sublayer",
+            {"remeasure": "layer"},
+        ),
+        Method(
             "kprune-bf16",
             "K-prune with bfloat16 measurement passes (tuning stays float32)",
             {"dtype": "bfloat16"},

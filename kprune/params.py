@@ -148,6 +148,7 @@ class BenchParams:
         "kprune-oneshot",
         "kprune-bf16",
         "kprune-exact-rep",
+        "kprune-remeasure-layer",
     )
     reductions: tuple[float, ...] = (0.4, 0.5, 0.6, 0.7, 0.8)
     seeds: tuple[int, ...] = (0, 1, 2)

@@ -440,3 +440,25 @@ def test_report_has_exactly_the_typed_keys(teacher, method):
     _, r = prune(str(folder), task, cfg, device="cpu", progress=False, method=method)
     assert set(r) == set(get_type_hints(Report)) - {"teacher", "latency", "peak_rss_mb"}
     assert r["params_kept"] == r["params_after"] / r["params_before"] < 1
+
+
+def test_remeasure_per_layer_measures_half_as_often_and_meets_the_budget(teacher, monkeypatch):
+    """prune_tune.remeasure = layer: the FFN step reuses the scores measured before its
+    layer's attention step (L measurements instead of 2L); the budget still holds."""
+    import kprune.loop
+
+    calls = []
+    real = kprune.loop.measure
+
+    def counting(*args, **kwargs):
+        calls.append(args[3])  # the step measured from
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(kprune.loop, "measure", counting)
+    _, per_sublayer = _prune(teacher, reduction=0.5, mu=1.0)
+    sublayer_calls, calls[:] = list(calls), []
+    _, per_layer = _prune(teacher, reduction=0.5, mu=1.0, remeasure="layer")
+    assert sublayer_calls == [0, 1, 2, 3]  # before every sublayer
+    assert calls == [0, 2]  # before each layer's attention sublayer only
+    for r in (per_sublayer, per_layer):
+        assert r["flops_after"] <= r["flops_budget"] * (1 + 1e-9)
