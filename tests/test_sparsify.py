@@ -313,3 +313,20 @@ def test_sparse_kernels_give_the_dense_models_outputs(tmp_path, family, layout):
         swapped = [m for m in fast.modules() if isinstance(m, SparseLinear)]
         assert len(swapped) == len(masks.weights)  # every prunable matrix, nothing else
         torch.testing.assert_close(fast(**inputs).logits, dense, atol=1e-5, rtol=1e-4)
+
+
+def test_sparsify_a_regression_teacher(tmp_path):
+    """vader-movie's kind: the prediction term is the MSE to the teacher's output."""
+    from kprune.sparsify import sparsify
+    from kprune.tasks import load_task
+    from tests.helpers import sentiment_frame
+
+    sentiment_frame(200, regression=True).to_csv(tmp_path / "r.csv", index=False)
+    task = load_task(str(tmp_path / "r.csv"))
+    assert task.spec.kind == "regression"
+    teacher = make_tiny_teacher(tmp_path, task=task, num_labels=1, epochs=1)
+    cfg = SparsifyConfig(sparsity=0.6, method="sparsebert-logits-kd", **FAST)
+    model, report = sparsify(teacher, task, cfg, device="cpu", progress=False)
+    assert report["metric"] == "spearman" and model.config.num_labels == 1
+    assert report["sparsity_reached"]["sparsity"] == pytest.approx(0.6, abs=1e-3)
+    assert all(h["logits"] > 0 for h in report["history"])
