@@ -7,7 +7,9 @@
 2. onnxscript's ONNX Runtime fusions (attention, skip LayerNorm, bias GELU). They read each
    layer's head count from its own weights, so layers pruned to different head counts fuse
    correctly (ONNX Runtime's older transformer optimizer takes one global head count and gets
-   pruned layers silently wrong); a layer with no heads has no attention to fuse.
+   pruned layers silently wrong); a layer with no heads has no attention to fuse. Then the
+   passes of ``kprune.onnx_graph``: weights folded to constants, Attention nodes the quantizer
+   accepts, skip LayerNorm split again where the fused CPU kernel is slower.
 3. Verification before anything is written: the graph runs in an ONNX Runtime session on
    real token ids (the model's tokenizer on a few sentences, padded, so masks matter) and its
    outputs must equal the torch model's within ``tolerance``; else a one-line error.
@@ -138,7 +140,8 @@ def _max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> float:
 
 
 def _export_graph(model: nn.Module, batch: dict, outputs: tuple[str, ...], opset: int | None):
-    """The dynamo export, fused for ONNX Runtime: (onnx_ir model, fusion counts)."""
+    """The dynamo export, fused for ONNX Runtime and prepared for quantization (kprune.onnx_graph):
+    (ONNX model, counts of each fusion and pass)."""
     import warnings
 
     import onnx
@@ -171,8 +174,16 @@ def _export_graph(model: nn.Module, batch: dict, outputs: tuple[str, ...], opset
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = " (try the default opset: leave out --opset)" if opset is not None else ""
         raise KPruneError(f"ONNX export failed: {first}{hint}") from None
+    import onnx_ir as ir
+
+    from kprune.onnx_graph import fold_weights, unfuse_skip_layer_norm, uniform_attention
+
     fused, counts = optimize_for_ort(program.model)
-    return fused, {k: v for k, v in counts.items() if v}
+    fold_weights(fused)
+    proto = ir.to_proto(fused)
+    counts = {**counts, "attention_made_uniform": uniform_attention(proto)}
+    counts["skip_layer_norm_unfused"] = unfuse_skip_layer_norm(proto)
+    return proto, {k: v for k, v in counts.items() if v}
 
 
 def export_onnx(
@@ -186,7 +197,7 @@ def export_onnx(
     """Export the pruned model of ``pruned_dir`` to ``out`` (and ``out``'s ``.int8.onnx``
     sibling with ``int8``), verified against torch; returns the record also written to
     ``out``.json. ``task`` (a TaskData) adds the dev-split metric of each."""
-    import onnx_ir as ir
+    import onnx
 
     from kprune.checkpoint import load_model
     from kprune.modeling import load_tokenizer
@@ -215,7 +226,7 @@ def export_onnx(
     kept_heads = getattr(model.config, HEADS_KEY, None) or [1] * layers
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
         fp32 = Path(tmp) / "model.onnx"
-        ir.save(graph, fp32)
+        onnx.save(graph, fp32)
         diff = _max_diff(OrtModel(fp32).run(**batch), want)
         if not diff <= tolerance:
             raise KPruneError(
@@ -225,14 +236,12 @@ def export_onnx(
         record = ExportRecord(
             source=str(pruned_dir),
             onnx=str(out),
-            opset=graph.opset_imports.get("", 0),
+            opset=next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), 0),
             inputs=list(batch),
             outputs=list(outputs),
             fusions=fusions,
             attention_nodes=sum(
-                1
-                for n in graph.graph.all_nodes()
-                if n.op_type in ("Attention", "MultiHeadAttention")
+                1 for n in graph.graph.node if n.op_type in ("Attention", "MultiHeadAttention")
             ),
             layers_with_heads=sum(1 for h in kept_heads if h > 0),
             max_abs_diff=diff,

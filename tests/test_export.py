@@ -68,6 +68,14 @@ def test_exported_graph_gives_torch_outputs(pruned, tmp_path, case):
             q8 = OrtModel(tmp_path / "m.int8.onnx")(**x).logits
             assert (q8 - want).abs().max() < 0.1
             assert (tmp_path / "m.int8.onnx").stat().st_size < out.stat().st_size
+    if case == 0:  # the graph passes: every attention quantized, no fused skip LayerNorm
+        import onnx
+
+        fp32 = [n.op_type for n in onnx.load(out).graph.node]
+        q8 = [n.op_type for n in onnx.load(tmp_path / "m.int8.onnx").graph.node]
+        assert "SkipLayerNormalization" not in fp32 and "LayerNormalization" in fp32
+        assert q8.count("QAttention") == 2 and "Attention" not in q8
+        assert record.fusions["attention_made_uniform"] == 2
 
 
 def _cli(*args, cwd):
