@@ -11,7 +11,7 @@ chosen from an ONNX Runtime profile (docs/deploy.md has the figures).
   becomes QAttention (int8 Q/K/V projection).
 - ``unfuse_skip_layer_norm``: SkipLayerNormalization back into Add (+ bias Add) and
   LayerNormalization. In ONNX Runtime 1.32's CPU kernels the fused op took 4.8 ms per call
-  on a 32 x 128 x 384 batch against about 1.6 ms for the pair (profile of rt at R = 0.6).
+  on a 32 x 128 x 384 batch against about 1.5 ms for the pair (profile of rt at R = 0.6).
 """
 
 from __future__ import annotations
