@@ -251,7 +251,7 @@ def export_onnx(
         files = {out: fp32}
         if int8:
             q8 = Path(tmp) / "model.int8.onnx"
-            _quantize(fp32, q8)
+            _quantize(fp32, q8, _empty_weight_nodes(graph))
             record.int8 = {
                 "onnx": str(int8_path(out)),
                 "max_abs_diff": _max_diff(OrtModel(q8).run(**batch), want),
@@ -271,7 +271,7 @@ def int8_path(out: Path) -> Path:
     return out.with_name(out.stem + ".int8.onnx")
 
 
-def _quantize(fp32: Path, q8: Path) -> None:
+def _quantize(fp32: Path, q8: Path, exclude: list[str]) -> None:
     import logging
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -287,18 +287,16 @@ def _quantize(fp32: Path, q8: Path) -> None:
             str(q8),
             weight_type=QuantType.QInt8,
             per_channel=True,
-            nodes_to_exclude=_empty_weight_nodes(fp32),
+            nodes_to_exclude=exclude,
         )
     finally:
         root.setLevel(level)
 
 
-def _empty_weight_nodes(path: Path) -> list[str]:
-    """Nodes with a zero-size weight (a sublayer pruned to nothing): the per-channel
-    quantizer cannot take them, and there is nothing to gain there."""
-    import onnx
-
-    graph = onnx.load(path).graph
+def _empty_weight_nodes(model) -> list[str]:
+    """Nodes of the ONNX ``model`` with a zero-size weight (a sublayer pruned to nothing): the
+    per-channel quantizer cannot take them, and there is nothing to gain there."""
+    graph = model.graph
     empty = {t.name for t in graph.initializer if 0 in t.dims}
     return [n.name for n in graph.node if empty & set(n.input)]
 

@@ -70,10 +70,10 @@ def check_same_architecture(student: nn.Module, teacher: nn.Module, base: str) -
 
 
 def initial_student(
-    teacher: nn.Module, teacher_dir: str, task: TaskData, cfg: SparsifyConfig, from_pruned=None
+    teacher: nn.Module, task: TaskData, base: str | None, from_pruned=None
 ) -> nn.Module:
     """The student before training: a K-prune model (``from_pruned``), the teacher, or the
-    pre-trained encoder with a new task head."""
+    pre-trained encoder ``base`` with a new task head."""
     if from_pruned is not None:
         student = load_model(from_pruned)
         if getattr(student, "kprune_masks", None) is None:
@@ -83,9 +83,8 @@ def initial_student(
             )
         check_task_fits(student, task)
         return student
-    if cfg.student == "teacher":
+    if base is None:
         return copy.deepcopy(teacher)
-    base = cfg.base or base_of(teacher_dir)
     student = load_for_task(base, task.spec)
     check_same_architecture(student, teacher, base)
     return student
@@ -121,7 +120,10 @@ def sparsify(
     check_task_fits(teacher_model, task)
     tokenizer = load_tokenizer(str(teacher))
     torch.manual_seed(cfg.seed)
-    model = initial_student(teacher_model, str(teacher), task, cfg, from_pruned).to(dev)
+    base = None  # the pre-trained encoder of a pretrained student
+    if from_pruned is None and cfg.student == "pretrained":
+        base = cfg.base or base_of(teacher)
+    model = initial_student(teacher_model, task, base, from_pruned).to(dev)
     teacher_model = frozen(teacher_model, dev)
 
     train = encode(tokenizer, task.split("train"), cfg.max_length)
@@ -179,10 +181,10 @@ def sparsify(
         t_scores.close()
         s_scores.close()
     train_seconds = time.perf_counter() - t_train
-    model = model.cpu().eval()
-    after = {split: evaluate(model.to(dev), split) for split in ("dev", "test")}
+    after = {split: evaluate(model, split) for split in ("dev", "test")}
     model = model.cpu()
-    nonzero, params = matrix_nonzero(model)
+    reached = masks.report()
+    nonzero, params = reached["nonzero"], reached["params"]
     dense_params = matrix_nonzero(teacher_model)[1]
     report = {
         "task": task.spec.name,
@@ -191,9 +193,9 @@ def sparsify(
         "description": SPARSIFY_METHODS[cfg.method].description,
         "teacher": str(teacher),
         "student_init": str(from_pruned) if from_pruned is not None else cfg.student,
-        "base": _base_name(cfg, teacher, from_pruned),
+        "base": base,
         "sparsity": cfg.sparsity,
-        "sparsity_reached": masks.report(),
+        "sparsity_reached": reached,
         "matrix_params": params,
         "matrix_nonzero": nonzero,
         "matrix_nonzero_fraction_of_dense": nonzero / dense_params,
@@ -211,12 +213,6 @@ def sparsify(
     report["flops_kept"] = pruned_report.get("flops_kept") if pruned_report else 1.0
     model.kprune_tokenizer = tokenizer
     return model, report
-
-
-def _base_name(cfg: SparsifyConfig, teacher, from_pruned) -> str | None:
-    if from_pruned is not None or cfg.student != "pretrained":
-        return None
-    return cfg.base or base_of(teacher)
 
 
 def _read_report(folder) -> dict:

@@ -101,5 +101,10 @@ class WeightMasks:
 def matrix_nonzero(model: nn.Module) -> tuple[int, int]:
     """(nonzero, total) weights of the encoder's prunable matrices: the size that both
     structured and unstructured pruning shrink, comparable across methods."""
-    weights = prunable_matrices(model).values()
+    return count_nonzero(prunable_matrices(model).values())
+
+
+def count_nonzero(weights) -> tuple[int, int]:
+    """(nonzero, total) entries of these tensors."""
+    weights = list(weights)
     return sum(int((w != 0).sum()) for w in weights), sum(w.numel() for w in weights)
