@@ -20,7 +20,8 @@ import os
 import time
 from pathlib import Path
 
-from bench.rows import append_row, read_rows
+from bench.models import cached_kprune, latencies
+from bench.rows import append_row, is_busy, read_rows
 from kprune.atomic import write_text
 from kprune.entry import run_main
 from kprune.errors import KPruneError
@@ -55,24 +56,6 @@ def _parse_runs(text: str) -> list[tuple[str, float]]:
     return runs
 
 
-def _pruned_folder(args, task: str, reduction: float) -> Path:
-    """The K-prune model of ``task`` at ``reduction`` (pruned once, then cached)."""
-    from kprune.checkpoint import save_pruned
-    from kprune.config import PruneConfig
-    from kprune.pruning import prune
-    from kprune.tasks import load_task
-
-    folder = Path(args.store) / f"{task}-{reduction}-{args.tokens}"
-    if not (folder / "kprune.json").exists():
-        data = load_task(task, args.data_dir)
-        cfg = PruneConfig(reduction=reduction, tokens=args.tokens)
-        model, report = prune(
-            str(Path(args.teachers) / task), data, cfg, device="cpu", eval_split=None
-        )
-        save_pruned(model, folder, report=report)
-    return folder
-
-
 def _onnx(folder: Path, out: Path) -> Path:
     """``folder``'s fused fp32 graph and its int8 copy (exported once, then cached)."""
     from kprune.export import export_onnx
@@ -81,12 +64,6 @@ def _onnx(folder: Path, out: Path) -> Path:
         out.parent.mkdir(parents=True, exist_ok=True)
         export_onnx(folder, out, int8=True)
     return out
-
-
-def _latency(model, batch: int, args) -> float:
-    from kprune.evaluation import latency_ms
-
-    return round(latency_ms(model, batch, 128, args.repeats, threads=args.threads), 3)
 
 
 def measure_run(args, task_name: str, reduction: float, done: set, csv_path: Path) -> int:
@@ -106,7 +83,9 @@ def measure_run(args, task_name: str, reduction: float, done: set, csv_path: Pat
     teacher = Path(args.teachers) / task_name
     task = load_task(task_name, args.data_dir)
     tok = load_tokenizer(str(teacher))
-    pruned = _pruned_folder(args, task_name, reduction)
+    pruned = cached_kprune(
+        args.store, args.teachers, task_name, reduction, args.tokens, data_dir=args.data_dir
+    )
     dense_onnx = _onnx(teacher, Path(args.store) / f"{task_name}-dense" / "model.onnx")
     pruned_onnx = _onnx(pruned, pruned / "onnx" / "model.onnx")
     config = load_model(teacher).config
@@ -124,7 +103,7 @@ def measure_run(args, task_name: str, reduction: float, done: set, csv_path: Pat
             size = path.stat().st_size
         with torch.no_grad():
             test = evaluate_model(model, tok, task, "test")[task.spec.metric]
-            ms = {b: _latency(model, b, args) for b in (1, 32)}
+            ms = latencies(model, args.repeats, args.threads)
         row = {
             "task": task_name,
             "reduction": reduction,
@@ -173,14 +152,13 @@ def report(rows: list[dict]) -> str:
             r = by.get(v)
             if r is None:
                 continue
-            busy = float(r["load_1m"]) > float(r["threads"]) + 1
             sp = [
                 f"{float(dense[k]) / float(r[k]):.2f}x" if dense else "–"
                 for k in ("ms_b1", "ms_b32")
             ]
             delta = f"{float(r['test']) - float(pruned['test']):+.4f}" if pruned else "–"
             lines.append(
-                f"| {task} | {reduction} | {v}{' (busy)' if busy else ''} | "
+                f"| {task} | {reduction} | {v}{' (busy)' if is_busy(r) else ''} | "
                 f"{float(r['test']):.4f} | {delta} | {float(r['ms_b1']):.1f} | "
                 f"{float(r['ms_b32']):.1f} | {sp[0]} | {sp[1]} | "
                 f"{int(float(r['bytes'])) / 1e6:.1f} |"

@@ -23,6 +23,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from bench.models import latencies
 from bench.rows import COLUMNS, append_row, is_stale, read_rows
 from kprune.entry import peak_rss_mb, run_main
 from kprune.errors import KPruneError
@@ -43,7 +44,7 @@ def worker(args: argparse.Namespace) -> None:
     import torch
 
     from kprune.config import PruneConfig
-    from kprune.evaluation import evaluate_model, latency_ms
+    from kprune.evaluation import evaluate_model
     from kprune.modeling import load_tokenizer
     from kprune.pruning import prune
     from kprune.tasks import load_task
@@ -71,10 +72,8 @@ def worker(args: argparse.Namespace) -> None:
         "tokens": report["sample"]["tokens"],
         "peak_rss_mb": peak_rss_mb(),
     }
-    for b in (1, 32):
-        row[f"latency_ms_b{b}"] = round(
-            latency_ms(pruned, b, 128, args.repeats, threads=args.threads), 3
-        )
+    for b, ms in latencies(pruned, args.repeats, args.threads).items():
+        row[f"latency_ms_b{b}"] = ms
     # the 1-minute load average as the run ends: about --threads on an otherwise idle machine;
     # more means something else competed for the cores and the timings are inflated
     row["load_1m"] = round(os.getloadavg()[0], 2)
@@ -87,7 +86,7 @@ def dense(args: argparse.Namespace) -> None:
     import torch
 
     from kprune.checkpoint import load_model
-    from kprune.evaluation import evaluate_model, latency_ms
+    from kprune.evaluation import evaluate_model
     from kprune.modeling import load_tokenizer
     from kprune.tasks import load_task
 
@@ -101,10 +100,8 @@ def dense(args: argparse.Namespace) -> None:
         )[task.spec.metric],
         "metric_name": task.spec.metric,
     }
-    for b in (1, 32):
-        row[f"dense_latency_ms_b{b}"] = round(
-            latency_ms(model, b, 128, args.repeats, threads=args.threads), 3
-        )
+    for b, ms in latencies(model, args.repeats, args.threads).items():
+        row[f"dense_latency_ms_b{b}"] = ms
     print("BENCH-ROW " + json.dumps(row))
 
 

@@ -58,6 +58,15 @@ def is_stale(row: dict) -> bool:
     return reads_scores(str(row["method"])) and not of_current_scale(row)
 
 
+def is_busy(row: dict) -> bool:
+    """The row's timings were taken while something else competed for the cores: its
+    1-minute load average was above its threads + 1 (rows without the columns: not busy)."""
+    try:
+        return float(row["load_1m"]) > float(row["threads"]) + 1
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
 def read_rows(path: Path) -> list[dict]:
     """The rows of a results CSV, or none if it does not exist yet."""
     if not path.exists():
@@ -66,23 +75,31 @@ def read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+def write_rows(path: Path, rows: list[dict], columns: list[str]) -> None:
+    """Write a whole results CSV with ``columns`` (values kept where the names match; missing
+    ones empty) through a temporary file and a rename: a reader never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore", restval="")
+        w.writeheader()
+        w.writerows(rows)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
 def append_row(path: Path, row: dict, columns: list[str]) -> None:
     """Append one row to a results CSV, durably. A file written with other columns (an older
     version of the stage) is first rewritten with ``columns``, its old values kept where the
-    names match, through a temporary file and a rename."""
+    names match."""
     path.parent.mkdir(parents=True, exist_ok=True)
     new = not path.exists()
     if not new:
         with open(path, newline="") as fh:
             header = next(csv.reader(fh), [])
         if header != columns:
-            old = read_rows(path)
-            tmp = path.with_name(path.name + ".tmp")
-            with open(tmp, "w", newline="") as fh:
-                w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore", restval="")
-                w.writeheader()
-                w.writerows(old)
-            os.replace(tmp, path)
+            write_rows(path, read_rows(path), columns)
     with open(path, "a", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore", restval="")
         if new:

@@ -6,11 +6,14 @@ finishes (resumable: a finished row of this code is not run again); docs/sparse.
 docs/plots/sparse_<task>.png are rewritten from the CSV and the K-prune rows of
 docs/benchmarks.csv. Runs go in the order that answers the first question first: SparseBERT
 at 0.9 and K-prune + SparseBERT on every task, then the other sparsities, then the ablations.
-Latency: the sparse model with CSR kernels (kprune.sparse_kernels) against the dense teacher in
-torch, length 128, ``--threads`` threads; time it with the cores to itself.
+Latency: the sparse model with CSR kernels (kprune.sparse_kernels) and with ordinary dense
+matmuls, against the dense teacher, in torch, length 128, ``--threads`` threads; time it with
+the cores to itself, or train on busy cores and ``--retime`` later (each row's model is kept
+under ``--store``).
 
   python -m bench.sparse                                  # the whole plan
   python -m bench.sparse --tasks rt --plan sparsebert:0.9
+  python -m bench.sparse --retime                         # busy rows' latency again
   python -m bench.sparse --report-only
 """
 
@@ -21,7 +24,8 @@ import os
 import time
 from pathlib import Path
 
-from bench.rows import append_row, is_stale, read_rows
+from bench.models import BATCHES, cached_kprune, latencies
+from bench.rows import append_row, is_busy, is_stale, read_rows, write_rows
 from kprune.atomic import write_text
 from kprune.entry import run_main
 from kprune.errors import KPruneError
@@ -55,6 +59,8 @@ COLUMNS = [
     "epochs",
     "latency_ms_b1",
     "latency_ms_b32",
+    "dense_kernel_ms_b1",
+    "dense_kernel_ms_b32",
     "dense_latency_ms_b1",
     "dense_latency_ms_b32",
     "kernel",
@@ -91,58 +97,54 @@ def _key(task, method, sparsity, reduction, seed) -> tuple:
     return (task, method, round(float(sparsity), 4), round(float(reduction or 0), 4), int(seed))
 
 
-def _pruned(args, task, reduction: float, seed: int) -> Path:
-    """The K-prune model the combination starts from (the grid's sample size; cached)."""
-    from kprune.checkpoint import save_pruned
-    from kprune.config import PruneConfig
-    from kprune.pruning import prune
-    from kprune.tasks import load_task
-
-    folder = Path(args.store) / f"kprune-{task}-{reduction}-{args.tokens}-s{seed}"
-    if not (folder / "kprune.json").exists():
-        cfg = PruneConfig(reduction=reduction, tokens=args.tokens, seed=seed)
-        model, report = prune(
-            str(Path(args.teachers) / task),
-            load_task(task, args.data_dir),
-            cfg,
-            eval_split=None,
-            device=args.device,
-        )
-        save_pruned(model, folder, report=report)
-    return folder
+def _model_dir(args, task, method, sparsity, reduction, seed) -> Path:
+    """Where a row's sparse model is kept, so that its latency can be measured again."""
+    return Path(args.store) / "models" / f"{task}-{method}-s{sparsity}-R{reduction}-seed{seed}"
 
 
-def _latency(model, batch: int, args) -> float:
-    from kprune.evaluation import latency_ms
+def timings(args, model, teacher: Path) -> dict:
+    """A row's latency columns: the sparse model with ordinary dense matmuls (for K-prune +
+    SparseBERT: the pruned architecture's speed), with CSR kernels, and the dense teacher;
+    with the threads and the 1-minute load they were measured under."""
+    import torch
 
-    return round(latency_ms(model, batch, 128, args.repeats, threads=args.threads), 3)
+    from kprune.checkpoint import load_model
+    from kprune.sparse_kernels import use_sparse_kernels
+
+    with torch.no_grad():
+        plain = latencies(model, args.repeats, args.threads)
+        csr = latencies(use_sparse_kernels(model, "csr"), args.repeats, args.threads)
+        dense = latencies(load_model(teacher), args.repeats, args.threads)
+    row = {"kernel": "csr", "threads": args.threads, "load_1m": round(os.getloadavg()[0], 2)}
+    for b in BATCHES:
+        row[f"latency_ms_b{b}"] = csr[b]
+        row[f"dense_kernel_ms_b{b}"] = plain[b]
+        row[f"dense_latency_ms_b{b}"] = dense[b]
+    return row
 
 
 def run_one(args, task: str, method: str, sparsity: float, reduction: float, seed: int) -> dict:
-    """Train one sparse model and measure it; returns its row."""
-    import torch
-
+    """Train one sparse model, keep it, and measure it; returns its row."""
     from flows.keys import code_digest
-    from kprune.checkpoint import load_model
     from kprune.config import SparsifyConfig
-    from kprune.sparse_kernels import use_sparse_kernels
-    from kprune.sparsify import sparsify
+    from kprune.sparsify import save_sparse, sparsify
     from kprune.tasks import load_task
 
     teacher = Path(args.teachers) / task
-    start = _pruned(args, task, reduction, seed) if reduction else None
+    start = None
+    if reduction:
+        start = cached_kprune(
+            args.store, args.teachers, task, reduction, args.tokens, seed, args.data_dir,
+            args.device,
+        )  # fmt: skip
     name = "sparsebert" if start is not None else method
     knobs = {"epochs": args.epochs} if args.epochs else {}
     cfg = SparsifyConfig(method=name, sparsity=sparsity, seed=seed, **knobs)
     model, report = sparsify(
         teacher, load_task(task, args.data_dir), cfg, start, device=args.device
     )
+    save_sparse(model, _model_dir(args, task, method, sparsity, reduction, seed), report)
     m = report["metric"]
-    with torch.no_grad():
-        fast = use_sparse_kernels(model.cpu(), "csr")
-        dense = load_model(teacher)
-        ms = {b: _latency(fast, b, args) for b in (1, 32)}
-        dense_ms = {b: _latency(dense, b, args) for b in (1, 32)}
     return {
         "task": task,
         "method": report["method"],
@@ -159,16 +161,29 @@ def run_one(args, task: str, method: str, sparsity: float, reduction: float, see
         "flops_kept": report["flops_kept"],
         "train_seconds": report["train_seconds"],
         "epochs": cfg.epochs,
-        "latency_ms_b1": ms[1],
-        "latency_ms_b32": ms[32],
-        "dense_latency_ms_b1": dense_ms[1],
-        "dense_latency_ms_b32": dense_ms[32],
-        "kernel": "csr",
         "code_digest": code_digest()[:12],
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "threads": args.threads,
-        "load_1m": round(os.getloadavg()[0], 2),
+        **timings(args, model.cpu(), teacher),
     }
+
+
+def retime(args, csv_path: Path) -> int:
+    """Measure again the latency of every row timed on busy cores (or before the
+    dense-kernel columns existed) whose model is kept; returns the rows retimed."""
+    from kprune.checkpoint import load_model
+
+    rows, done = read_rows(csv_path), 0
+    for r in rows:
+        if not (is_busy(r) or not r.get("dense_kernel_ms_b32")):
+            continue
+        keep = _model_dir(args, r["task"], r["method"], r["sparsity"], r["reduction"], r["seed"])
+        if not keep.is_dir():
+            print(f"{r['task']} {r['method']} {r['sparsity']}: no kept model at {keep}; skipped")
+            continue
+        r.update(timings(args, load_model(keep), Path(args.teachers) / r["task"]))
+        write_rows(csv_path, rows, COLUMNS)
+        done += 1
+    return done
 
 
 def kprune_points(bench_csv: Path, teachers_root: Path, dims_of) -> list[dict]:
@@ -211,22 +226,27 @@ def write_report(
         "Generated by `python -m bench.sparse` from `sparse.csv` beside this file. Test split "
         "(dev in brackets); nonzero: weights of the encoder's attention and FFN matrices that "
         "are not zero (MiniLM-L6: 10.6 M when dense); latency: median ms of one forward pass, "
-        "length 128, sparse model with CSR kernels vs the dense teacher in torch. Rows timed "
-        "with a 1-minute load above threads + 1 are marked *busy*.",
+        "length 128, of the sparse model with CSR kernels / with ordinary dense matmuls (for "
+        "K-prune + SparseBERT: the pruned architecture) / of the dense teacher, in torch. "
+        "Rows timed with a 1-minute load above threads + 1 are marked *busy* "
+        "(`--retime` measures them again).",
         "",
         "| task | method | sparsity | R | seed | test (dev) | dense test | nonzero M | FLOPs kept "
-        "| train s | ms b1 (dense) | ms b32 (dense) |",
+        "| train s | ms b1 csr / dense-kernel / teacher | ms b32 csr / dense-kernel / teacher |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def ms(r: dict, b: int) -> str:
+        cols = (f"latency_ms_b{b}", f"dense_kernel_ms_b{b}", f"dense_latency_ms_b{b}")
+        return " / ".join(f"{float(r[c]):.1f}" if r.get(c) else "–" for c in cols)
+
     for r in sorted(rows, key=lambda r: (r["task"], r["method"], float(r["sparsity"]))):
-        busy = float(r["load_1m"]) > float(r["threads"]) + 1
         lines.append(
             f"| {r['task']} | {r['method']} | {r['sparsity']} | {r['reduction']} | {r['seed']} "
             f"| {float(r['test']):.4f} ({float(r['dev']):.4f}) | {float(r['dense_test']):.4f} "
             f"| {int(float(r['nonzero_params'])) / 1e6:.2f} | {float(r['flops_kept']):.3f} "
-            f"| {float(r['train_seconds']):.0f} | {float(r['latency_ms_b1']):.1f} "
-            f"({float(r['dense_latency_ms_b1']):.1f}) | {float(r['latency_ms_b32']):.1f} "
-            f"({float(r['dense_latency_ms_b32']):.1f}){' busy' if busy else ''} |"
+            f"| {float(r['train_seconds']):.0f} | {ms(r, 1)} | {ms(r, 32)}"
+            f"{' busy' if is_busy(r) else ''} |"
         )
     points = kprune_points(bench_csv, teachers, lambda t: teacher_dims(teachers, t))
     for task in sorted({r["task"] for r in rows}):
@@ -285,13 +305,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="docs/sparse", help="writes OUT.csv and OUT.md")
     p.add_argument("--benchmarks", default="docs/benchmarks.csv", help="K-prune grid rows")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument(
+        "--retime",
+        action="store_true",
+        help="only measure again the latency of rows timed on busy cores (kept models)",
+    )
     args = p.parse_args(argv)
 
     def go() -> None:
         csv_path, md = Path(f"{args.out}.csv"), Path(f"{args.out}.md")
         plan = parse_plan(args.plan)
         seeds = [int(s) for s in args.seeds.split(",")]
-        if not args.report_only:
+        if args.retime:
+            print(f"sparse: {retime(args, csv_path)} rows retimed")
+        elif not args.report_only:
             for method, sparsity, reduction in plan:
                 for task in args.tasks.split(","):
                     for seed in seeds:

@@ -1,0 +1,48 @@
+"""What several benchmark commands share: the latency of a model as the benchmarks time it,
+and the K-prune model of a teacher, pruned once and then read from a cache folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+LENGTH = 128  # every benchmark times sequences of this many tokens
+BATCHES = (1, 32)
+
+
+def latencies(model, repeats: int, threads: int) -> dict[int, float]:
+    """Median ms of one forward pass at each of ``BATCHES`` (``LENGTH`` tokens, ``threads``
+    threads), rounded to the microsecond."""
+    from kprune.evaluation import latency_ms
+
+    return {b: round(latency_ms(model, b, LENGTH, repeats, threads=threads), 3) for b in BATCHES}
+
+
+def cached_kprune(
+    store: Path,
+    teachers: Path,
+    task: str,
+    reduction: float,
+    tokens: int,
+    seed: int = 0,
+    data_dir: str | None = None,
+    device: str = "cpu",
+) -> Path:
+    """The folder of the K-prune model of ``teachers/task`` at ``reduction`` (default method,
+    ``tokens`` sample tokens, ``seed``): pruned and saved on the first call, read after."""
+    from kprune.checkpoint import save_pruned
+    from kprune.config import PruneConfig
+    from kprune.pruning import prune
+    from kprune.tasks import load_task
+
+    folder = Path(store) / f"kprune-{task}-R{reduction}-t{tokens}-s{seed}"
+    if not (folder / "kprune.json").exists():
+        cfg = PruneConfig(reduction=reduction, tokens=tokens, seed=seed)
+        model, report = prune(
+            str(Path(teachers) / task),
+            load_task(task, data_dir),
+            cfg,
+            eval_split=None,
+            device=device,
+        )
+        save_pruned(model, folder, report=report)
+    return folder
