@@ -146,12 +146,22 @@ def _asked(row: dict) -> int:
     return int(row.get("tokens_asked") or row["tokens"])
 
 
-def run_bench(p: BenchParams, teachers: str, data_dir: str, out_dir: Path) -> list[dict]:
+def run_bench(
+    p: BenchParams,
+    teachers: str,
+    data_dir: str,
+    out_dir: Path,
+    csv_path: Path | None = None,
+    dense: dict[str, dict] | None = None,
+) -> list[dict]:
+    """Run the grid's missing rows, appending each to ``csv_path`` (default
+    OUT_DIR/benchmarks.csv) as it finishes; returns them. ``dense``: the teachers' rows by
+    task, filled as measured (pass one dict to several calls to measure each teacher once)."""
     from flows.keys import code_digest
     from kprune.knowledge import SCORE_SCALE
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path = out_dir / "benchmarks.csv"
+    csv_path = csv_path or out_dir / "benchmarks.csv"
     rows = [r for r in read_rows(csv_path) if _asked(r) == p.tokens and not is_stale(r)]
     finished = {(r["task"], r["method"], float(r["reduction"]), int(r["seed"])) for r in rows}
     by_key = {
@@ -159,7 +169,7 @@ def run_bench(p: BenchParams, teachers: str, data_dir: str, out_dir: Path) -> li
         for r in rows
     }
     code = code_digest()[:12]
-    dense: dict[str, dict] = {}
+    dense = {} if dense is None else dense
     common = [
         "--teachers",
         teachers,

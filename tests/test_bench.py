@@ -291,3 +291,43 @@ def test_sparse_bench_writes_resumable_rows_and_a_report(tmp_path):
     assert again[0] == dense
     assert float(again[1]["latency_ms_b32"]) > 0 and float(again[1]["load_1m"]) < 99
     assert again[1]["test"] == both["test"]
+
+
+def test_tokens_study_copies_the_grids_runs_runs_the_rest_and_finds_enough(tmp_path):
+    """bench.tokens: a grid row of the same cell is copied, not rerun; the missing size is
+    run by the grid's worker; a rerun runs nothing; the report names the smallest size within
+    the seeds' spread of the largest."""
+    from bench.rows import COLUMNS, append_row
+    from bench.tokens import enough, main
+    from kprune.knowledge import SCORE_SCALE
+
+    write_rt_project(tmp_path, epochs=1)
+    (tmp_path / "params.yaml").write_text("bench:\n  threads: 1\n  repeats: 1\n")
+    grid = tmp_path / "grid.csv"
+    copied = dict.fromkeys(COLUMNS, "")
+    copied.update(task="rt", method="kprune", reduction=0.5, seed=0, metric_name="accuracy")
+    copied.update(metric=0.625, dev_metric=0.75, dense_metric=0.8, prune_seconds=1.5)
+    copied.update(tokens=612, tokens_asked=600, score_scale=SCORE_SCALE, threads=1, load_1m=0)
+    append_row(grid, copied, COLUMNS)
+    args = ["--params", str(tmp_path / "params.yaml"), "--tasks", "rt", "--reductions", "0.5"]
+    args += ["--seeds", "0", "--tokens", "300,600", "--grid", str(grid)]
+    args += ["--teachers", str(tmp_path / "teachers"), "--data-dir", str(tmp_path / "tasks")]
+    args += ["--out", str(tmp_path / "docs")]
+    assert main(args) == 0
+    with open(tmp_path / "docs" / "tokens.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted(int(r["tokens_asked"]) for r in rows) == [300, 600]
+    assert [r["metric"] for r in rows if r["tokens_asked"] == "600"] == ["0.625"]
+    mtime = (tmp_path / "docs" / "tokens.csv").stat().st_mtime_ns
+    assert main(args) == 0
+    assert (tmp_path / "docs" / "tokens.csv").stat().st_mtime_ns == mtime
+    assert "| rt | 0.5 | 600 |" in (tmp_path / "docs" / "tokens.md").read_text()
+    assert (tmp_path / "docs" / "plots" / "tokens_rt.png").is_file()
+
+    def cell(tokens, dev, std=0.0):
+        return {"tokens": tokens, "dev": dev, "dev_std": std}
+
+    assert enough([cell(8, 0.70), cell(16, 0.796), cell(32, 0.80, 0.002)]) == 16
+    assert enough([cell(8, 0.70), cell(16, 0.78), cell(32, 0.80, 0.03)]) == 16
+    assert enough([cell(8, 0.70), cell(16, 0.78), cell(32, 0.80)]) == 32
+    assert enough([cell(32, 0.80)]) is None
