@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.report_only and not (out / "benchmarks.csv").is_file():
             raise KPruneError(f"{out / 'benchmarks.csv'} does not exist; run the benchmark first")
         rows = [] if args.report_only else run_bench(cfg, args.teachers, args.data_dir, out)
-        paths = write_report(read_rows(out / "benchmarks.csv"), out)
+        paths = write_report(read_rows(out / "benchmarks.csv"), out, Path(args.teachers))
         print(f"wrote {', '.join(str(p) for p in paths)}")
         if not args.no_track and (rows or args.report_only):
             from flows.tracking import log_benchmark

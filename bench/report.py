@@ -125,7 +125,69 @@ def over_budget(df: pd.DataFrame, tol: float = 1e-6) -> list[str]:
     return [*lines, ""]
 
 
-def write_report(rows: list[dict], out: Path) -> list[Path]:
+def sparse_section(out: Path, teachers: Path) -> list[str]:
+    """The unstructured rows of ``out``/sparse.csv (``python -m bench.sparse``) beside the
+    grid's K-prune: per method, sparsity and R, each task's test metric with its nonzero
+    encoder weights, and K-prune's seed-0 grid rows at each R (``teachers`` gives
+    their dimensions); then sparse_notes.md."""
+    from bench.rows import read_rows
+    from bench.sparse import kprune_points, teacher_dims
+
+    rows = [r for r in read_rows(out / "sparse.csv") if str(r["seed"]) == "0"]
+    if not rows:
+        return []
+    tasks = sorted({r["task"] for r in rows})
+    lines = [
+        "## Unstructured pruning: SparseBERT beside K-prune",
+        "",
+        "From [sparse.csv](sparse.csv) (`python -m bench.sparse`; every row and its latency in "
+        "[sparse.md](sparse.md)), seed 0. Each cell: test metric (nonzero encoder matrix "
+        "weights, M; the dense MiniLM-L6 has 10.6 M); K-prune: the grid's seed-0 runs "
+        "(every kept unit's weights counted).",
+        "",
+        "| method | sparsity | R | " + " | ".join(tasks) + " |",
+        "|---|---|---|" + "---|" * len(tasks),
+    ]
+    dense = {r["task"]: float(r["dense_test"]) for r in rows}
+    lines.append(
+        "| dense teacher | 0 | 0 | " + " | ".join(f"{dense[t]:.4f} (10.6)" for t in tasks) + " |"
+    )
+    keys = sorted({(r["method"], float(r["sparsity"]), float(r["reduction"])) for r in rows})
+    for method, sparsity, reduction in keys:
+        cells = []
+        for t in tasks:
+            hit = [
+                r
+                for r in rows
+                if r["task"] == t
+                and (r["method"], float(r["sparsity"]), float(r["reduction"]))
+                == (method, sparsity, reduction)
+            ]
+            cells.append(
+                f"{float(hit[0]['test']):.4f} ({int(float(hit[0]['nonzero_params'])) / 1e6:.2f})"
+                if hit
+                else "–"
+            )
+        lines.append(f"| {method} | {sparsity:g} | {reduction:g} | " + " | ".join(cells) + " |")
+    points = kprune_points(out / "benchmarks.csv", teachers, lambda t: teacher_dims(teachers, t))
+    for reduction in sorted({float(p["reduction"]) for p in points}):
+        got = {p["task"]: p for p in points if abs(float(p["reduction"]) - reduction) < 1e-9}
+        if any(t in got for t in tasks):
+            cells = [
+                f"{float(got[t]['metric']):.4f} ({got[t]['nonzero_params'] / 1e6:.2f})"
+                if t in got
+                else "–"
+                for t in tasks
+            ]
+            lines.append(f"| kprune | 0 | {reduction:g} | " + " | ".join(cells) + " |")
+    lines += ["", " ".join(f"![{t}](plots/sparse_{t}.png)" for t in tasks), ""]
+    notes = out / "sparse_notes.md"
+    if notes.exists():
+        lines += [notes.read_text(), ""]
+    return lines
+
+
+def write_report(rows: list[dict], out: Path, teachers: Path = Path("data/teachers")) -> list[Path]:
     if not rows:
         return []
     stale = [r for r in rows if is_stale(r)]
@@ -256,6 +318,7 @@ def write_report(rows: list[dict], out: Path) -> list[Path]:
         )
         lines += [f"![{task}](bench_{task}.png)", ""]
         paths.append(png)
+    lines += sparse_section(out, teachers)
     md = out / "benchmarks.md"
     notes = out / "benchmarks_notes.md"
     if notes.exists():

@@ -207,6 +207,32 @@ def test_report_only_rewrites_from_the_csv_and_runs_nothing(tmp_path):
     assert "| kprune | 0.8000 |" in (out / "benchmarks.md").read_text()
     assert len(list(out.iterdir())) == 3  # csv, md, png: no runs
 
+    # with SparseBERT rows beside it: their section, K-prune's nonzero weights from its units
+    from bench.rows import append_row
+    from bench.sparse import COLUMNS as SPARSE_COLUMNS
+
+    sparse = dict(task="rt", method="sparsebert", sparsity=0.9, reduction=0, seed=0)
+    sparse.update(test=0.7, dense_test=0.84, nonzero_params=1_060_000)
+    append_row(out / "sparse.csv", sparse, SPARSE_COLUMNS)
+    row.update(heads_kept="[1, 2]", neurons_kept="[3, 4]")
+    with open(out / "benchmarks.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=COLUMNS)
+        w.writeheader()
+        w.writerow(row)
+    (tmp_path / "teachers" / "rt").mkdir(parents=True)
+    config = '{"hidden_size": 8, "num_attention_heads": 2}'
+    (tmp_path / "teachers" / "rt" / "config.json").write_text(config)
+    args = ["--report-only", "--out", str(out), "--no-track", "--teachers"]
+    assert main([*args, str(tmp_path / "teachers")]) == 0
+    text = (out / "benchmarks.md").read_text()
+    assert "| sparsebert | 0.9 | 0 | 0.7000 (1.06) |" in text
+    assert "| kprune | 0 | 0.5 | 0.8000 (0.00) |" in text
+    from bench.sparse import kprune_points, teacher_dims
+
+    teachers = tmp_path / "teachers"
+    [point] = kprune_points(out / "benchmarks.csv", teachers, lambda t: teacher_dims(teachers, t))
+    assert point["nonzero_params"] == 3 * 4 * 4 * 8 + 7 * 2 * 8  # heads x 4 matrices, neurons
+
 
 def test_every_method_of_the_grid_gets_its_own_colour():
     from kprune.params import BenchParams
