@@ -131,7 +131,7 @@ def sparse_section(out: Path, teachers: Path) -> list[str]:
     encoder weights, and K-prune's seed-0 grid rows at each R (``teachers`` gives
     their dimensions); then sparse_notes.md."""
     from bench.rows import read_rows
-    from bench.sparse import kprune_points, teacher_dims
+    from bench.sparse import kprune_points, label, teacher_dims
 
     rows = [r for r in read_rows(out / "sparse.csv") if str(r["seed"]) == "0"]
     if not rows:
@@ -152,7 +152,7 @@ def sparse_section(out: Path, teachers: Path) -> list[str]:
     lines.append(
         "| dense teacher | 0 | 0 | " + " | ".join(f"{dense[t]:.4f} (10.6)" for t in tasks) + " |"
     )
-    keys = sorted({(r["method"], float(r["sparsity"]), float(r["reduction"])) for r in rows})
+    keys = sorted({(label(r), float(r["sparsity"]), float(r["reduction"])) for r in rows})
     for method, sparsity, reduction in keys:
         cells = []
         for t in tasks:
@@ -160,7 +160,7 @@ def sparse_section(out: Path, teachers: Path) -> list[str]:
                 r
                 for r in rows
                 if r["task"] == t
-                and (r["method"], float(r["sparsity"]), float(r["reduction"]))
+                and (label(r), float(r["sparsity"]), float(r["reduction"]))
                 == (method, sparsity, reduction)
             ]
             cells.append(

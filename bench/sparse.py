@@ -93,13 +93,40 @@ def parse_plan(text: str) -> list[tuple[str, float, float]]:
     return out
 
 
-def _key(task, method, sparsity, reduction, seed) -> tuple:
-    return (task, method, round(float(sparsity), 4), round(float(reduction or 0), 4), int(seed))
+def _key(task, method, sparsity, reduction, seed, epochs) -> tuple:
+    return (
+        task,
+        method,
+        round(float(sparsity), 4),
+        round(float(reduction or 0), 4),
+        int(seed),
+        round(float(epochs), 3),
+    )
 
 
-def _model_dir(args, task, method, sparsity, reduction, seed) -> Path:
+def _row_key(row: dict) -> tuple:
+    return _key(*(row[c] for c in ("task", "method", "sparsity", "reduction", "seed", "epochs")))
+
+
+def label(row: dict) -> str:
+    """The row's method, with its epochs where they are not the default's."""
+    from kprune.config import SparsifyConfig
+
+    epochs = float(row.get("epochs") or SparsifyConfig().epochs)
+    return row["method"] + ("" if epochs == SparsifyConfig().epochs else f" ({epochs:g} ep)")
+
+
+def _epochs(args) -> float:
+    """The training epochs of this invocation's rows (--epochs, or the config's default)."""
+    from kprune.config import SparsifyConfig
+
+    return float(args.epochs or SparsifyConfig().epochs)
+
+
+def _model_dir(args, task, method, sparsity, reduction, seed, epochs) -> Path:
     """Where a row's sparse model is kept, so that its latency can be measured again."""
-    return Path(args.store) / "models" / f"{task}-{method}-s{sparsity}-R{reduction}-seed{seed}"
+    name = f"{task}-{method}-s{sparsity}-R{reduction}-seed{seed}"
+    return Path(args.store) / "models" / (name + ("" if float(epochs) == 3 else f"-e{epochs:g}"))
 
 
 def timings(args, model, teacher: Path) -> dict:
@@ -143,7 +170,8 @@ def run_one(args, task: str, method: str, sparsity: float, reduction: float, see
     model, report = sparsify(
         teacher, load_task(task, args.data_dir), cfg, start, device=args.device
     )
-    save_sparse(model, _model_dir(args, task, method, sparsity, reduction, seed), report)
+    keep = _model_dir(args, task, method, sparsity, reduction, seed, cfg.epochs)
+    save_sparse(model, keep, report)
     m = report["metric"]
     return {
         "task": task,
@@ -176,7 +204,10 @@ def retime(args, csv_path: Path) -> int:
     for r in rows:
         if not (is_busy(r) or not r.get("dense_kernel_ms_b32")):
             continue
-        keep = _model_dir(args, r["task"], r["method"], r["sparsity"], r["reduction"], r["seed"])
+        keep = _model_dir(
+            args, r["task"], r["method"], r["sparsity"], r["reduction"], r["seed"],
+            float(r["epochs"]),
+        )  # fmt: skip
         if not keep.is_dir():
             print(f"{r['task']} {r['method']} {r['sparsity']}: no kept model at {keep}; skipped")
             continue
@@ -240,9 +271,9 @@ def write_report(
         cols = (f"latency_ms_b{b}", f"dense_kernel_ms_b{b}", f"dense_latency_ms_b{b}")
         return " / ".join(f"{float(r[c]):.1f}" if r.get(c) else "–" for c in cols)
 
-    for r in sorted(rows, key=lambda r: (r["task"], r["method"], float(r["sparsity"]))):
+    for r in sorted(rows, key=lambda r: (r["task"], label(r), float(r["sparsity"]))):
         lines.append(
-            f"| {r['task']} | {r['method']} | {r['sparsity']} | {r['reduction']} | {r['seed']} "
+            f"| {r['task']} | {label(r)} | {r['sparsity']} | {r['reduction']} | {r['seed']} "
             f"| {float(r['test']):.4f} ({float(r['dev']):.4f}) | {float(r['dense_test']):.4f} "
             f"| {int(float(r['nonzero_params'])) / 1e6:.2f} | {float(r['flops_kept']):.3f} "
             f"| {float(r['train_seconds']):.0f} | {ms(r, 1)} | {ms(r, 32)}"
@@ -253,7 +284,7 @@ def write_report(
         mine = [r for r in rows if r["task"] == task and str(r["seed"]) == "0"]
         pts = [
             {
-                "method": r["method"],
+                "method": label(r),
                 "nonzero_m": int(float(r["nonzero_params"])) / 1e6,
                 "metric": float(r["test"]),
                 "dense_metric": float(r["dense_test"]),
@@ -322,11 +353,8 @@ def main(argv: list[str] | None = None) -> int:
             for method, sparsity, reduction in plan:
                 for task in args.tasks.split(","):
                     for seed in seeds:
-                        done = {
-                            _key(r["task"], r["method"], r["sparsity"], r["reduction"], r["seed"])
-                            for r in read_rows(csv_path)
-                        }
-                        if _key(task, method, sparsity, reduction, seed) in done:
+                        done = {_row_key(r) for r in read_rows(csv_path)}
+                        if _key(task, method, sparsity, reduction, seed, _epochs(args)) in done:
                             continue
                         row = run_one(args, task, method, sparsity, reduction, seed)
                         append_row(csv_path, row, COLUMNS)
