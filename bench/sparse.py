@@ -20,6 +20,7 @@ under ``--store``).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from pathlib import Path
@@ -64,6 +65,7 @@ COLUMNS = [
     "dense_latency_ms_b1",
     "dense_latency_ms_b32",
     "kernel",
+    "dev_curve",
     "code_digest",
     "finished_at",
     "threads",
@@ -104,8 +106,11 @@ def _key(task, method, sparsity, reduction, seed, epochs) -> tuple:
     )
 
 
+KEY = ("task", "method", "sparsity", "reduction", "seed", "epochs")
+
+
 def _row_key(row: dict) -> tuple:
-    return _key(*(row[c] for c in ("task", "method", "sparsity", "reduction", "seed", "epochs")))
+    return _key(*(row[c] for c in KEY))
 
 
 def label(row: dict) -> str:
@@ -125,8 +130,37 @@ def _epochs(args) -> float:
 
 def _model_dir(args, task, method, sparsity, reduction, seed, epochs) -> Path:
     """Where a row's sparse model is kept, so that its latency can be measured again."""
-    name = f"{task}-{method}-s{sparsity}-R{reduction}-seed{seed}"
-    return Path(args.store) / "models" / (name + ("" if float(epochs) == 3 else f"-e{epochs:g}"))
+    name = f"{task}-{method}-s{sparsity}-R{reduction}-seed{seed}-e{float(epochs):g}"
+    return Path(args.store) / "models" / name
+
+
+def curve(report: dict) -> list[list[float]]:
+    """[fraction of training, sparsity, dev metric] after each epoch of a sparsify report
+    (older reports lack the sparsity: the schedule's value at the last mask raise)."""
+    from kprune.sparsity import cubic_sparsity, update_steps
+
+    cfg, total, m = report["config"], report["steps"], report["metric"]
+    raises = update_steps(total, cfg["mask_updates"]) if report["sparsity"] > 0 else []
+    out = []
+    for h in report["history"]:
+        done = [u for u in raises if u <= h["step"]]
+        s = h.get("sparsity", cubic_sparsity(done[-1], total, report["sparsity"]) if done else 0)
+        out.append([round(h["step"] / total, 4), round(s, 4), h["dev"][m]])
+    return out
+
+
+def fill_curves(args, csv_path: Path) -> int:
+    """Give rows written before the dev_curve column theirs, from their kept model's
+    report.json; returns how many."""
+    rows, filled = read_rows(csv_path), 0
+    for r in rows:
+        keep = _model_dir(args, *(r[c] for c in KEY))
+        if not r.get("dev_curve") and (keep / "report.json").is_file():
+            r["dev_curve"] = json.dumps(curve(json.loads((keep / "report.json").read_text())))
+            filled += 1
+    if filled:
+        write_rows(csv_path, rows, COLUMNS)
+    return filled
 
 
 def timings(args, model, teacher: Path) -> dict:
@@ -189,6 +223,7 @@ def run_one(args, task: str, method: str, sparsity: float, reduction: float, see
         "flops_kept": report["flops_kept"],
         "train_seconds": report["train_seconds"],
         "epochs": cfg.epochs,
+        "dev_curve": json.dumps(curve(report)),
         "code_digest": code_digest()[:12],
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **timings(args, model.cpu(), teacher),
@@ -204,10 +239,7 @@ def retime(args, csv_path: Path) -> int:
     for r in rows:
         if not (is_busy(r) or not r.get("dense_kernel_ms_b32")):
             continue
-        keep = _model_dir(
-            args, r["task"], r["method"], r["sparsity"], r["reduction"], r["seed"],
-            float(r["epochs"]),
-        )  # fmt: skip
+        keep = _model_dir(args, *(r[c] for c in KEY))
         if not keep.is_dir():
             print(f"{r['task']} {r['method']} {r['sparsity']}: no kept model at {keep}; skipped")
             continue
@@ -313,7 +345,42 @@ def write_report(
                 xlabel="nonzero encoder matrix weights (M)",
             )
             lines += ["", f"![{task}](plots/{path.name})"]
+    curves = curves_plot_of(rows, plots / "sparse_curves.png")
+    if curves:
+        lines += [
+            "",
+            "Dev metric after each epoch against the fraction of training done (dashed, right "
+            "axis: the sparsity reached):",
+            "",
+            f"![curves](plots/{curves.name})",
+        ]
     write_text(out_md, "\n".join(lines) + "\n")
+
+
+def curves_plot_of(rows: list[dict], path: Path) -> Path | None:
+    """Per task, the dev curve of every row that has one (seed 0); None if none has."""
+    from kprune.plots import curves_plot
+
+    panels = []
+    for task in sorted({r["task"] for r in rows}):
+        mine = [r for r in rows if r["task"] == task and r.get("dev_curve") and r["seed"] == "0"]
+        lines, twins = [], []
+        for r in sorted(mine, key=lambda r: (label(r), float(r["sparsity"]))):
+            pts = json.loads(r["dev_curve"])
+            name = f"{label(r)} {float(r['sparsity']):g}"
+            lines.append({"label": name, "x": [p[0] for p in pts], "y": [p[2] for p in pts]})
+            twins.append({"label": name, "x": [p[0] for p in pts], "y": [p[1] for p in pts]})
+        if lines:
+            panels.append({"title": task, "lines": lines, "twin": twins})
+    if not panels:
+        return None
+    curves_plot(
+        panels,
+        path,
+        "SparseBERT: dev metric during training",
+        ("fraction of training", "dev metric", "sparsity"),
+    )
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -364,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
                             f"{row['train_seconds']:.0f} s",
                             flush=True,
                         )
+        fill_curves(args, csv_path)
         rows = read_rows(csv_path)
         if rows:
             plots = md.parent / "plots"

@@ -105,6 +105,36 @@ def metric_vs_flops_plot(
     _save(fig, path)
 
 
+def curves_plot(
+    panels: Sequence[dict],
+    path: str | Path,
+    title: str = "",
+    labels: tuple[str, str, str] = ("", "", ""),
+) -> None:
+    """One subplot per panel: ``lines`` ({label, x, y}) on the left axis and, where a panel
+    has them, ``twin`` lines ({label, x, y}; dashed grey) on a right axis. ``labels``: (x
+    axis, left axis, right axis)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.8), squeeze=False)
+    colors = method_colors(sorted({line["label"] for p in panels for line in p["lines"]}))
+    for ax, panel in zip(axes[0], panels, strict=True):
+        for line in panel["lines"]:
+            ax.plot(line["x"], line["y"], marker="o", ms=3, color=colors[line["label"]],
+                    label=line["label"])  # fmt: skip
+        ax.set_xlabel(labels[0])
+        ax.set_ylabel(labels[1])
+        ax.set_title(panel.get("title", ""), fontsize=10)
+        ax.legend(fontsize=7, loc="lower left")
+        if panel.get("twin"):
+            right = ax.twinx()
+            for line in panel["twin"]:
+                right.plot(line["x"], line["y"], ls="--", color="grey", lw=1)
+            right.set_ylabel(labels[2])
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def heatmap_plot(
     panels: Sequence[dict],
     path: str | Path,

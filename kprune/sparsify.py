@@ -174,7 +174,10 @@ def sparsify(
                 bar.set_postfix(loss=f"{running['total']:.4f}", sparsity=f"{masks.sparsity:.3f}")
             epoch += 1
             dev_metrics = evaluate(model, "dev")
-            history.append({"epoch": epoch, "step": step, **running, "dev": dev_metrics})
+            history.append(
+                {"epoch": epoch, "step": step, "sparsity": masks.sparsity, **running}
+                | {"dev": dev_metrics}
+            )
             bar.write(f"epoch {epoch}: loss {running['total']:.4f} dev {dev_metrics}")
     finally:
         bar.close()

@@ -257,8 +257,11 @@ def test_headline_compares_over_the_seeds_kprune_has():
 
 def test_sparse_bench_writes_resumable_rows_and_a_report(tmp_path):
     """bench.sparse on a tiny project: SparseBERT and K-prune + SparseBERT rows with their
-    nonzero weights and latencies, the report and plot; a rerun runs nothing."""
+    nonzero weights, latencies and dev curves, the report and plots; a rerun runs nothing."""
     import csv
+    import json
+
+    import pytest
 
     from bench.sparse import main
     from tests.helpers import write_rt_project
@@ -299,6 +302,9 @@ def test_sparse_bench_writes_resumable_rows_and_a_report(tmp_path):
     )
     for r in rows:
         assert float(r["latency_ms_b32"]) > 0 and float(r["dense_kernel_ms_b32"]) > 0
+        [(fraction, sparsity, _)] = json.loads(r["dev_curve"])  # one epoch: one point
+        assert fraction == 1.0 and sparsity == pytest.approx(0.5, abs=0.01)
+    assert (root / "docs" / "plots" / "sparse_curves.png").is_file()
     md = (root / "docs" / "sparse.md").read_text()
     assert "kprune+sparsebert" in md and (root / "docs" / "plots" / "sparse_rt.png").is_file()
     mtime = (root / "docs" / "sparse.csv").stat().st_mtime_ns
