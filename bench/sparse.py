@@ -13,7 +13,7 @@ under ``--store``).
 
   python -m bench.sparse                                  # the whole plan
   python -m bench.sparse --tasks rt --plan sparsebert:0.9
-  python -m bench.sparse --retime                         # busy rows' latency again
+  python -m bench.sparse --retime                         # every kept row's latency again
   python -m bench.sparse --report-only
 """
 
@@ -231,14 +231,13 @@ def run_one(args, task: str, method: str, sparsity: float, reduction: float, see
 
 
 def retime(args, csv_path: Path) -> int:
-    """Measure again the latency of every row timed on busy cores (or before the
-    dense-kernel columns existed) whose model is kept; returns the rows retimed."""
+    """Measure again the latency of every row whose model is kept (run it with the cores to
+    itself: rows trained while other work ran have inflated times, and the 1-minute load at
+    a row's end does not always show it); returns the rows retimed."""
     from kprune.checkpoint import load_model
 
     rows, done = read_rows(csv_path), 0
     for r in rows:
-        if not (is_busy(r) or not r.get("dense_kernel_ms_b32")):
-            continue
         keep = _model_dir(args, *(r[c] for c in KEY))
         if not keep.is_dir():
             print(f"{r['task']} {r['method']} {r['sparsity']}: no kept model at {keep}; skipped")
@@ -292,7 +291,7 @@ def write_report(
         "length 128, of the sparse model with CSR kernels / with ordinary dense matmuls (for "
         "K-prune + SparseBERT: the pruned architecture) / of the dense teacher, in torch. "
         "Rows timed with a 1-minute load above threads + 1 are marked *busy* "
-        "(`--retime` measures them again).",
+        "(`--retime` measures every row again from its kept model).",
         "",
         "| task | method | sparsity | R | seed | test (dev) | dense test | nonzero M | FLOPs kept "
         "| train s | ms b1 csr / dense-kernel / teacher | ms b32 csr / dense-kernel / teacher |",
@@ -406,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--retime",
         action="store_true",
-        help="only measure again the latency of rows timed on busy cores (kept models)",
+        help="only measure again the latency of every row whose model is kept (quiet cores)",
     )
     args = p.parse_args(argv)
 
