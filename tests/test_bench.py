@@ -365,3 +365,17 @@ def test_tokens_study_copies_the_grids_runs_runs_the_rest_and_finds_enough(tmp_p
     assert enough([cell(8, 0.70), cell(16, 0.78), cell(32, 0.80, 0.03)]) == 16
     assert enough([cell(8, 0.70), cell(16, 0.78), cell(32, 0.80)]) == 32
     assert enough([cell(32, 0.80)]) is None
+
+
+def test_dev_curve_takes_the_recorded_sparsity_or_the_schedules_at_the_last_raise():
+    from bench.sparse import curve
+
+    report = {"config": {"mask_updates": 4}, "steps": 8, "metric": "accuracy", "sparsity": 0.9}
+    report["history"] = [
+        {"step": 4, "dev": {"accuracy": 0.5}},
+        {"step": 8, "dev": {"accuracy": 0.6}},
+    ]
+    # raises at steps 2, 4, 6, 8: at step 4 the mask holds 0.9 (1 - (1 - 4/8)^3) = 0.7875
+    assert curve(report) == [[0.5, 0.7875, 0.5], [1.0, 0.9, 0.6]]
+    report["history"][0]["sparsity"] = 0.7
+    assert curve(report)[0] == [0.5, 0.7, 0.5]
