@@ -24,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench.models import latencies
-from bench.rows import COLUMNS, append_row, is_stale, read_rows
+from bench.rows import COLUMNS, append_row, is_stale, read_rows, tokens_asked
 from kprune.entry import peak_rss_mb, run_main
 from kprune.errors import KPruneError
 from kprune.params import BenchParams
@@ -141,11 +141,6 @@ def _key(task: str, reduction: float, method: str, seed: int, tokens: int) -> tu
     return (task, run_key(method, cfg))
 
 
-def _asked(row: dict) -> int:
-    """The sample size a row was asked for (rows from before that column: what it got)."""
-    return int(row.get("tokens_asked") or row["tokens"])
-
-
 def run_bench(
     p: BenchParams,
     teachers: str,
@@ -162,7 +157,7 @@ def run_bench(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = csv_path or out_dir / "benchmarks.csv"
-    rows = [r for r in read_rows(csv_path) if _asked(r) == p.tokens and not is_stale(r)]
+    rows = [r for r in read_rows(csv_path) if tokens_asked(r) == p.tokens and not is_stale(r)]
     finished = {(r["task"], r["method"], float(r["reduction"]), int(r["seed"])) for r in rows}
     by_key = {
         _key(r["task"], float(r["reduction"]), r["method"], int(r["seed"]), p.tokens): r

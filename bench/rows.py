@@ -58,6 +58,11 @@ def is_stale(row: dict) -> bool:
     return reads_scores(str(row["method"])) and not of_current_scale(row)
 
 
+def tokens_asked(row: dict) -> int:
+    """The sample size a row was asked for (rows from before that column: what it got)."""
+    return int(float(row.get("tokens_asked") or row["tokens"]))
+
+
 def is_busy(row: dict) -> bool:
     """The row's timings were taken while something else competed for the cores: its
     1-minute load average was above its threads + 1 (rows without the columns: not busy)."""

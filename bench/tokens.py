@@ -22,7 +22,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from bench.rows import COLUMNS, append_row, is_busy, is_stale, read_rows
+from bench.rows import COLUMNS, append_row, is_busy, is_stale, read_rows, tokens_asked
 from kprune.entry import run_main
 from kprune.errors import KPruneError
 
@@ -31,21 +31,17 @@ REDUCTIONS = (0.6, 0.8)
 METHOD = "kprune"
 
 
-def _asked(row: dict) -> int:
-    return int(float(row.get("tokens_asked") or row["tokens"]))
-
-
 def copy_grid_rows(grid_csv: Path, csv_path: Path, tasks, reductions, seeds) -> int:
     """Copy the grid's current-scale K-prune rows of the study's cells into ``csv_path``
     (those it does not hold yet); returns how many."""
     have = {
-        (r["task"], float(r["reduction"]), int(r["seed"]), _asked(r))
+        (r["task"], float(r["reduction"]), int(r["seed"]), tokens_asked(r))
         for r in read_rows(csv_path)
         if not is_stale(r)
     }
     copied = 0
     for r in read_rows(grid_csv):
-        key = (r["task"], float(r["reduction"]), int(r["seed"]), _asked(r))
+        key = (r["task"], float(r["reduction"]), int(r["seed"]), tokens_asked(r))
         if (
             r["method"] == METHOD
             and not is_stale(r)
@@ -66,7 +62,7 @@ def summary(rows: list[dict]) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         if r["method"] == METHOD and not is_stale(r):
-            groups.setdefault((r["task"], float(r["reduction"]), _asked(r)), []).append(r)
+            groups.setdefault((r["task"], float(r["reduction"]), tokens_asked(r)), []).append(r)
     out = []
     for (task, red, tokens), part in sorted(groups.items()):
 
