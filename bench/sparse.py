@@ -199,8 +199,7 @@ def run_one(args, task: str, method: str, sparsity: float, reduction: float, see
             args.device,
         )  # fmt: skip
     name = "sparsebert" if start is not None else method
-    knobs = {"epochs": args.epochs} if args.epochs else {}
-    cfg = SparsifyConfig(method=name, sparsity=sparsity, seed=seed, **knobs)
+    cfg = SparsifyConfig(method=name, sparsity=sparsity, seed=seed, epochs=_epochs(args))
     model, report = sparsify(
         teacher, load_task(task, args.data_dir), cfg, start, device=args.device
     )
