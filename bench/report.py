@@ -106,6 +106,49 @@ def ablation_table(df: pd.DataFrame) -> list[str]:
     ]
 
 
+def paired_table(df: pd.DataFrame, method: str, title: str, what: str) -> list[str]:
+    """K-prune's metric minus ``method``'s on the same task, reduction and seed, per task and
+    reduction: the mean difference in points, the seeds where K-prune is ahead, and the
+    largest single-seed gap either way (is a mean difference bigger than the seeds' spread?)."""
+    key = ["task", "reduction", "seed"]
+    base = df[df["method"] == "kprune"].set_index(key)["metric"]
+    other = df[df["method"] == method].set_index(key)["metric"]
+    both = base.index.intersection(other.index)
+    if not len(both):
+        return []
+    diff = ((base[both] - other[both]) * 100).dropna()
+    reductions = sorted(diff.index.get_level_values("reduction").unique())
+    lines = [
+        f"## {title}",
+        "",
+        f"K-prune's test metric minus {what}'s ({method}) on the same task, reduction and seed, "
+        "in points: the mean over seeds, then (seeds where K-prune is ahead / seeds) and the "
+        "single-seed range. Positive: K-prune is better.",
+        "",
+        "| task | " + " | ".join(f"R={r:g}" for r in reductions) + " | all R |",
+        "|---|" + "---|" * (len(reductions) + 1),
+    ]
+
+    def cell(d: pd.Series) -> str:
+        if not len(d):
+            return ""
+        ahead = int((d > 0).sum())
+        spread = f"; {d.min():+.2f} to {d.max():+.2f}" if len(d) > 1 else ""
+        return f"{d.mean():+.2f} ({ahead}/{len(d)}{spread})"
+
+    for task, part in diff.groupby(level="task"):
+        by_r = part.groupby(level="reduction")
+        cells = [cell(by_r.get_group(r)) if r in by_r.groups else "" for r in reductions]
+        lines.append(f"| {task} | " + " | ".join(cells) + f" | {cell(part)} |")
+    by_r = diff.groupby(level="reduction")
+    lines.append(
+        "| all tasks | "
+        + " | ".join(cell(by_r.get_group(r)) for r in reductions)
+        + f" | {cell(diff)} |"
+    )
+    return [*lines, ""]
+
+
 def over_budget(df: pd.DataFrame, tol: float = 1e-6) -> list[str]:
     """Lines naming the runs that kept more FLOPs than their reduction allows (a method that
     misses the budget is compared on unequal terms)."""
@@ -131,18 +174,19 @@ def sparse_section(out: Path, teachers: Path) -> list[str]:
     encoder weights, and K-prune's seed-0 grid rows at each R (``teachers`` gives
     their dimensions); then sparse_notes.md."""
     from bench.rows import read_rows
-    from bench.sparse import kprune_points, label, teacher_dims
+    from bench.sparse import dense_matrix_params, kprune_points, label, teacher_dims
 
     rows = [r for r in read_rows(out / "sparse.csv") if str(r["seed"]) == "0"]
     if not rows:
         return []
     tasks = sorted({r["task"] for r in rows})
+    dense_m = dense_matrix_params(rows) / 1e6
     lines = [
         "## Unstructured pruning: SparseBERT beside K-prune",
         "",
         "From [sparse.csv](sparse.csv) (`python -m bench.sparse`; every row and its latency in "
         "[sparse.md](sparse.md)), seed 0. Each cell: test metric (nonzero encoder matrix "
-        "weights, M; the dense MiniLM-L6 has 10.6 M); K-prune: the grid's seed-0 runs "
+        f"weights, M; the dense encoder has {dense_m:.1f} M); K-prune: the grid's seed-0 runs "
         "(every kept unit's weights counted).",
         "",
         "| method | sparsity | R | " + " | ".join(tasks) + " |",
@@ -150,7 +194,9 @@ def sparse_section(out: Path, teachers: Path) -> list[str]:
     ]
     dense = {r["task"]: float(r["dense_test"]) for r in rows}
     lines.append(
-        "| dense teacher | 0 | 0 | " + " | ".join(f"{dense[t]:.4f} (10.6)" for t in tasks) + " |"
+        "| dense teacher | 0 | 0 | "
+        + " | ".join(f"{dense[t]:.4f} ({dense_m:.1f})" for t in tasks)
+        + " |"
     )
     keys = sorted({(label(r), float(r["sparsity"]), float(r["reduction"])) for r in rows})
     for method, sparsity, reduction in keys:
@@ -238,6 +284,9 @@ def write_report(rows: list[dict], out: Path, teachers: Path = Path("data/teache
             "",
         ]
     lines += over_budget(df) + headline(df) + ablation_table(df)
+    lines += paired_table(
+        df, "kprune-no-kpms", "What KPMS buys, per task", "a uniform per-layer ratio"
+    )
     for task, part in df.groupby("task"):
         metric = part["metric_name"].iloc[0]
         dense = part["dense_metric"].iloc[0]

@@ -186,6 +186,25 @@ def test_ablation_table_gives_the_mean_difference_at_each_reduction():
     )
 
 
+def test_kpms_table_gives_kprunes_lead_per_task_and_reduction_with_the_seeds_ahead():
+    import pandas as pd
+
+    from bench.report import paired_table
+
+    rows = [("rt", 0.6, s, "kprune", m) for s, m in ((0, 0.80), (1, 0.82), (2, 0.81))]
+    rows += [("rt", 0.6, s, "kprune-no-kpms", m) for s, m in ((0, 0.79), (1, 0.83), (2, 0.78))]
+    rows += [("trec6", 0.8, 0, "kprune", 0.90), ("trec6", 0.8, 0, "kprune-no-kpms", 0.91)]
+    rows += [("trec6", 0.8, 1, "kprune", 0.88)]  # no uniform run for seed 1: not compared
+    df = pd.DataFrame(rows, columns=["task", "reduction", "seed", "method", "metric"])
+    text = paired_table(df, "kprune-no-kpms", "What KPMS buys", "a uniform ratio")
+    assert text[4] == "| task | R=0.6 | R=0.8 | all R |"
+    # rt: +1, -1, +3 points -> mean +1.00, ahead on 2 of 3 seeds
+    assert text[6] == ("| rt | +1.00 (2/3; -1.00 to +3.00) |  | +1.00 (2/3; -1.00 to +3.00) |")
+    assert text[7] == "| trec6 |  | -1.00 (0/1) | -1.00 (0/1) |"
+    assert text[8].startswith("| all tasks | +1.00 (2/3; -1.00 to +3.00) | -1.00 (0/1) |")
+    assert paired_table(df, "kprune-no-tune", "t", "w") == []
+
+
 def test_report_only_rewrites_from_the_csv_and_runs_nothing(tmp_path):
     from bench.grid import main
     from bench.rows import COLUMNS
