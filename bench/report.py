@@ -106,17 +106,32 @@ def ablation_table(df: pd.DataFrame) -> list[str]:
     ]
 
 
-def paired_table(df: pd.DataFrame, method: str, title: str, what: str) -> list[str]:
-    """K-prune's metric minus ``method``'s on the same task, reduction and seed, per task and
-    reduction: the mean difference in points, the seeds where K-prune is ahead, and the
-    largest single-seed gap either way (is a mean difference bigger than the seeds' spread?)."""
+def kprune_lead(df: pd.DataFrame, method: str) -> pd.Series:
+    """K-prune's metric minus ``method``'s, in points, on every (task, reduction, seed) both
+    ran (NaN metrics dropped)."""
     key = ["task", "reduction", "seed"]
     base = df[df["method"] == "kprune"].set_index(key)["metric"]
     other = df[df["method"] == method].set_index(key)["metric"]
     both = base.index.intersection(other.index)
-    if not len(both):
+    return ((base[both] - other[both]) * 100).dropna()
+
+
+def lead_cell(d: pd.Series) -> str:
+    """Mean lead (seeds or runs where K-prune is ahead / all; single-run range)."""
+    if not len(d):
+        return ""
+    ahead = int((d > 0).sum())
+    spread = f"; {d.min():+.2f} to {d.max():+.2f}" if len(d) > 1 else ""
+    return f"{d.mean():+.2f} ({ahead}/{len(d)}{spread})"
+
+
+def paired_table(df: pd.DataFrame, method: str, title: str, what: str) -> list[str]:
+    """K-prune's metric minus ``method``'s on the same task, reduction and seed, per task and
+    reduction: the mean difference in points, the seeds where K-prune is ahead, and the
+    largest single-seed gap either way (is a mean difference bigger than the seeds' spread?)."""
+    diff = kprune_lead(df, method)
+    if not len(diff):
         return []
-    diff = ((base[both] - other[both]) * 100).dropna()
     reductions = sorted(diff.index.get_level_values("reduction").unique())
     lines = [
         f"## {title}",
@@ -128,24 +143,46 @@ def paired_table(df: pd.DataFrame, method: str, title: str, what: str) -> list[s
         "| task | " + " | ".join(f"R={r:g}" for r in reductions) + " | all R |",
         "|---|" + "---|" * (len(reductions) + 1),
     ]
-
-    def cell(d: pd.Series) -> str:
-        if not len(d):
-            return ""
-        ahead = int((d > 0).sum())
-        spread = f"; {d.min():+.2f} to {d.max():+.2f}" if len(d) > 1 else ""
-        return f"{d.mean():+.2f} ({ahead}/{len(d)}{spread})"
-
     for task, part in diff.groupby(level="task"):
         by_r = part.groupby(level="reduction")
-        cells = [cell(by_r.get_group(r)) if r in by_r.groups else "" for r in reductions]
-        lines.append(f"| {task} | " + " | ".join(cells) + f" | {cell(part)} |")
+        cells = [lead_cell(by_r.get_group(r)) if r in by_r.groups else "" for r in reductions]
+        lines.append(f"| {task} | " + " | ".join(cells) + f" | {lead_cell(part)} |")
     by_r = diff.groupby(level="reduction")
     lines.append(
         "| all tasks | "
-        + " | ".join(cell(by_r.get_group(r)) for r in reductions)
-        + f" | {cell(diff)} |"
+        + " | ".join(lead_cell(by_r.get_group(r)) for r in reductions)
+        + f" | {lead_cell(diff)} |"
     )
+    return [*lines, ""]
+
+
+def component_table(df: pd.DataFrame) -> list[str]:
+    """Per ablation and task, K-prune's lead over every reduction and seed both ran: which
+    component matters on which task."""
+    ablations = sorted(
+        m
+        for m in df["method"].unique()
+        if m.startswith("kprune-") and not (df[df["method"] == m]["same_run_as"] == "kprune").all()
+    )
+    leads = {m: kprune_lead(df, m) for m in ablations}
+    leads = {m: d for m, d in leads.items() if len(d)}
+    if not leads:
+        return []
+    tasks = sorted(df["task"].unique())
+    lines = [
+        "## Each ablation per task",
+        "",
+        "K-prune's test metric minus the ablation's, in points, over every reduction and seed "
+        "both ran on the task: mean (runs where K-prune is ahead / runs; single-run range). "
+        "Positive: what K-prune has and the ablation lacks helps there.",
+        "",
+        "| ablation | " + " | ".join(tasks) + " |",
+        "|---|" + "---|" * len(tasks),
+    ]
+    for m, d in leads.items():
+        present = set(d.index.get_level_values("task"))
+        cells = [lead_cell(d.xs(t, level="task")) if t in present else "" for t in tasks]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
 
@@ -287,6 +324,7 @@ def write_report(rows: list[dict], out: Path, teachers: Path = Path("data/teache
     lines += paired_table(
         df, "kprune-no-kpms", "What KPMS buys, per task", "a uniform per-layer ratio"
     )
+    lines += component_table(df)
     for task, part in df.groupby("task"):
         metric = part["metric_name"].iloc[0]
         dense = part["dense_metric"].iloc[0]

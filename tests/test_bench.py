@@ -205,6 +205,23 @@ def test_kpms_table_gives_kprunes_lead_per_task_and_reduction_with_the_seeds_ahe
     assert paired_table(df, "kprune-no-tune", "t", "w") == []
 
 
+def test_component_table_gives_each_ablations_lead_per_task_and_skips_the_defaults_twin():
+    import pandas as pd
+
+    from bench.report import component_table
+
+    rows = [("rt", r, 0, "kprune", 0.80, "") for r in (0.4, 0.8)]
+    rows += [("rt", 0.4, 0, "kprune-no-tune", 0.70, ""), ("rt", 0.8, 0, "kprune-no-tune", 0.82, "")]
+    rows += [("trec6", 0.4, 0, "kprune", 0.90, ""), ("trec6", 0.4, 0, "kprune-no-tune", 0.85, "")]
+    rows += [("rt", 0.4, 0, "kprune-paper-pred", 0.80, "kprune")]  # the default under a name
+    cols = ["task", "reduction", "seed", "method", "metric", "same_run_as"]
+    text = component_table(pd.DataFrame(rows, columns=cols))
+    assert text[4] == "| ablation | rt | trec6 |"
+    # rt: +10 and -2 points -> +4.00, ahead in 1 of 2; trec6: +5
+    assert text[6] == "| kprune-no-tune | +4.00 (1/2; -2.00 to +10.00) | +5.00 (1/1) |"
+    assert len(text) == 8 and not any("paper-pred" in line for line in text)
+
+
 def test_report_only_rewrites_from_the_csv_and_runs_nothing(tmp_path):
     from bench.grid import main
     from bench.rows import COLUMNS
