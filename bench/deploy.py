@@ -20,7 +20,7 @@ import os
 import time
 from pathlib import Path
 
-from bench.models import cached_kprune, latencies
+from bench.models import cached_kprune, cached_onnx, latencies
 from bench.rows import append_row, is_busy, read_rows
 from kprune.atomic import write_text
 from kprune.entry import run_main
@@ -56,16 +56,6 @@ def _parse_runs(text: str) -> list[tuple[str, float]]:
     return runs
 
 
-def _onnx(folder: Path, out: Path) -> Path:
-    """``folder``'s fused fp32 graph and its int8 copy (exported once, then cached)."""
-    from kprune.export import export_onnx
-
-    if not (out.parent / f"{out.name}.json").exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        export_onnx(folder, out, int8=True)
-    return out
-
-
 def measure_run(args, task_name: str, reduction: float, done: set, csv_path: Path) -> int:
     """The missing variants of one task and reduction; returns rows written."""
     import torch
@@ -86,8 +76,8 @@ def measure_run(args, task_name: str, reduction: float, done: set, csv_path: Pat
     pruned = cached_kprune(
         args.store, args.teachers, task_name, reduction, args.tokens, data_dir=args.data_dir
     )
-    dense_onnx = _onnx(teacher, Path(args.store) / f"{task_name}-dense" / "model.onnx")
-    pruned_onnx = _onnx(pruned, pruned / "onnx" / "model.onnx")
+    dense_onnx = cached_onnx(teacher, Path(args.store) / f"{task_name}-dense" / "model.onnx", True)
+    pruned_onnx = cached_onnx(pruned, pruned / "onnx" / "model.onnx", True)
     config = load_model(teacher).config
     digest = code_digest()[:12]
     written = 0

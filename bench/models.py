@@ -1,5 +1,6 @@
 """What several benchmark commands share: the latency of a model as the benchmarks time it,
-and the K-prune model of a teacher, pruned once and then read from a cache folder."""
+the K-prune model of a teacher, pruned once and then read from a cache folder, and a model
+folder's ONNX graph, exported once."""
 
 from __future__ import annotations
 
@@ -46,3 +47,14 @@ def cached_kprune(
         )
         save_pruned(model, folder, report=report)
     return folder
+
+
+def cached_onnx(folder: Path, out: Path, int8: bool = False) -> Path:
+    """``folder``'s fused fp32 ONNX graph at ``out`` (and its int8 copy with ``int8``),
+    exported and verified against torch on the first call, read after."""
+    from kprune.export import export_onnx
+
+    if not (out.parent / f"{out.name}.json").exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        export_onnx(folder, out, int8=int8)
+    return out

@@ -338,6 +338,7 @@ def test_sparse_bench_writes_resumable_rows_and_a_report(tmp_path):
     )
     for r in rows:
         assert float(r["latency_ms_b32"]) > 0 and float(r["dense_kernel_ms_b32"]) > 0
+        assert float(r["ort_ms_b32"]) > 0 and float(r["dense_ort_ms_b1"]) > 0  # ONNX Runtime
         [(fraction, sparsity, _)] = json.loads(r["dev_curve"])  # one epoch: one point
         assert fraction == 1.0 and sparsity == pytest.approx(0.5, abs=0.01)
     assert (root / "docs" / "plots" / "sparse_curves.png").is_file()
