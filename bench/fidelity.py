@@ -7,7 +7,16 @@ docs/fidelity.csv; docs/fidelity.md sets them next to the reference's figures, w
 facts measured on this kind of machine and carried over as numbers (issue 16). Resumable:
 a row of this code's score scale is not run again.
 
-  python -m bench.fidelity                 # the three runs (about 5 min each on 2 cores)
+``--methods`` adds K-prune's speed options (``kprune-remeasure-layer``, ``kprune-bf16``,
+``kprune-oneshot``, ...) as rows of their own; ``--again`` measures even what was measured
+before. Every row carries the invocation it came from (``session``): the runs of one
+invocation ran back to back on the same machine, so fidelity.md compares the options of the
+latest invocation that ran more than one method with each other and with the reference
+(issue 20's same-session comparison); times from different sessions are not compared.
+
+  python -m bench.fidelity                 # the three runs (about 3-5 min each on 2 cores)
+  python -m bench.fidelity --reductions 0.6 --again \
+      --methods kprune,kprune-remeasure-layer,kprune-bf16,kprune-oneshot
   python -m bench.fidelity --report-only   # rewrite docs/fidelity.md from the CSV
 """
 
@@ -23,6 +32,7 @@ from kprune.entry import run_main
 
 COLUMNS = [
     "task",
+    "method",
     "reduction",
     "seed",
     "tokens",
@@ -37,7 +47,9 @@ COLUMNS = [
     "score_scale",
     "finished_at",
     "load_1m",
+    "session",
 ]
+DEFAULT = "kprune"
 # The reference implementation on the rt teacher, 100K tokens, seed 0, R = 0.6, CPU, its own
 # sampler, evaluation at max length 64 (measured in the session that filed issue 16).
 REFERENCE = {
@@ -62,30 +74,40 @@ BEFORE = {
 }
 
 
+def method_of(row: dict) -> str:
+    """A row's method (rows written before the column existed are the default's)."""
+    return row.get("method") or DEFAULT
+
+
 def run_rows(args) -> None:
+    import time
+
     from flows.keys import code_digest
     from kprune.knowledge import SCORE_SCALE
 
     csv_path = Path(args.out) / "fidelity.csv"
     done = {
-        (r["task"], float(r["reduction"]), int(r["seed"]), int(r["tokens_asked"]))
+        (r["task"], method_of(r), float(r["reduction"]), int(r["seed"]), int(r["tokens_asked"]))
         for r in read_rows(csv_path)
-        if of_current_scale(r)
+        if of_current_scale(r) and not args.again
     }
-    for reduction in args.reductions:
-        if (args.task, reduction, args.seed, args.tokens) in done:
+    session = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    todo = [(m, r) for r in args.reductions for m in args.methods]
+    for method, reduction in todo:
+        if (args.task, method, reduction, args.seed, args.tokens) in done:
             continue
         got = _call(
             "worker",
             [
                 *("--teachers", args.teachers, "--data-dir", args.data_dir),
-                *("--task", args.task, "--method", "kprune", "--reduction", str(reduction)),
+                *("--task", args.task, "--method", method, "--reduction", str(reduction)),
                 *("--seed", str(args.seed), "--tokens", str(args.tokens), "--split", "test"),
                 *("--threads", str(args.threads), "--repeats", "1"),
             ],
         )
         row = {
             "task": args.task,
+            "method": method,
             "reduction": reduction,
             "seed": args.seed,
             "tokens": got["tokens"],
@@ -100,10 +122,11 @@ def run_rows(args) -> None:
             "score_scale": SCORE_SCALE,
             "finished_at": got["finished_at"],
             "load_1m": got["load_1m"],
+            "session": session,
         }
         append_row(csv_path, row, COLUMNS)
         print(
-            f"{args.task} R={reduction} dev={row['dev']:.4f} test={row['test']:.4f} "
+            f"{args.task} {method} R={reduction} dev={row['dev']:.4f} test={row['test']:.4f} "
             f"heads={row['heads_kept']} neurons={row['neurons_kept']} "
             f"{row['prune_seconds']:.0f}s",
             flush=True,
@@ -127,7 +150,7 @@ def report(rows: list[dict]) -> str:
         "| peak RSS GB | speed vs reference |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    current = [r for r in rows if of_current_scale(r)]
+    current = [r for r in rows if of_current_scale(r) and method_of(r) == DEFAULT]
     for r in sorted(current, key=lambda r: float(r["reduction"])):
         red = float(r["reduction"])
         ref = REFERENCE.get(red)
@@ -160,7 +183,7 @@ def report(rows: list[dict]) -> str:
                 + f" the reference on dev ({float(r['dev']) - ref['dev']:+.4f}) and test "
                 f"({float(r['test']) - ref['test']:+.4f})."
             )
-    stale = len(rows) - len(current)
+    stale = len([r for r in rows if not of_current_scale(r)])
     if stale:
         verdicts.append(f"{stale} row(s) of an older score scale left out (kept in the CSV).")
     busy = [r for r in current if float(r["load_1m"] or 0) > 3.0]
@@ -169,7 +192,48 @@ def report(rows: list[dict]) -> str:
             f"{len(busy)} run(s) ended with a 1-minute load average above 3 (something else "
             "shared the cores): their seconds are inflated."
         )
-    return "\n".join([*lines, "", *verdicts, ""]) + "\n"
+    return "\n".join([*lines, "", *verdicts, "", *options_table(rows)]) + "\n"
+
+
+def options_table(rows: list[dict]) -> list[str]:
+    """The speed options of the latest invocation that ran more than one method, each against
+    the default of the same invocation and against the reference."""
+    current = [r for r in rows if of_current_scale(r) and r.get("session")]
+    mixed = [
+        s for s in sorted({r["session"] for r in current})
+        if len({method_of(r) for r in current if r["session"] == s}) > 1
+    ]  # fmt: skip
+    if not mixed:
+        return []
+    session = mixed[-1]
+    mine = [r for r in current if r["session"] == session]
+    lines = [
+        "## Speed options, side by side (one session)",
+        "",
+        f"The runs of the invocation started {session}, back to back on the same machine "
+        f"({mine[0]['code_digest']}); each option against the default of the same session and "
+        "against the reference implementation's prune seconds.",
+        "",
+        "| method | R | dev | test | prune s | peak RSS GB | vs default | vs reference | load |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(mine, key=lambda r: (float(r["reduction"]), method_of(r) != DEFAULT)):
+        red, secs = float(r["reduction"]), float(r["prune_seconds"])
+        base = [
+            float(d["prune_seconds"])
+            for d in mine
+            if method_of(d) == DEFAULT and float(d["reduction"]) == red
+        ]
+        ref = REFERENCE.get(red)
+        lines.append(
+            f"| {method_of(r)} | {red:g} | {float(r['dev']):.4f} | {float(r['test']):.4f} | "
+            f"{secs:.1f} | {float(r['peak_rss_mb']) / 1024:.2f} | "
+            + (f"{base[0] / secs:.2f}x" if base else "–")
+            + " | "
+            + (f"{ref['prune_seconds'] / secs:.2f}x" if ref else "–")
+            + f" | {r['load_1m']} |"
+        )
+    return [*lines, ""]
 
 
 def write_report(out: Path) -> Path:
@@ -196,11 +260,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tokens", type=int, default=100_000)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--methods",
+        default=DEFAULT,
+        help="comma-separated methods of the registry (K-prune's options: kprune-remeasure-layer, "
+        "kprune-bf16, kprune-oneshot, ...)",
+    )
+    p.add_argument(
+        "--again",
+        action="store_true",
+        help="measure even the rows measured before (a same-session comparison)",
+    )
     p.add_argument("--report-only", action="store_true", help="rewrite fidelity.md only")
     args = p.parse_args(argv)
     args.reductions = [float(x) for x in args.reductions.split(",") if x.strip()]
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
 
     def run() -> None:
+        from kprune.methods import get_method
+
+        for m in args.methods:
+            get_method(m)  # an unknown name fails here, before any run
         if not args.report_only:
             run_rows(args)
         print(f"fidelity: -> {write_report(Path(args.out))}")

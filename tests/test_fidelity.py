@@ -36,3 +36,33 @@ def test_report_says_where_kprune_stands_against_the_reference():
 def test_rows_of_an_older_score_scale_are_left_out():
     text = report([_row(0.1, 0.1, scale=1), _row(0.9, 0.9)])
     assert "0.1000" not in text and "1 row(s) of an older score scale left out" in text
+
+
+def test_options_of_one_session_are_compared_with_its_default_and_the_reference():
+    ref = REFERENCE[0.6]["prune_seconds"]
+    old = {**_row(0.84, 0.82), "session": "s1"}  # a lone default row of an earlier session
+    rows = [old, {**_row(0.84, 0.83), "prune_seconds": "300.0", "session": "s2"}]
+    fast = {**_row(0.85, 0.82), "method": "kprune-remeasure-layer", "prune_seconds": "150.0"}
+    rows.append({**fast, "session": "s2"})
+    text = report(rows)
+    options = text[text.index("## Speed options") :]
+    assert "invocation started s2" in options
+    assert (
+        f"| kprune-remeasure-layer | 0.6 | 0.8500 | 0.8200 | 150.0 | 1.95 | 2.00x | {ref / 150:.2f}x |"
+        in options
+    )
+    assert (
+        f"| kprune | 0.6 | 0.8400 | 0.8300 | 300.0 | 1.95 | 1.00x | {ref / 300:.2f}x |" in options
+    )
+    # the main table holds the default's rows only
+    assert "kprune-remeasure-layer" not in text[: text.index("## Speed options")]
+    assert "## Speed options" not in report([old])  # one method per session: nothing to compare
+
+
+def test_fidelity_refuses_an_unknown_method_before_running(tmp_path, capsys):
+    from bench.fidelity import main
+
+    assert main(["--methods", "kprune,kprune-warp", "--out", str(tmp_path)]) != 0
+    err = capsys.readouterr().err
+    assert err.startswith("kprune: error:") and "kprune-warp" in err
+    assert not (tmp_path / "fidelity.csv").exists()
