@@ -15,8 +15,10 @@ import argparse
 import copy
 import sys
 import time
+from dataclasses import replace
 
 from kprune.entry import run_main
+from kprune.knowledge import PASS_TOKENS
 
 
 def profile_pass(args: argparse.Namespace) -> None:
@@ -42,7 +44,7 @@ def profile_pass(args: argparse.Namespace) -> None:
     sample = materialise(model, adapter, data, args.batch_size, cpu)
     measured = copy.deepcopy(model).to(getattr(torch, args.dtype))
     views = [adapter.view(layer) for layer in adapter.layers(measured)]
-    spec = cfg.measure_spec(task.spec.kind)
+    spec = replace(cfg.measure_spec(task.spec.kind), pass_tokens=args.pass_tokens)
     dims = adapter.dims(model)
 
     def one_pass():
@@ -63,7 +65,8 @@ def profile_pass(args: argparse.Namespace) -> None:
     total = sum(e.self_cpu_time_total for e in prof.key_averages())
     print(
         f"{args.dtype} pass over {sample.n_tokens} tokens ({padded} with padding), "
-        f"batch {args.batch_size}, {args.threads} threads: {seconds:.2f} s, "
+        f"batch {args.batch_size}, pass tokens {args.pass_tokens}, {args.threads} threads: "
+        f"{seconds:.2f} s, "
         f"{sample.n_tokens / seconds:.0f} tokens/s; "
         f"matmuls {100 * mm / total:.0f}% of operator time at "
         f"{2 * per_token * padded / (mm / 1e6 * seconds / (total / 1e6)) / 1e9:.0f} GFLOP/s "
@@ -83,6 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--pass-tokens",
+        type=int,
+        default=PASS_TOKENS,
+        help="padded tokens per autograd pass, as prune's --pass-tokens (0: whole batches)",
+    )
     p.add_argument("--rows", type=int, default=15, help="operators shown")
     args = p.parse_args(argv)
     return run_main(lambda: profile_pass(args))
