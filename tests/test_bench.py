@@ -416,3 +416,15 @@ def test_dev_curve_takes_the_recorded_sparsity_or_the_schedules_at_the_last_rais
     assert curve(report) == [[0.5, 0.7875, 0.5], [1.0, 0.9, 0.6]]
     report["history"][0]["sparsity"] = 0.7
     assert curve(report)[0] == [0.5, 0.7, 0.5]
+
+
+def test_profile_runs_one_measurement_pass_at_each_pass_size_and_reports_its_rate(tmp_path, capsys):
+    from bench.profile import main
+
+    root = write_rt_project(tmp_path, epochs=1)
+    capsys.readouterr()  # the teacher's fine-tuning log
+    common = ["--teacher", str(root / "teachers" / "rt"), "--data-dir", str(root / "tasks")]
+    for pass_tokens in ("0", "64"):
+        assert main([*common, "--tokens", "400", "--rows", "3", "--pass-tokens", pass_tokens]) == 0
+        line = next(x for x in capsys.readouterr().out.splitlines() if " pass over " in x)
+        assert f"pass tokens {pass_tokens}," in line and "GFLOP/s" in line
