@@ -112,8 +112,9 @@ class MeasureConfig(_Section):
     )
     dtype: str = knob(
         "float32",
-        "precision of the measurement passes (bfloat16: faster on CPUs with bf16 matmul "
-        "units and on GPUs; the tuning stays float32)",
+        "precision of the measurement passes (bfloat16: faster only where a bf16 matmul "
+        "beats float32, e.g. AMX CPUs and GPUs; slower on some AVX-512 CPUs: compare with "
+        "python -m bench.profile --dtype bfloat16; the tuning stays float32)",
         ("float32", "bfloat16"),
         flag="--measure-dtype",
     )
