@@ -199,10 +199,10 @@ def options_table(rows: list[dict]) -> list[str]:
     """The speed options of the latest invocation that ran more than one method, each against
     the default of the same invocation and against the reference."""
     current = [r for r in rows if of_current_scale(r) and r.get("session")]
-    mixed = [
-        s for s in sorted({r["session"] for r in current})
-        if len({method_of(r) for r in current if r["session"] == s}) > 1
-    ]  # fmt: skip
+    methods: dict[str, set[str]] = {}
+    for r in current:
+        methods.setdefault(r["session"], set()).add(method_of(r))
+    mixed = sorted(s for s, m in methods.items() if len(m) > 1)
     if not mixed:
         return []
     session = mixed[-1]

@@ -52,9 +52,10 @@ def cached_kprune(
 def cached_onnx(folder: Path, out: Path, int8: bool = False) -> Path:
     """``folder``'s fused fp32 ONNX graph at ``out`` (and its int8 copy with ``int8``),
     exported and verified against torch on the first call, read after."""
-    from kprune.export import export_onnx
+    from kprune.export import export_onnx, int8_path
 
-    if not (out.parent / f"{out.name}.json").exists():
+    done = (out.parent / f"{out.name}.json").exists()
+    if not done or (int8 and not int8_path(out).exists()):
         out.parent.mkdir(parents=True, exist_ok=True)
         export_onnx(folder, out, int8=int8)
     return out

@@ -73,22 +73,18 @@ def headline(df: pd.DataFrame) -> list[str]:
 def ablation_table(df: pd.DataFrame) -> list[str]:
     """Each ablation's metric minus K-prune's on the same (task, reduction, seed) runs: over
     all of them, and the mean at each reduction (where a component starts to matter)."""
-    key = ["task", "reduction", "seed"]
-    base = df[df["method"] == "kprune"].set_index(key)["metric"]
     reductions = sorted(df["reduction"].unique())
     lines = []
     for method in sorted(m for m in df["method"].unique() if m.startswith("kprune-")):
-        part = df[df["method"] == method].set_index(key)["metric"]
-        both = part.index.intersection(base.index)
-        if not len(both):
+        diff = -paired_diff(df, method)
+        if not len(diff):
             continue
-        diff = part[both] - base[both]
         per_r = diff.groupby(level="reduction").mean()
         by_r = " | ".join(f"{per_r[r]:+.4f}" if r in per_r else "" for r in reductions)
-        same = (df[df["method"] == method]["same_run_as"] == "kprune").all()
         lines.append(
-            f"| {method} | {len(both)} | {diff.mean():+.4f} | {by_r} | {diff.min():+.4f} | "
-            f"{diff.max():+.4f} | {int((diff > 0).sum())} |" + (" the default |" if same else " |")
+            f"| {method} | {len(diff)} | {diff.mean():+.4f} | {by_r} | {diff.min():+.4f} | "
+            f"{diff.max():+.4f} | {int((diff > 0).sum())} |"
+            + (" the default |" if is_default_twin(df, method) else " |")
         )
     if not lines:
         return []
@@ -106,14 +102,23 @@ def ablation_table(df: pd.DataFrame) -> list[str]:
     ]
 
 
-def kprune_lead(df: pd.DataFrame, method: str) -> pd.Series:
-    """K-prune's metric minus ``method``'s, in points, on every (task, reduction, seed) both
-    ran (NaN metrics dropped)."""
+def paired_diff(df: pd.DataFrame, method: str) -> pd.Series:
+    """K-prune's metric minus ``method``'s on every (task, reduction, seed) both ran."""
     key = ["task", "reduction", "seed"]
     base = df[df["method"] == "kprune"].set_index(key)["metric"]
     other = df[df["method"] == method].set_index(key)["metric"]
     both = base.index.intersection(other.index)
-    return ((base[both] - other[both]) * 100).dropna()
+    return base[both] - other[both]
+
+
+def kprune_lead(df: pd.DataFrame, method: str) -> pd.Series:
+    """``paired_diff`` in points, NaN metrics dropped."""
+    return (paired_diff(df, method) * 100).dropna()
+
+
+def is_default_twin(df: pd.DataFrame, method: str) -> bool:
+    """Every row of ``method`` is K-prune's own run reported under a second name."""
+    return bool((df[df["method"] == method]["same_run_as"] == "kprune").all())
 
 
 def lead_cell(d: pd.Series) -> str:
@@ -160,9 +165,7 @@ def component_table(df: pd.DataFrame) -> list[str]:
     """Per ablation and task, K-prune's lead over every reduction and seed both ran: which
     component matters on which task."""
     ablations = sorted(
-        m
-        for m in df["method"].unique()
-        if m.startswith("kprune-") and not (df[df["method"] == m]["same_run_as"] == "kprune").all()
+        m for m in df["method"].unique() if m.startswith("kprune-") and not is_default_twin(df, m)
     )
     leads = {m: kprune_lead(df, m) for m in ablations}
     leads = {m: d for m, d in leads.items() if len(d)}
