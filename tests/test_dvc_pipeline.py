@@ -175,12 +175,15 @@ def test_search_strategy_reruns_only_search_and_after_and_changes_the_masks(repo
 
 def test_score_scale_change_remeasures_everything_downstream(repo):
     """A change of the score definitions (kprune/knowledge.py) invalidates both score
-    tables and all that follows; the sample and the teacher stay cached."""
+    tables and all that follows; the sample and the teacher stay cached. (Only the scale's
+    label changes here, so the pruned model is the same: `evaluate` reruns only when the
+    report's millisecond timings happen to differ, which a fast machine need not show.)"""
     source = repo / "kprune" / "knowledge.py"
     text = source.read_text()
     assert re.search(r"^SCORE_SCALE = \d+$", text, re.M)
     source.write_text(re.sub(r"^SCORE_SCALE = (\d+)$", r"SCORE_SCALE = 9\1", text, flags=re.M))
-    assert _repro(repo) == {"measure_rep", "measure_pred", "search", "prune_tune", "evaluate"}
+    ran = _repro(repo)
+    assert ran - {"evaluate"} == {"measure_rep", "measure_pred", "search", "prune_tune"}
 
 
 def test_team_reuse_through_a_remote(repo, tmp_path):

@@ -20,6 +20,11 @@ from tests.helpers import make_tiny_teacher
 
 PINS = Path(__file__).with_name("pinned.json")
 WRITE = os.environ.get("KPRUNE_WRITE_PINS") == "1"
+# Methods whose first choice rests on rounding: without K_rep, iteration 0 ranks units by
+# K_pred alone, and while the student still equals the teacher the KL gradient is zero, so
+# every score is rounding noise (~1e-29 here) and the units kept differ with the CPU and
+# its thread count. Their pin checks the budget; the stage path is compared in-process.
+ROUNDING_DECIDED = {"kprune-no-rep"}
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +56,7 @@ def _pruned(teacher, method: str) -> dict:
     return {
         "kept": model.kprune_masks.to_dict(),
         "flops_after": report["flops_after"],
+        "flops_budget": report["flops_budget"],
         "logits": _probe(model),
     }
 
@@ -64,6 +70,10 @@ def test_pruned_model_is_unchanged(teacher, method):
         PINS.write_text(json.dumps(pins, indent=1, sort_keys=True) + "\n")
         return
     want = pins[method]
+    if method in ROUNDING_DECIDED:
+        assert got["flops_after"] <= got["flops_budget"] * (1 + 1e-9)
+        assert got["flops_after"] == pytest.approx(want["flops_after"], rel=0.05)
+        return
     assert got["kept"] == want["kept"]
     assert got["flops_after"] == pytest.approx(want["flops_after"], rel=1e-9)
     torch.testing.assert_close(
@@ -94,7 +104,11 @@ def test_dvc_stage_path_gives_the_library_result(teacher, tmp_path, method):
     )
     prune_tune.make(inp, paths["out"], paths["iters"], cfg, device="cpu")
     model = load_pruned(paths["out"])
-    want = json.loads(PINS.read_text())[method]
+    want = (
+        _pruned(teacher, method)
+        if method in ROUNDING_DECIDED
+        else json.loads(PINS.read_text())[method]
+    )
     assert model.kprune_masks.to_dict() == want["kept"]
     torch.testing.assert_close(
         torch.tensor(_probe(model)), torch.tensor(want["logits"]), rtol=1e-4, atol=1e-5

@@ -22,6 +22,7 @@ from kprune.scores import knowledge_frame, read_scores, write_scores
 from tests.helpers import make_tiny_model, sentiment_frame, tiny_tokenizer
 
 BATCH, GAMMA = 8, 2.0
+CLASSIFIER_GAIN = 50.0
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +31,8 @@ def pair(tmp_path_factory):
     gradient is not zero), the sample drawn on the teacher, and its batches' indices."""
     folder = make_tiny_model(tmp_path_factory.mktemp("scale") / "m")
     teacher = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    with torch.no_grad():  # logits of order 1, so p_student - p_teacher is not lost to float32
+        teacher.classifier.weight.mul_(CLASSIFIER_GAIN)
     student = copy.deepcopy(teacher)
     torch.manual_seed(1)
     with torch.no_grad():
