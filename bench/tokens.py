@@ -56,6 +56,52 @@ def copy_grid_rows(grid_csv: Path, csv_path: Path, tasks, reductions, seeds) -> 
     return copied
 
 
+def whole_split(rows: list[dict]) -> dict[str, tuple[int, int]]:
+    """Per task whose training split a sample size exhausts: (the smallest asked size known
+    to draw the whole split, its token count). Seen when two asked sizes drew the same
+    number of tokens: a size that asks for more examples than the split holds takes all of
+    them (``kprune.sample.choose_examples``), whatever the seed."""
+    sizes: dict[tuple[str, int], set[int]] = {}
+    for r in rows:
+        if r["method"] == METHOD and not is_stale(r):
+            sizes.setdefault((r["task"], int(float(r["tokens"]))), set()).add(tokens_asked(r))
+    out: dict[str, tuple[int, int]] = {}
+    for (task, got), asked in sizes.items():
+        if len(asked) > 1 and (task not in out or min(asked) < out[task][0]):
+            out[task] = (min(asked), got)
+    return out
+
+
+def copy_whole_split_runs(csv_path: Path, tasks, reductions, seed: int, size: int) -> int:
+    """Rows for the (task, R) cells at ``seed`` and ``size`` whose sample is the whole
+    training split, copied from a finished run on that same sample instead of run again:
+    the sample does not depend on the seed then, and the default method draws nothing else
+    at random. Marked in ``same_run_as``; returns how many."""
+    rows = [r for r in read_rows(csv_path) if r["method"] == METHOD and not is_stale(r)]
+    exhausted = whole_split(rows)
+    copied = 0
+    for task in tasks:
+        if task not in exhausted or size < exhausted[task][0]:
+            continue
+        got = exhausted[task][1]
+        for red in reductions:
+            cell = [r for r in rows if r["task"] == task and float(r["reduction"]) == red]
+            if any(int(r["seed"]) == seed and tokens_asked(r) == size for r in cell):
+                continue
+            same = [r for r in cell if int(float(r["tokens"])) == got and not r.get("same_run_as")]
+            if not same:
+                continue
+            src = same[0]
+            twin = f"seed {src['seed']} at {tokens_asked(src)} tokens (the whole split)"
+            append_row(
+                csv_path,
+                {**src, "seed": seed, "tokens_asked": size, "same_run_as": twin},
+                COLUMNS,
+            )
+            copied += 1
+    return copied
+
+
 def summary(rows: list[dict]) -> list[dict]:
     """Per (task, reduction, tokens asked): the seeds' mean and std of test and dev, and the
     median pruning seconds of the runs timed on quiet cores."""
@@ -128,6 +174,13 @@ def write_report(rows: list[dict], out: Path) -> list[Path]:
             f"| {c['dev']:.4f} ± {c['dev_std']:.4f} | {c['test']:.4f} ± {c['test_std']:.4f} "
             f"| {c['seconds']:.0f} |"
         )
+    for task, (size, got) in sorted(whole_split(rows).items()):
+        lines += [
+            "",
+            f"{task}: {size:,} tokens and more draw the whole training split ({got:,} tokens), "
+            "the same sample whatever the seed; those cells' other seeds are copies of one run "
+            "(`same_run_as` in the CSV), so their std is 0.",
+        ]
     lines += ["", "| task | R | enough on dev | largest size run |", "|---|---|---|---|"]
     paths = []
     for task in sorted({c["task"] for c in cells}):
@@ -216,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
                         seeds=(seed,),
                         tokens=size,
                     )
+                    copy_whole_split_runs(csv_path, tasks, reductions, seed, size)
                     run_bench(cfg, args.teachers, args.data_dir, out, csv_path, dense)
         rows = read_rows(csv_path)
         if not rows:

@@ -428,3 +428,37 @@ def test_profile_runs_one_measurement_pass_at_each_pass_size_and_reports_its_rat
         assert main([*common, "--tokens", "400", "--rows", "3", "--pass-tokens", pass_tokens]) == 0
         line = next(x for x in capsys.readouterr().out.splitlines() if " pass over " in x)
         assert f"pass tokens {pass_tokens}," in line and "GFLOP/s" in line
+
+
+def test_tokens_study_copies_a_whole_split_run_to_the_other_seeds(tmp_path):
+    """A size that draws the whole training split (two asked sizes drew the same tokens) is
+    the same sample for every seed: the other seeds' rows are copies, marked; a size below it
+    and a task whose split is not exhausted are left to run."""
+    from bench.rows import COLUMNS, append_row, read_rows
+    from bench.tokens import copy_whole_split_runs, whole_split
+    from kprune.knowledge import SCORE_SCALE
+
+    csv_path = tmp_path / "tokens.csv"
+    base = dict.fromkeys(COLUMNS, "")
+    base.update(method="kprune", seed=0, score_scale=SCORE_SCALE, metric=0.9, dev_metric=0.91)
+    for task, asked, got in [
+        ("trec6", 32000, 31902),
+        ("trec6", 64000, 58271),
+        ("trec6", 100000, 58271),
+        ("rt", 64000, 64223),
+        ("rt", 100000, 100886),
+    ]:
+        for red in (0.6, 0.8):
+            row = {**base, "task": task, "reduction": red, "tokens": got, "tokens_asked": asked}
+            append_row(csv_path, {**row, "metric": {0.6: 0.84, 0.8: 0.82}[red]}, COLUMNS)
+    assert whole_split(read_rows(csv_path)) == {"trec6": (64000, 58271)}
+    tasks, reds = ("rt", "trec6"), (0.6, 0.8)
+    assert copy_whole_split_runs(csv_path, tasks, reds, 1, 32000) == 0
+    assert copy_whole_split_runs(csv_path, tasks, reds, 1, 100000) == 2
+    assert copy_whole_split_runs(csv_path, tasks, reds, 1, 100000) == 0  # resumable
+    new = [r for r in read_rows(csv_path) if r["seed"] == "1"]
+    assert {(r["task"], r["reduction"], r["tokens_asked"], r["metric"]) for r in new} == {
+        ("trec6", "0.6", "100000", "0.84"),
+        ("trec6", "0.8", "100000", "0.82"),
+    }
+    assert all("whole split" in r["same_run_as"] for r in new)
