@@ -369,7 +369,7 @@ def test_tokens_study_copies_the_grids_runs_runs_the_rest_and_finds_enough(tmp_p
     run by the grid's worker; a rerun runs nothing; the report names the smallest size within
     the seeds' spread of the largest."""
     from bench.rows import COLUMNS, append_row
-    from bench.tokens import enough, main
+    from bench.tokens import enough, main, summary
     from kprune.knowledge import SCORE_SCALE
 
     write_rt_project(tmp_path, epochs=1)
@@ -392,7 +392,15 @@ def test_tokens_study_copies_the_grids_runs_runs_the_rest_and_finds_enough(tmp_p
     mtime = (tmp_path / "docs" / "tokens.csv").stat().st_mtime_ns
     assert main(args) == 0
     assert (tmp_path / "docs" / "tokens.csv").stat().st_mtime_ns == mtime
-    assert "| rt | 0.5 | 600 |" in (tmp_path / "docs" / "tokens.md").read_text()
+    md = (tmp_path / "docs" / "tokens.md").read_text()
+    assert "| rt | 0.5 | 600 |" in md
+    # the copied run ran elsewhere: its metric counts, its seconds do not
+    assert "| 0.6250 ± 0.0000 | – |" in md
+    own = {**copied, "seed": "1", "prune_seconds": "9.0", "finished_at": "later"}
+    mixed = [{k: str(v) for k, v in copied.items()}, own]
+    (cell,) = summary(mixed, copied=[mixed[0]])
+    assert cell["seeds"] == [0, 1] and cell["seconds"] == 9.0
+    assert summary(mixed)[0]["seconds"] == 5.25
     assert (tmp_path / "docs" / "plots" / "tokens_rt.png").is_file()
 
     def cell(tokens, dev, std=0.0):
