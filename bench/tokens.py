@@ -59,17 +59,20 @@ def copy_grid_rows(grid_csv: Path, csv_path: Path, tasks, reductions, seeds) -> 
 
 def whole_split(rows: list[dict]) -> dict[str, tuple[int, int]]:
     """Per task whose training split a sample size exhausts: (the smallest asked size known
-    to draw the whole split, its token count). Seen when two asked sizes drew the same
-    number of tokens: a size that asks for more examples than the split holds takes all of
-    them (``kprune.sample.choose_examples``), whatever the seed."""
-    sizes: dict[tuple[str, int], set[int]] = {}
+    to draw the whole split, its token count). A size that asks for more examples than the
+    split holds takes all of them (``kprune.sample.choose_examples``), whatever the seed; seen
+    when two runs of one (task, R) at other seeds or other sizes drew the same number of
+    tokens and got the same metric (two different samples would not)."""
+    runs: dict[tuple, set[tuple[int, int]]] = {}
     for r in rows:
-        if r["method"] == METHOD and not is_stale(r):
-            sizes.setdefault((r["task"], int(float(r["tokens"]))), set()).add(tokens_asked(r))
+        if r["method"] == METHOD and not is_stale(r) and not r.get("same_run_as"):
+            key = (r["task"], r["reduction"], int(float(r["tokens"])), r["metric"])
+            runs.setdefault(key, set()).add((tokens_asked(r), int(r["seed"])))
     out: dict[str, tuple[int, int]] = {}
-    for (task, got), asked in sizes.items():
-        if len(asked) > 1 and (task not in out or min(asked) < out[task][0]):
-            out[task] = (min(asked), got)
+    for (task, _, got, _), seen in runs.items():
+        smallest = min(asked for asked, _ in seen)
+        if len(seen) > 1 and (task not in out or smallest < out[task][0]):
+            out[task] = (smallest, got)
     return out
 
 
@@ -109,9 +112,10 @@ def _run_id(r: dict) -> tuple:
 
 def summary(rows: list[dict], copied: list[dict] = ()) -> list[dict]:
     """Per (task, reduction, tokens asked): the seeds' mean and std of test and dev, and the
-    median pruning seconds of the study's own runs timed on quiet cores. Rows copied from
-    the grid (``copied``: its rows) count for the metric, not the time: they ran in other
-    sessions, on machines whose speed differs (the grid's 32K rows ran on a faster CPU)."""
+    median pruning seconds of the study's own runs timed on quiet cores. A whole-split copy
+    is not a run of its own, and rows copied from the grid (``copied``: its rows) ran in other
+    sessions, on machines whose speed differs (the grid's 32K rows ran on a faster CPU): both
+    count for the metric, not the time."""
     elsewhere = {_run_id(r) for r in copied}
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -129,7 +133,7 @@ def summary(rows: list[dict], copied: list[dict] = ()) -> list[dict]:
         quiet = [
             float(r["prune_seconds"])
             for r in part
-            if not is_busy(r) and _run_id(r) not in elsewhere
+            if not is_busy(r) and _run_id(r) not in elsewhere and not r.get("same_run_as")
         ]
         test, test_sd = stat("metric")
         dev, dev_sd = stat("dev_metric")

@@ -397,9 +397,11 @@ def test_tokens_study_copies_the_grids_runs_runs_the_rest_and_finds_enough(tmp_p
     # the copied run ran elsewhere: its metric counts, its seconds do not
     assert "| 0.6250 ± 0.0000 | – |" in md
     own = {**copied, "seed": "1", "prune_seconds": "9.0", "finished_at": "later"}
-    mixed = [{k: str(v) for k, v in copied.items()}, own]
+    twin = {**own, "seed": "2", "prune_seconds": "100", "same_run_as": "seed 1 (whole split)"}
+    mixed = [{k: str(v) for k, v in copied.items()}, own, twin]
     (cell,) = summary(mixed, copied=[mixed[0]])
-    assert cell["seeds"] == [0, 1] and cell["seconds"] == 9.0
+    assert cell["seeds"] == [0, 1, 2] and cell["seconds"] == 9.0
+    mixed = mixed[:2]
     assert summary(mixed)[0]["seconds"] == 5.25
     assert (tmp_path / "docs" / "plots" / "tokens_rt.png").is_file()
 
@@ -460,6 +462,16 @@ def test_tokens_study_copies_a_whole_split_run_to_the_other_seeds(tmp_path):
             row = {**base, "task": task, "reduction": red, "tokens": got, "tokens_asked": asked}
             append_row(csv_path, {**row, "metric": {0.6: 0.84, 0.8: 0.82}[red]}, COLUMNS)
     assert whole_split(read_rows(csv_path)) == {"trec6": (64000, 58271)}
+    # two seeds at one size: the same tokens and metric mean the whole split; another metric
+    # (another sample that happened to have as many tokens) does not
+    spam = {**base, "task": "sms-spam", "reduction": 0.6, "tokens": 90293, "tokens_asked": 100000}
+    alike = tmp_path / "alike.csv"
+    for seed, metric in [(0, 0.97), (1, 0.97), (0, 0.95)]:
+        path = alike if metric == 0.97 else tmp_path / "unlike.csv"
+        append_row(path, {**spam, "seed": seed, "metric": metric}, COLUMNS)
+    append_row(tmp_path / "unlike.csv", {**spam, "seed": 1, "metric": 0.96}, COLUMNS)
+    assert whole_split(read_rows(alike)) == {"sms-spam": (100000, 90293)}
+    assert whole_split(read_rows(tmp_path / "unlike.csv")) == {}
     tasks, reds = ("rt", "trec6"), (0.6, 0.8)
     assert copy_whole_split_runs(csv_path, tasks, reds, 1, 32000) == 0
     assert copy_whole_split_runs(csv_path, tasks, reds, 1, 100000) == 2
