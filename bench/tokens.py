@@ -198,8 +198,8 @@ def write_report(rows: list[dict], out: Path, copied: list[dict] = ()) -> list[P
         lines += [
             "",
             f"{task}: {size:,} tokens and more draw the whole training split ({got:,} tokens), "
-            "the same sample whatever the seed; those cells' other seeds are copies of one run "
-            "(`same_run_as` in the CSV), so their std is 0.",
+            "the same sample whatever the seed, so their std is 0; seeds not run there are "
+            "copies of a run on it (`same_run_as` in the CSV).",
         ]
     lines += ["", "| task | R | enough on dev | largest size run |", "|---|---|---|---|"]
     paths = []
