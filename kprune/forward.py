@@ -36,14 +36,20 @@ def sublayer(
 
     ``mask`` multiplies the units' input to the projection: (k,) or per example (B, 1, k).
     """
-    if is_mha:
-        units = attention_context(view, x, attend, head_dim)
-        proj = view.attn_out
-    else:
-        units = view.act(view.ffn_in(x))
-        proj = view.ffn_out
+    units = unit_inputs(view, is_mha, x, attend, head_dim)
+    proj = view.attn_out if is_mha else view.ffn_out
     z = units if mask is None else units * mask
     return units, proj(z) + x
+
+
+def unit_inputs(
+    view: LayerView, is_mha: bool, x: torch.Tensor, attend: torch.Tensor, head_dim: int
+) -> torch.Tensor:
+    """The units' input to the sublayer's output projection: heads' contexts or neurons'
+    activations, (B, T, k)."""
+    if is_mha:
+        return attention_context(view, x, attend, head_dim)
+    return view.act(view.ffn_in(x))
 
 
 def layer_norm(view: LayerView, is_mha: bool, y: torch.Tensor) -> torch.Tensor:

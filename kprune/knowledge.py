@@ -126,11 +126,21 @@ class _RepAccumulator:
 
 
 def measure(
-    views: list[LayerView], head_fn, sample: Sample, start: int, dims: tuple, spec: MeasureSpec
+    views: list[LayerView],
+    head_fn,
+    sample: Sample,
+    start: int,
+    dims: tuple,
+    spec: MeasureSpec,
+    at_teacher: bool = False,
 ) -> Knowledge:
     """K_pred and K_rep of every unit in sublayers >= ``start`` on the cached student inputs.
 
     ``head_fn(hidden) -> logits`` maps the last hidden states to the task output.
+    ``at_teacher``: the student is the unpruned teacher. The paper's K_pred is then exactly
+    zero (the gradient of a divergence at its minimum), so a rows' part whose logits equal the
+    sample's teacher logits skips its backward pass and adds zero gradients (a part whose
+    logits differ, e.g. a sample of another model, is measured as usual).
     """
     layers, heads, head_dim, _, neurons = dims
     device = sample.batches[0].student.device
@@ -146,7 +156,18 @@ def measure(
         # padded length); per-example mask gradients are exact row by row, and the batch
         # gradient is their sum, so the scores do not depend on the cap
         parts = [
-            _pass(views, head_fn, batch.rows(part), len(batch.valid), start, dims, spec, gen, rep)
+            _pass(
+                views,
+                head_fn,
+                batch.rows(part),
+                len(batch.valid),
+                start,
+                dims,
+                spec,
+                gen,
+                rep,
+                at_teacher,
+            )
             for part in _row_parts(batch.valid.shape, spec.pass_tokens)
         ]
         if not spec.with_pred:
@@ -211,7 +232,9 @@ def _cat(parts: list[torch.Tensor | None]) -> torch.Tensor | None:
     return None if any(p is None for p in parts) else torch.cat(parts)
 
 
-def _pass(views, head_fn, part, batch_rows: int, start: int, dims: tuple, spec, gen, rep):
+def _pass(
+    views, head_fn, part, batch_rows: int, start: int, dims: tuple, spec, gen, rep, at_teacher
+):
     """Forward the rows ``part`` through sublayers >= ``start``, adding their K_rep sums to
     ``rep``; returns {sublayer: per-example gradient of the batch's predictive loss w.r.t. its
     unit mask, (rows, k) or None} (empty without K_pred)."""
@@ -233,6 +256,9 @@ def _pass(views, head_fn, part, batch_rows: int, start: int, dims: tuple, spec, 
     if not spec.with_pred:
         return {}
     logits = head_fn(x)
+    keys = sorted(masks)
+    if at_teacher and spec.pred_form == "paper" and _equal_logits(logits, part.teacher_logits):
+        return {s: torch.zeros_like(masks[s]).squeeze(1) for s in keys}
     share = len(x) / batch_rows  # this part's weight in a batch-mean loss
     if spec.pred_form == "paper":
         loss = distill_loss(logits, part.teacher_logits, spec.kind, spec.gamma, part.valid)
@@ -243,6 +269,12 @@ def _pass(views, head_fn, part, batch_rows: int, start: int, dims: tuple, spec, 
         loss = task_loss(logits, part.labels, spec.kind) * share
     else:
         loss = fisher_loss(logits, part.teacher_logits, spec.kind, gen, part.valid).sum()
-    keys = sorted(masks)
     grads = torch.autograd.grad(loss, [masks[s] for s in keys], allow_unused=True)
     return {s: None if g is None else g.squeeze(1) for s, g in zip(keys, grads, strict=True)}
+
+
+def _equal_logits(logits: torch.Tensor, teacher: torch.Tensor) -> bool:
+    """The student's logits are the teacher's up to float noise (another batching or kernel)."""
+    return logits.shape == teacher.shape and torch.allclose(
+        logits.detach().float(), teacher.float(), rtol=1e-4, atol=1e-4
+    )

@@ -16,13 +16,14 @@ from dataclasses import dataclass, field, replace
 
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from kprune.adapters import Adapter, LayerView, get_adapter
 from kprune.config import PruneConfig
 from kprune.errors import KPruneError
 from kprune.flops import FlopsModel, flops_of
-from kprune.forward import advance, layer_norm, sublayer
+from kprune.forward import advance, layer_norm, sublayer, unit_inputs
 from kprune.knowledge import Knowledge, MeasureSpec, measure
 from kprune.masks import Masks
 from kprune.modeling import frozen
@@ -109,7 +110,7 @@ def run_loop(
             elif embedded is not None:
                 k = _measure_whole_depth(m_views, head_fn, sample, embedded, s, dims, opts.measure)
             else:
-                k = measure(m_views, head_fn, sample, s, dims, opts.measure)
+                k = measure(m_views, head_fn, sample, s, dims, opts.measure, at_teacher=s == 0)
             result.knowledge.append(k)
         if embedded is not None:  # the tuning's inputs, recomputed from the embeddings
             _rewind(sample, embedded, s_views, t_views, s, head_dim)
@@ -177,7 +178,7 @@ def _measure_whole_depth(views, head_fn, sample, embedded, s, dims, spec) -> Kno
     for batch, x in zip(sample.batches, embedded, strict=True):
         batch.student = x
     # the same per-step random draws as measure(start=s) for the Fisher form
-    k = measure(views, head_fn, sample, 0, dims, replace(spec, seed=spec.seed + s))
+    k = measure(views, head_fn, sample, 0, dims, replace(spec, seed=spec.seed + s), s == 0)
     heads_done, neurons_done = (s + 1) // 2, s // 2
     for t in (k.pred_heads, k.rep_heads):
         t[:heads_done] = 0
@@ -197,22 +198,29 @@ def _tune_and_advance(
     opts: LoopOptions,
     pruned_any: bool,
 ) -> dict:
-    """Re-fit the sublayer's output projection, then move both caches one sublayer up."""
+    """Re-fit the sublayer's output projection, then move both caches one sublayer up.
+
+    The student's kept units are computed once per batch and serve both the normal equations
+    and the advance (the projection of the kept columns, plus the residual, then LayerNorm):
+    pruned units contribute nothing, so this is the masked sublayer's output."""
     width_mask = unit_mask.repeat_interleave(head_dim) if is_mha else unit_mask
     device = sample.batches[0].student.device
     width_mask = width_mask.to(device)
     kept = torch.nonzero(width_mask).flatten()
+    keep_all = len(kept) == len(width_mask)
     proj = sv.attn_out if is_mha else sv.ffn_out
     info: dict = {"status": "unchanged"}
     do_tune = opts.tune and pruned_any
     eq = NormalEquations(len(kept), proj.out_features, device) if do_tune else None
+    kept_units = []  # per batch, (B, T, kept): the advance's input
     for batch in sample.batches:
         _, y_t = sublayer(tv, is_mha, batch.teacher, batch.attend, head_dim)
+        units = unit_inputs(sv, is_mha, batch.student, batch.attend, head_dim)
+        units = units if keep_all else units.index_select(-1, kept)
         if eq is not None:
-            units, _ = sublayer(sv, is_mha, batch.student, batch.attend, head_dim, width_mask)
-            h = units[batch.valid][:, kept]
             r = y_t[batch.valid] - batch.student[batch.valid] - proj.bias
-            eq.add(h, r)
+            eq.add(units[batch.valid], r)
+        kept_units.append(units)
         batch.teacher = layer_norm(tv, is_mha, y_t)
     if eq is not None:
         w_old = proj.weight[:, kept]
@@ -230,8 +238,10 @@ def _tune_and_advance(
         info = {"status": "pruned, not tuned"}
     if pruned_any:  # pruned columns are dead weight: zero them for a clean masked model
         proj.weight[:, width_mask == 0] = 0
-    for batch in sample.batches:
-        batch.student = advance(sv, is_mha, batch.student, batch.attend, head_dim, width_mask)
+    w_kept = proj.weight if keep_all else proj.weight[:, kept]
+    for batch, units in zip(sample.batches, kept_units, strict=True):
+        y = F.linear(units, w_kept, proj.bias) + batch.student
+        batch.student = layer_norm(sv, is_mha, y)
     return info
 
 

@@ -197,6 +197,32 @@ def test_paper_pred_is_zero_at_first_sublayer_but_fisher_is_not(teacher):
     assert fisher.pred_neurons.max() > 0 and fisher.pred_heads.max() > 0
 
 
+def test_first_step_skips_the_backward_only_where_k_pred_is_zero(teacher):
+    """At the teacher, the paper's K_pred is exactly zero without a backward pass, and K_rep is
+    unchanged; a student away from the teacher is measured in full even when so flagged."""
+    folder, _ = teacher
+    model = frozen(load_model(str(folder)))
+    adapter, sample = _sample_for(model)
+    dims = adapter.dims(model)
+    views = [adapter.view(layer) for layer in adapter.layers(model)]
+    head_fn = lambda h: adapter.logits(model, h)  # noqa: E731
+    spec = MeasureSpec("classification", 2.0, "paper")
+    full = measure(views, head_fn, sample, 0, dims, spec)
+    fast = measure(views, head_fn, sample, 0, dims, spec, at_teacher=True)
+    assert full.pred_neurons.abs().max() > 0  # float noise where the backward ran
+    assert fast.pred_heads.abs().max() == 0 and fast.pred_neurons.abs().max() == 0
+    torch.testing.assert_close(fast.rep_heads, full.rep_heads, rtol=0, atol=0)
+    torch.testing.assert_close(fast.rep_neurons, full.rep_neurons, rtol=0, atol=0)
+    torch.manual_seed(0)
+    for batch in sample.batches:  # away from the teacher: K_pred > 0 and must be measured
+        batch.student += 0.5 * torch.randn_like(batch.student)
+    away = measure(views, head_fn, sample, 0, dims, spec)
+    flagged = measure(views, head_fn, sample, 0, dims, spec, at_teacher=True)
+    assert away.pred_neurons.max() > 0
+    torch.testing.assert_close(flagged.pred_neurons, away.pred_neurons, rtol=0, atol=0)
+    torch.testing.assert_close(flagged.pred_heads, away.pred_heads, rtol=0, atol=0)
+
+
 def test_scores_do_not_depend_on_rows_per_autograd_pass(teacher):
     model = frozen(load_model(str(teacher[0])))
     adapter, sample = _sample_for(model)
