@@ -57,12 +57,7 @@ def layer_norm(view: LayerView, is_mha: bool, y: torch.Tensor) -> torch.Tensor:
 
 
 def advance(
-    view: LayerView,
-    is_mha: bool,
-    x: torch.Tensor,
-    attend: torch.Tensor,
-    head_dim: int,
-    mask: torch.Tensor | None = None,
+    view: LayerView, is_mha: bool, x: torch.Tensor, attend: torch.Tensor, head_dim: int
 ) -> torch.Tensor:
     """The sublayer's output after its LayerNorm: the next sublayer's input."""
-    return layer_norm(view, is_mha, sublayer(view, is_mha, x, attend, head_dim, mask)[1])
+    return layer_norm(view, is_mha, sublayer(view, is_mha, x, attend, head_dim)[1])

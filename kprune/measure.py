@@ -27,14 +27,15 @@ def measure_knowledge(
     dtype: str = "float32",
 ) -> Knowledge:
     """Knowledge of every unit on the unpruned model (iteration 0); with ``dtype`` bfloat16
-    the passes run on a bf16 copy, as the loop's measurements do."""
+    the passes run on a bf16 copy, as the loop's measurements do. The model is the sample's
+    teacher, so the paper's K_pred is zero without a backward (see ``measure``)."""
     model = frozen(model, device)
     adapter = get_adapter(model)
     sample = materialise(model, adapter, data, batch_size, device)
     m_model = copy.deepcopy(model).to(torch.bfloat16) if dtype == "bfloat16" else model
     views = [adapter.view(layer) for layer in adapter.layers(m_model)]
     head_fn = lambda h: adapter.logits(m_model, h)  # noqa: E731
-    return measure(views, head_fn, sample, 0, adapter.dims(model), spec)
+    return measure(views, head_fn, sample, 0, adapter.dims(model), spec, at_teacher=True)
 
 
 def measure_initial(
