@@ -146,42 +146,45 @@ def report(rows: list[dict]) -> str:
         "numbers. Seconds are the whole prune (load, sample, measurement, search, tuning, "
         "surgery); peak RSS of the process.",
         "",
-        "| run | R | dev | test | heads kept per layer | neurons kept per layer | prune s "
-        "| peak RSS GB | speed vs reference |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| run | finished | R | dev | test | heads kept per layer | neurons kept per layer "
+        "| prune s | peak RSS GB | speed vs reference |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     current = [r for r in rows if of_current_scale(r) and method_of(r) == DEFAULT]
-    for r in sorted(current, key=lambda r: float(r["reduction"])):
-        red = float(r["reduction"])
-        ref = REFERENCE.get(red)
+    by_reduction: dict[float, list[dict]] = {}
+    for r in sorted(current, key=lambda r: r["finished_at"]):
+        by_reduction.setdefault(float(r["reduction"]), []).append(r)
+    verdicts = []
+    for red, mine in sorted(by_reduction.items()):
+        ref, old = REFERENCE.get(red), BEFORE.get(red)
         if ref:
             lines.append(
-                f"| reference implementation | {red:g} | {ref['dev']:.4f} | {ref['test']:.4f} | "
-                f"{ref['heads_kept']} | {ref['neurons_kept']} | {ref['prune_seconds']:.1f} | "
-                f"{ref['peak_rss_mb'] / 1024:.1f} | 1.00x |"
+                f"| reference implementation | issue 16 | {red:g} | {ref['dev']:.4f} | "
+                f"{ref['test']:.4f} | {ref['heads_kept']} | {ref['neurons_kept']} | "
+                f"{ref['prune_seconds']:.1f} | {ref['peak_rss_mb'] / 1024:.1f} | 1.00x |"
             )
-        old = BEFORE.get(red)
         if old:
             lines.append(
-                f"| kprune before issue 16 (9d6cd7f, scale 1) | {red:g} | {old['dev']:.4f} | "
-                f"{old['test']:.4f} | {old['heads_kept']} | {old['neurons_kept']} | – | – | – |"
+                f"| kprune before issue 16 (9d6cd7f, scale 1) | issue 16 | {red:g} | "
+                f"{old['dev']:.4f} | {old['test']:.4f} | {old['heads_kept']} | "
+                f"{old['neurons_kept']} | – | – | – |"
             )
-        speed = f"{ref['prune_seconds'] / float(r['prune_seconds']):.2f}x" if ref else "–"
-        lines.append(
-            f"| kprune {r['code_digest']} | {red:g} | {float(r['dev']):.4f} | "
-            f"{float(r['test']):.4f} | {r['heads_kept']} | {r['neurons_kept']} | "
-            f"{float(r['prune_seconds']):.1f} | {float(r['peak_rss_mb']) / 1024:.2f} | {speed} |"
-        )
-    verdicts = []
-    for r in current:
-        ref = REFERENCE.get(float(r["reduction"]))
+        for r in mine:
+            speed = f"{ref['prune_seconds'] / float(r['prune_seconds']):.2f}x" if ref else "–"
+            lines.append(
+                f"| kprune {r['code_digest']} | {r['finished_at'][:10]} | {red:g} | "
+                f"{float(r['dev']):.4f} | {float(r['test']):.4f} | {r['heads_kept']} | "
+                f"{r['neurons_kept']} | {float(r['prune_seconds']):.1f} | "
+                f"{float(r['peak_rss_mb']) / 1024:.2f} | {speed} |"
+            )
+        latest = mine[-1]
         if ref:
-            ok = float(r["dev"]) >= ref["dev"] and float(r["test"]) >= ref["test"]
+            ok = float(latest["dev"]) >= ref["dev"] and float(latest["test"]) >= ref["test"]
             verdicts.append(
-                f"At R = {float(r['reduction']):g} kprune is "
+                f"At R = {red:g} kprune ({latest['code_digest']}) is "
                 + ("at or above" if ok else "**below**")
-                + f" the reference on dev ({float(r['dev']) - ref['dev']:+.4f}) and test "
-                f"({float(r['test']) - ref['test']:+.4f})."
+                + f" the reference on dev ({float(latest['dev']) - ref['dev']:+.4f}) and test "
+                f"({float(latest['test']) - ref['test']:+.4f})."
             )
     stale = len([r for r in rows if not of_current_scale(r)])
     if stale:

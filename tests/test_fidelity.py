@@ -33,6 +33,17 @@ def test_report_says_where_kprune_stands_against_the_reference():
     assert "**below**" in below
 
 
+def test_two_runs_at_one_reduction_show_the_reference_once_and_judge_the_latest():
+    ref = REFERENCE[0.6]
+    early = {**_row(ref["dev"] - 0.02, ref["test"]), "finished_at": "2026-11-24T10:19:46Z"}
+    late = {**_row(ref["dev"], ref["test"]), "code_digest": "def"}
+    text = report([{**late, "finished_at": "2026-12-02T19:40:00Z"}, early])
+    table = text[: text.index("At R")]
+    assert table.count("| reference implementation |") == 1
+    assert table.index("| kprune abc | 2026-11-24") < table.index("| kprune def | 2026-12-02")
+    assert text.count("At R = 0.6") == 1 and "kprune (def) is at or above" in text
+
+
 def test_rows_of_an_older_score_scale_are_left_out():
     text = report([_row(0.1, 0.1, scale=1), _row(0.9, 0.9)])
     assert "0.1000" not in text and "1 row(s) of an older score scale left out" in text
