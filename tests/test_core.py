@@ -184,15 +184,23 @@ def _sample_for(model, n=40):
     return adapter, build_sample(model, adapter, tiny_tokenizer(), df, 10_000, 0, 8, 16, "cpu")
 
 
-def test_paper_pred_is_zero_at_first_sublayer_but_fisher_is_not(teacher):
-    folder, _ = teacher
+def _measure_from_first_sublayer(folder):
+    """The tiny teacher's sample, and measure(start=0) on it as a function of the spec."""
     model = frozen(load_model(str(folder)))
     adapter, sample = _sample_for(model)
     dims = adapter.dims(model)
     views = [adapter.view(layer) for layer in adapter.layers(model)]
-    head_fn = lambda h: adapter.logits(model, h)  # noqa: E731
-    paper = measure(views, head_fn, sample, 0, dims, MeasureSpec("classification", 2.0, "paper"))
-    fisher = measure(views, head_fn, sample, 0, dims, MeasureSpec("classification", 2.0, "fisher"))
+
+    def run(spec, **kw):
+        return measure(views, lambda h: adapter.logits(model, h), sample, 0, dims, spec, **kw)
+
+    return sample, run
+
+
+def test_paper_pred_is_zero_at_first_sublayer_but_fisher_is_not(teacher):
+    _, run = _measure_from_first_sublayer(teacher[0])
+    paper = run(MeasureSpec("classification", 2.0, "paper"))
+    fisher = run(MeasureSpec("classification", 2.0, "fisher"))
     assert paper.pred_neurons.abs().max() < 1e-10
     assert fisher.pred_neurons.max() > 0 and fisher.pred_heads.max() > 0
 
@@ -200,15 +208,9 @@ def test_paper_pred_is_zero_at_first_sublayer_but_fisher_is_not(teacher):
 def test_first_step_skips_the_backward_only_where_k_pred_is_zero(teacher):
     """At the teacher, the paper's K_pred is exactly zero without a backward pass, and K_rep is
     unchanged; a student away from the teacher is measured in full even when so flagged."""
-    folder, _ = teacher
-    model = frozen(load_model(str(folder)))
-    adapter, sample = _sample_for(model)
-    dims = adapter.dims(model)
-    views = [adapter.view(layer) for layer in adapter.layers(model)]
-    head_fn = lambda h: adapter.logits(model, h)  # noqa: E731
+    sample, run = _measure_from_first_sublayer(teacher[0])
     spec = MeasureSpec("classification", 2.0, "paper")
-    full = measure(views, head_fn, sample, 0, dims, spec)
-    fast = measure(views, head_fn, sample, 0, dims, spec, at_teacher=True)
+    full, fast = run(spec), run(spec, at_teacher=True)
     assert full.pred_neurons.abs().max() > 0  # float noise where the backward ran
     assert fast.pred_heads.abs().max() == 0 and fast.pred_neurons.abs().max() == 0
     torch.testing.assert_close(fast.rep_heads, full.rep_heads, rtol=0, atol=0)
@@ -216,8 +218,7 @@ def test_first_step_skips_the_backward_only_where_k_pred_is_zero(teacher):
     torch.manual_seed(0)
     for batch in sample.batches:  # away from the teacher: K_pred > 0 and must be measured
         batch.student += 0.5 * torch.randn_like(batch.student)
-    away = measure(views, head_fn, sample, 0, dims, spec)
-    flagged = measure(views, head_fn, sample, 0, dims, spec, at_teacher=True)
+    away, flagged = run(spec), run(spec, at_teacher=True)
     assert away.pred_neurons.max() > 0
     torch.testing.assert_close(flagged.pred_neurons, away.pred_neurons, rtol=0, atol=0)
     torch.testing.assert_close(flagged.pred_heads, away.pred_heads, rtol=0, atol=0)
