@@ -99,10 +99,19 @@ class Outputs:
     scores: list[torch.Tensor | None]
 
 
-def run(model: nn.Module, scores: AttentionScores, batch: dict) -> Outputs:
-    """One forward pass with everything the losses compare."""
-    out = model(**model_inputs(model, batch), output_hidden_states=True)
-    return Outputs(out.logits, out.hidden_states, scores.take())
+def run(
+    model: nn.Module, scores: AttentionScores | None, batch: dict, hidden: bool = True
+) -> Outputs:
+    """One forward pass with what the losses compare: the logits, the hidden states if
+    ``hidden`` and the attention scores if ``scores`` collects them (else empty)."""
+    out = model(**model_inputs(model, batch), output_hidden_states=hidden)
+    taken = scores.take() if scores is not None else []
+    return Outputs(out.logits, out.hidden_states if hidden else (), taken)
+
+
+def uses_teacher(w: LossWeights) -> bool:
+    """Whether any weighted term compares with the teacher (no: labels only, no teacher pass)."""
+    return bool(w.att or w.hidden or w.logits)
 
 
 def attention_mse(s: torch.Tensor, t: torch.Tensor, attention_mask: torch.Tensor):
@@ -121,13 +130,14 @@ def prediction_loss(s: torch.Tensor, t: torch.Tensor, kind: str, temperature: fl
 
 def distill_loss(
     student: Outputs,
-    teacher: Outputs,
+    teacher: Outputs | None,
     batch: dict,
     kind: str,
     w: LossWeights,
     heads: list[list[int]] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Every term of the objective (weighted) and their sum under ``total``. ``heads``: the
+    """Every term of the objective (weighted) and their sum under ``total``; a term of weight 0
+    is not computed (``teacher`` may be None when only the labels count). ``heads``: the
     teacher heads the student's heads stand for (a K-prune student)."""
     zero = student.logits.new_zeros(())
     terms = {"att": zero, "hidden": zero, "logits": zero, "label": zero}

@@ -21,7 +21,7 @@ K_pred and K_rep are kept apart; they meet only in the search.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -133,6 +133,7 @@ def measure(
     dims: tuple,
     spec: MeasureSpec,
     at_teacher: bool = False,
+    harvest: list | None = None,
 ) -> Knowledge:
     """K_pred and K_rep of every unit in sublayers >= ``start`` on the cached student inputs.
 
@@ -141,6 +142,8 @@ def measure(
     zero (the gradient of a divergence at its minimum), so a rows' part whose logits equal the
     sample's teacher logits skips its backward pass and adds zero gradients (a part whose
     logits differ, e.g. a sample of another model, is measured as usual).
+    ``harvest``: a list that receives, per batch, the units' input to the output projection
+    of sublayer ``start`` (detached, full width): what the tuning of that sublayer needs.
     """
     layers, heads, head_dim, _, neurons = dims
     device = sample.batches[0].student.device
@@ -152,6 +155,7 @@ def measure(
     grads_h: list[torch.Tensor] = []  # label form: per batch, [L, H] / [L, N]
     grads_n: list[torch.Tensor] = []
     for batch in sample.batches:
+        taken = _Taken([] if harvest is not None else None)
         # the autograd graph is built for a few rows at a time (its memory grows with rows x
         # padded length); per-example mask gradients are exact row by row, and the batch
         # gradient is their sum, so the scores do not depend on the cap
@@ -167,9 +171,14 @@ def measure(
                 gen,
                 rep,
                 at_teacher,
+                taken,
             )
             for part in _row_parts(batch.valid.shape, spec.pass_tokens)
         ]
+        if harvest is not None:
+            harvest.append(_join(taken.units))
+        if batch.teacher_logits is None:
+            batch.teacher_logits = _join(taken.logits)
         if not spec.with_pred:
             continue
         keys = sorted(parts[0])
@@ -228,16 +237,40 @@ def _row_parts(shape: tuple[int, int], pass_tokens: int) -> list[slice]:
     return [slice(i, min(i + step, rows)) for i in range(0, rows, step)]
 
 
+@dataclass
+class _Taken:
+    """What a batch's passes hand back besides gradients: the units of the first measured
+    sublayer (if a list) and, for a sample drawn without them, the teacher's logits."""
+
+    units: list[torch.Tensor] | None
+    logits: list[torch.Tensor] = field(default_factory=list)
+
+
+def _join(parts: list[torch.Tensor]) -> torch.Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
 def _cat(parts: list[torch.Tensor | None]) -> torch.Tensor | None:
     return None if any(p is None for p in parts) else torch.cat(parts)
 
 
 def _pass(
-    views, head_fn, part, batch_rows: int, start: int, dims: tuple, spec, gen, rep, at_teacher
+    views,
+    head_fn,
+    part,
+    batch_rows: int,
+    start: int,
+    dims: tuple,
+    spec,
+    gen,
+    rep,
+    at_teacher,
+    taken: _Taken,
 ):
     """Forward the rows ``part`` through sublayers >= ``start``, adding their K_rep sums to
-    ``rep``; returns {sublayer: per-example gradient of the batch's predictive loss w.r.t. its
-    unit mask, (rows, k) or None} (empty without K_pred)."""
+    ``rep`` (and what ``taken`` asks for to it); returns {sublayer: per-example gradient of
+    the batch's predictive loss w.r.t. its unit mask, (rows, k) or None} (empty without
+    K_pred)."""
     layers, heads, head_dim, _, neurons = dims
     x = part.student.to(views[start // 2].attn_out.weight.dtype)  # a bf16 copy: bf16
     masks: dict[int, torch.Tensor] = {}
@@ -251,11 +284,24 @@ def _pass(
         with torch.set_grad_enabled(spec.with_pred):
             units, y = sublayer(views[layer], is_mha, x, part.attend, head_dim, m)
             rep.add(layer, is_mha, units[part.valid])
+            if s == start and taken.units is not None:
+                taken.units.append(units.detach())
             x = layer_norm(views[layer], is_mha, y)
     rep.tokens += int(part.valid.sum())
-    if not spec.with_pred:
+    unscored = part.teacher_logits is None  # drawn without them: this forward is the teacher's
+    if not spec.with_pred and not unscored:
         return {}
     logits = head_fn(x)
+    if unscored:
+        if not at_teacher:
+            raise KPruneError(
+                "the sample has no teacher logits and the student is not the teacher; "
+                "draw the sample with teacher_logits=True"
+            )
+        part.teacher_logits = _as_teacher_logits(logits, part.valid)
+        taken.logits.append(part.teacher_logits)
+    if not spec.with_pred:
+        return {}
     keys = sorted(masks)
     if at_teacher and spec.pred_form == "paper" and _equal_logits(logits, part.teacher_logits):
         return {s: torch.zeros_like(masks[s]).squeeze(1) for s in keys}
@@ -271,6 +317,13 @@ def _pass(
         loss = fisher_loss(logits, part.teacher_logits, spec.kind, gen, part.valid).sum()
     grads = torch.autograd.grad(loss, [masks[s] for s in keys], allow_unused=True)
     return {s: None if g is None else g.squeeze(1) for s, g in zip(keys, grads, strict=True)}
+
+
+def _as_teacher_logits(logits: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """The forward's logits as the sample stores them: float32, QA positions past each
+    example's end zero (as ``materialise`` pads them)."""
+    z = logits.detach().float()
+    return z * valid[..., None] if z.dim() == 3 else z
 
 
 def _equal_logits(logits: torch.Tensor, teacher: torch.Tensor) -> bool:

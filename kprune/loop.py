@@ -28,7 +28,7 @@ from kprune.knowledge import Knowledge, MeasureSpec, measure
 from kprune.masks import Masks
 from kprune.modeling import frozen
 from kprune.report import Report, pruning_fields
-from kprune.sample import Sample, SampleData, materialise
+from kprune.sample import Sample, SampleData, fill_teacher_logits, materialise
 from kprune.scores import knowledge_frame
 from kprune.search import SearchSpec, kpms
 from kprune.tuning import NormalEquations, solve_scales
@@ -47,6 +47,9 @@ class LoopOptions:
     measure_dtype: str = "float32"  # bfloat16: measurement passes on a bf16 copy
     reference: bool = False  # the straightforward loop: whole depth at every step
     remeasure: str = "sublayer"  # layer: an FFN step reuses its layer's attention-step scores
+    # the tuning takes the student's units of the pruned sublayer from the measurement pass
+    # instead of recomputing them (exact; held between the two, so only where they fit)
+    reuse_units: bool = True
 
 
 @dataclass
@@ -91,17 +94,20 @@ def run_loop(
     s_views, t_views = _views(adapter, student), _views(adapter, teacher)
     masks = Masks.ones(layers, heads, neurons)
     result = LoopResult(masks)
-    timer = {"measure": 0.0, "search": 0.0, "tune": 0.0, "advance": 0.0}
+    timer = {"measure": 0.0, "search": 0.0, "tune": 0.0}
     m_model = student
     if opts.measure_dtype == "bfloat16":  # a bf16 copy for the measurement passes only
         m_model = copy.deepcopy(student).to(torch.bfloat16)
     m_views = _views(adapter, m_model)
     head_fn = lambda h: adapter.logits(m_model, h)  # noqa: E731
     embedded = [b.student for b in sample.batches] if opts.reference else None
+    # the measurement pass of the fast float32 loop computes the student's units of sublayer s
+    reusable = opts.reuse_units and m_model is student and embedded is None
     bar = tqdm(range(2 * layers), desc="prune sublayers", disable=None if opts.progress else True)
     for s in bar:
         layer, is_mha = s // 2, s % 2 == 0
         t0 = time.perf_counter()
+        units = [] if reusable and _units_fit(sample, dims, is_mha) else None
         if fixed_masks is None:
             if s == 0 and initial is not None:
                 k = initial
@@ -110,7 +116,7 @@ def run_loop(
             elif embedded is not None:
                 k = _measure_whole_depth(m_views, head_fn, sample, embedded, s, dims, opts.measure)
             else:
-                k = measure(m_views, head_fn, sample, s, dims, opts.measure, at_teacher=s == 0)
+                k = measure(m_views, head_fn, sample, s, dims, opts.measure, s == 0, harvest=units)
             result.knowledge.append(k)
         if embedded is not None:  # the tuning's inputs, recomputed from the embeddings
             _rewind(sample, embedded, s_views, t_views, s, head_dim)
@@ -141,6 +147,7 @@ def run_loop(
                 sample,
                 opts,
                 pruned_any,
+                units or None,  # empty: this step did not measure
             )
         )
         if m_model is not student:  # keep the bf16 copy in step with the tuned projection
@@ -171,6 +178,22 @@ def _rewind(sample: Sample, embedded: list, s_views, t_views, s: int, head_dim: 
         batch.student, batch.teacher = xs, xt
 
 
+def _units_fit(sample: Sample, dims: tuple, is_mha: bool) -> bool:
+    """Whether the student's full-width units of one sublayer over the whole sample (float32,
+    padded) take at most a quarter of the memory still free on the sample's device."""
+    _, heads, head_dim, _, neurons = dims
+    width = heads * head_dim if is_mha else neurons
+    need = 4 * width * sum(b.valid.numel() for b in sample.batches)
+    device = sample.batches[0].student.device
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        import psutil
+
+        free = psutil.virtual_memory().available
+    return need <= free // 4
+
+
 def _measure_whole_depth(views, head_fn, sample, embedded, s, dims, spec) -> Knowledge:
     """Knowledge for step ``s`` from a forward and backward through every sublayer, as the
     authors' code does; rows of finished sublayers are zeroed, as the fast loop leaves them.
@@ -197,11 +220,13 @@ def _tune_and_advance(
     sample: Sample,
     opts: LoopOptions,
     pruned_any: bool,
+    student_units: list[torch.Tensor] | None = None,
 ) -> dict:
     """Re-fit the sublayer's output projection, then move both caches one sublayer up.
 
-    The student's kept units are computed once per batch and serve both the normal equations
-    and the advance (the projection of the kept columns, plus the residual, then LayerNorm):
+    The student's kept units are computed once per batch (or taken from ``student_units``,
+    per batch, full width: the measurement pass's) and serve both the normal equations and
+    the advance (the projection of the kept columns, plus the residual, then LayerNorm):
     pruned units contribute nothing, so this is the masked sublayer's output."""
     width_mask = unit_mask.repeat_interleave(head_dim) if is_mha else unit_mask
     device = sample.batches[0].student.device
@@ -213,9 +238,12 @@ def _tune_and_advance(
     do_tune = opts.tune and pruned_any
     eq = NormalEquations(len(kept), proj.out_features, device) if do_tune else None
     kept_units = []  # per batch, (B, T, kept): the advance's input
-    for batch in sample.batches:
+    for i, batch in enumerate(sample.batches):
         _, y_t = sublayer(tv, is_mha, batch.teacher, batch.attend, head_dim)
-        units = unit_inputs(sv, is_mha, batch.student, batch.attend, head_dim)
+        if student_units is None:
+            units = unit_inputs(sv, is_mha, batch.student, batch.attend, head_dim)
+        else:  # handed over: the list lets go of the full-width copy
+            units, student_units[i] = student_units[i], None
         units = units if keep_all else units.index_select(-1, kept)
         if eq is not None:
             r = y_t[batch.valid] - batch.student[batch.valid] - proj.bias
@@ -253,6 +281,13 @@ class PruneTuneResult:
     iterations: pd.DataFrame  # per-iteration score tables (iterative mode)
 
 
+def takes_teacher_logits(config: PruneConfig) -> bool:
+    """Whether ``prune_tune`` under ``config`` can take a sample drawn without teacher logits:
+    its first step measures the unpruned float32 model on the sample, which is the teacher's
+    forward (``draw_sample(teacher_logits=False)`` then saves running it twice)."""
+    return config.prune_tune.mode == "iterative" and config.measure.dtype == "float32"
+
+
 def prune_tune(
     model,
     data: SampleData,
@@ -271,6 +306,10 @@ def prune_tune(
     mode, reduction = config.prune_tune.mode, config.search.reduction
     if mode == "oneshot" and masks is None:
         raise KPruneError("one-shot mode needs the masks of the search stage")
+    if data.teacher_logits is None and (initial is not None or not takes_teacher_logits(config)):
+        raise KPruneError(
+            "this loop does not measure the teacher on the sample; draw it with teacher logits"
+        )
     t0 = time.perf_counter()
     model = frozen(model, device)
     adapter = get_adapter(model)
@@ -303,6 +342,8 @@ def prune_tune(
         initial=initial,
         fixed_masks=masks if mode == "oneshot" else None,
     )
+    if data.teacher_logits is None:  # the first measurement put them in the batches
+        fill_teacher_logits(data, sample)
     iterations = (
         pd.concat(
             [knowledge_frame(k, flops, i, i) for i, k in enumerate(loop.knowledge)],

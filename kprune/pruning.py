@@ -27,7 +27,7 @@ from kprune.errors import KPruneError
 from kprune.evaluation import evaluate_model
 from kprune.flops import FlopsModel, flops_of
 from kprune.knowledge import Knowledge
-from kprune.loop import prune_tune
+from kprune.loop import prune_tune, takes_teacher_logits
 from kprune.masks import Masks
 from kprune.measure import measure_knowledge
 from kprune.modeling import frozen, load_tokenizer
@@ -49,13 +49,27 @@ class MaskedResult:
 
 
 def task_sample(
-    model: nn.Module, tokenizer, task: TaskData, config: PruneConfig, device: torch.device
+    model: nn.Module,
+    tokenizer,
+    task: TaskData,
+    config: PruneConfig,
+    device: torch.device,
+    teacher_logits: bool = True,
 ):
-    """The pruning sample of ``task``'s training split under ``config``."""
+    """The pruning sample of ``task``'s training split under ``config`` (see ``draw_sample``
+    for ``teacher_logits``)."""
     c = config.sample
     train = task.split("train")
     return draw_sample(
-        model, tokenizer, train, c.tokens, c.seed, c.batch_size, c.max_length, device
+        model,
+        tokenizer,
+        train,
+        c.tokens,
+        c.seed,
+        c.batch_size,
+        c.max_length,
+        device,
+        teacher_logits,
     )
 
 
@@ -129,7 +143,9 @@ def prune_masked(
     config = config.resolved()
     model = frozen(model, device)
     t = time.perf_counter()
-    data = task_sample(model, tokenizer, task, config, device)
+    # K-prune's loop measures the teacher on the sample first: its forward gives the logits
+    by_loop = config.method.scorer is None and takes_teacher_logits(config)
+    data = task_sample(model, tokenizer, task, config, device, teacher_logits=not by_loop)
     t_draw = time.perf_counter() - t
     kind = task.spec.kind
     masks, seconds = None, {}

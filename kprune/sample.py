@@ -31,18 +31,20 @@ class SampleBatch:
     valid: torch.Tensor  # (B, T) bool: real tokens
     student: torch.Tensor  # (B, T, d): student's input to the current sublayer
     teacher: torch.Tensor  # (B, T, d): teacher's input to the current sublayer
-    teacher_logits: torch.Tensor  # (B, C) or (B, T, 2) for QA
+    # (B, C) or (B, T, 2) for QA; None until the loop's first measurement (see draw_sample)
+    teacher_logits: torch.Tensor | None
     labels: torch.Tensor | None = None  # ground truth (classification / regression only)
 
     def rows(self, part: slice) -> SampleBatch:
         """Examples ``part`` of this batch (views, not copies)."""
         labels = None if self.labels is None else self.labels[part]
+        logits = None if self.teacher_logits is None else self.teacher_logits[part]
         return SampleBatch(
             self.attend[part],
             self.valid[part],
             self.student[part],
             self.teacher[part],
-            self.teacher_logits[part],
+            logits,
             labels,
         )
 
@@ -53,7 +55,7 @@ class Sample:
     n_examples: int
     n_tokens: int
     avg_len: float
-    fingerprint: str
+    order: list[list[int]]  # per batch, the sample examples of its rows
 
 
 def choose_examples(df: pd.DataFrame, lengths: np.ndarray, tokens: int, seed: int) -> np.ndarray:
@@ -80,7 +82,8 @@ class SampleData:
 
     input_ids: list[list[int]]
     token_type_ids: list[list[int]]
-    teacher_logits: list[torch.Tensor]  # per example: (C,) or (T, 2) for QA
+    # per example: (C,) or (T, 2) for QA; None: to come from the loop's first measurement
+    teacher_logits: list[torch.Tensor] | None
     meta: dict
     labels: torch.Tensor | None = None  # ground-truth labels, for Kwon et al.'s importance
 
@@ -99,8 +102,14 @@ def draw_sample(
     batch_size: int,
     max_length: int,
     device: torch.device,
+    teacher_logits: bool = True,
 ) -> SampleData:
-    """Choose ~``tokens`` tokens of examples (seeded) and run the teacher once on them."""
+    """Choose ~``tokens`` tokens of examples (seeded) and run the teacher once on them.
+
+    ``teacher_logits=False`` skips that forward: the K-prune loop's first measurement runs
+    the same teacher over the same sample anyway and fills them in (``fill_teacher_logits``);
+    the fingerprint is set then. Only that loop (float32, measuring its first step) may take
+    such a sample."""
     from kprune.adapters import get_adapter
 
     if tokens < 1:
@@ -115,7 +124,8 @@ def draw_sample(
     enc = enc.subset(chosen)
     model.eval()
     logits: list[torch.Tensor | None] = [None] * len(enc)
-    for idx in bucket_batches(enc.lengths, batch_size, shuffle=False):
+    batches = bucket_batches(enc.lengths, batch_size, shuffle=False) if teacher_logits else []
+    for idx in batches:
         inp = collate(enc, idx, device)
         out = (
             _qa_logits(model, inp)
@@ -136,9 +146,25 @@ def draw_sample(
         "head": adapter.head_type(model),
     }
     labels = torch.as_tensor(np.asarray(enc.labels)) if meta["head"] == "seq" else None
-    data = SampleData(enc.input_ids, enc.token_type_ids, logits, meta, labels)
-    data.meta["fingerprint"] = _fingerprint(data)
+    data = SampleData(
+        enc.input_ids, enc.token_type_ids, logits if teacher_logits else None, meta, labels
+    )
+    data.meta["fingerprint"] = _fingerprint(data) if teacher_logits else None
     return data
+
+
+def fill_teacher_logits(data: SampleData, sample: Sample) -> None:
+    """Give a sample drawn without teacher logits those of its materialised batches (set by
+    the loop's first measurement), and its fingerprint."""
+    logits: list[torch.Tensor | None] = [None] * len(data.input_ids)
+    for batch, idx in zip(sample.batches, sample.order, strict=True):
+        if batch.teacher_logits is None:
+            raise KPruneError("the sample's teacher logits were never measured")
+        for row, i in enumerate(idx):
+            z = batch.teacher_logits[row].float().cpu()
+            logits[i] = z[: len(data.input_ids[i])] if z.dim() == 2 else z
+    data.teacher_logits = logits
+    data.meta["fingerprint"] = _fingerprint(data)
 
 
 @torch.no_grad()
@@ -151,25 +177,28 @@ def materialise(
     enc = Encoded(data.input_ids, data.token_type_ids, np.zeros(len(data.input_ids)), 0)
     pad = getattr(model.config, "pad_token_id", None) or 0
     enc.pad_id = pad
-    batches = []
+    batches, order = [], []
     for idx in bucket_batches(enc.lengths, batch_size, shuffle=False):
         inp = collate(enc, idx, device)
         valid = inp["attention_mask"].bool()
         hidden = adapter.embed(model, inp["input_ids"], inp["token_type_ids"]).float()
         width = valid.shape[1]
-        rows = []
-        for i in idx:
-            z = data.teacher_logits[i]
-            if z.dim() == 2:  # QA: pad positions to the batch width
-                z = torch.cat([z, z.new_zeros(width - len(z), 2)])
-            rows.append(z)
-        logits = torch.stack(rows).to(device)
+        logits = None
+        if data.teacher_logits is not None:
+            rows = []
+            for i in idx:
+                z = data.teacher_logits[i]
+                if z.dim() == 2:  # QA: pad positions to the batch width
+                    z = torch.cat([z, z.new_zeros(width - len(z), 2)])
+                rows.append(z)
+            logits = torch.stack(rows).to(device)
+        order.append([int(i) for i in idx])
         labels = data.labels[torch.as_tensor(idx)].to(device) if data.labels is not None else None
         batches.append(
             SampleBatch(valid[:, None, None, :], valid, hidden, hidden.clone(), logits, labels)
         )
     n_tokens = int(enc.lengths.sum())
-    return Sample(batches, len(enc), n_tokens, n_tokens / len(enc), data.meta["fingerprint"])
+    return Sample(batches, len(enc), n_tokens, n_tokens / len(enc), order)
 
 
 def build_sample(
@@ -194,6 +223,8 @@ def save_sample(data: SampleData, path: str | Path) -> None:
 
     from kprune.atomic import atomic_path
 
+    if data.teacher_logits is None:
+        raise KPruneError("a sample without teacher logits cannot be saved; draw it with them")
     tensors = _to_tensors(data)
     meta = {k: json.dumps(v) for k, v in data.meta.items()}
     meta["content_sha256"] = json.dumps(_tensor_digest(tensors))

@@ -30,7 +30,14 @@ from kprune.batching import encode, iterate
 from kprune.checkpoint import check_task_fits, load_model, save_pruned
 from kprune.config import SparsifyConfig
 from kprune.device import resolve_device
-from kprune.distill import AttentionScores, LossWeights, distill_loss, kept_heads, run
+from kprune.distill import (
+    AttentionScores,
+    LossWeights,
+    distill_loss,
+    kept_heads,
+    run,
+    uses_teacher,
+)
 from kprune.errors import KPruneError
 from kprune.evaluation import evaluate_model
 from kprune.methods import SPARSIFY_METHODS
@@ -137,7 +144,11 @@ def sparsify(
         cfg.att_weight, cfg.hidden_weight, cfg.logit_weight, cfg.label_weight, cfg.temperature
     )
     heads = kept_heads(model)
-    t_scores, s_scores = AttentionScores(teacher_model), AttentionScores(model)
+    # only what a weighted term compares is computed: attention scores, hidden states, the
+    # teacher's pass at all (the no-distillation ablation trains on the labels alone)
+    t_scores = AttentionScores(teacher_model) if weights.att else None
+    s_scores = AttentionScores(model) if weights.att else None
+    hidden, with_teacher = bool(weights.hidden), uses_teacher(weights)
     evaluate = _evaluator(tokenizer, task, cfg, dev)
     before = {split: evaluate(teacher_model, split) for split in ("dev", "test")}
 
@@ -152,10 +163,17 @@ def sparsify(
             ):
                 if step >= total:
                     break
-                with torch.no_grad():
-                    t_out = run(teacher_model, t_scores, batch)
+                t_out = None
+                if with_teacher:
+                    with torch.no_grad():
+                        t_out = run(teacher_model, t_scores, batch, hidden)
                 terms = distill_loss(
-                    run(model, s_scores, batch), t_out, batch, task.spec.kind, weights, heads
+                    run(model, s_scores, batch, hidden),
+                    t_out,
+                    batch,
+                    task.spec.kind,
+                    weights,
+                    heads,
                 )
                 loss = terms["total"]
                 if not torch.isfinite(loss):
@@ -181,8 +199,9 @@ def sparsify(
             bar.write(f"epoch {epoch}: loss {running['total']:.4f} dev {dev_metrics}")
     finally:
         bar.close()
-        t_scores.close()
-        s_scores.close()
+        for scores in (t_scores, s_scores):
+            if scores is not None:
+                scores.close()
     train_seconds = time.perf_counter() - t_train
     after = {split: evaluate(model, split) for split in ("dev", "test")}
     model = model.cpu()

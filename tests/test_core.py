@@ -489,3 +489,74 @@ def test_remeasure_per_layer_measures_half_as_often_and_meets_the_budget(teacher
     assert calls == [0, 2]  # before each layer's attention sublayer only
     for r in (per_sublayer, per_layer):
         assert r["flops_after"] <= r["flops_budget"] * (1 + 1e-9)
+
+
+def _loop_on(teacher, data, **cfg):
+    """prune_tune (the sublayer loop) on a fresh copy of the tiny teacher."""
+    from kprune.loop import prune_tune
+
+    config = PruneConfig(**{"reduction": 0.5, "mu": 1.0, **cfg}).resolved()
+    return prune_tune(load_model(str(teacher[0])), data, "classification", config, progress=False)
+
+
+def _sample_of(teacher, teacher_logits=True):
+    from kprune.modeling import load_tokenizer
+    from kprune.pruning import task_sample
+
+    folder, task = teacher
+    cfg = PruneConfig(tokens=1500, max_length=16)
+    model = frozen(load_model(str(folder)))
+    return task_sample(model, load_tokenizer(str(folder)), task, cfg, "cpu", teacher_logits)
+
+
+def _same_pruning(a, b):
+    assert torch.equal(a.masks.heads, b.masks.heads)
+    assert torch.equal(a.masks.neurons, b.masks.neurons)
+    assert 0 < a.masks.neurons.sum() < a.masks.neurons.numel()  # something was pruned
+    pairs = zip(a.model.state_dict().items(), b.model.state_dict().items(), strict=True)
+    for (name, x), (_, y) in pairs:
+        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_tuning_on_the_measured_units_equals_recomputing_them(teacher, monkeypatch):
+    """The loop hands the measurement pass's units of the pruned sublayer to its tuning; the
+    result is the one of recomputing them (where they do not fit in memory), and the student's
+    units are not computed again."""
+    import kprune.loop
+
+    data = _sample_of(teacher)
+    calls = []
+    real = kprune.loop.unit_inputs
+    monkeypatch.setattr(kprune.loop, "unit_inputs", lambda *a: calls.append(1) or real(*a))
+    reused = _loop_on(teacher, data)
+    assert calls == []
+    monkeypatch.setattr(kprune.loop, "_units_fit", lambda *a: False)
+    recomputed = _loop_on(teacher, data)
+    assert len(calls) > 0
+    _same_pruning(reused, recomputed)
+
+
+def test_sample_without_teacher_logits_gets_them_from_the_first_measurement(teacher):
+    """Drawn without the teacher's forward, the sample gets its logits (and fingerprint) from
+    the loop's first measurement, and the pruning is the one of a fully drawn sample."""
+    drawn, deferred = _sample_of(teacher), _sample_of(teacher, teacher_logits=False)
+    assert deferred.teacher_logits is None and deferred.meta["fingerprint"] is None
+    a, b = _loop_on(teacher, drawn), _loop_on(teacher, deferred)
+    _same_pruning(a, b)
+    assert len(deferred.teacher_logits) == len(drawn.teacher_logits)
+    for x, y in zip(deferred.teacher_logits, drawn.teacher_logits, strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
+    assert isinstance(b.report["sample"]["fingerprint"], str)
+
+
+def test_loops_that_do_not_measure_the_teacher_refuse_a_sample_without_logits(teacher):
+    from kprune.loop import takes_teacher_logits
+    from kprune.sample import save_sample
+
+    deferred = _sample_of(teacher, teacher_logits=False)
+    with pytest.raises(KPruneError, match="draw it with teacher logits"):
+        _loop_on(teacher, deferred, dtype="bfloat16")  # a bf16 copy measures: not the teacher
+    assert not takes_teacher_logits(PruneConfig(mode="oneshot"))  # nothing measured
+    assert takes_teacher_logits(PruneConfig(reference_loop=True, remeasure="layer"))
+    with pytest.raises(KPruneError, match="cannot be saved"):
+        save_sample(deferred, "never-written.safetensors")

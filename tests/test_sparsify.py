@@ -206,6 +206,43 @@ def test_sparsify_reaches_the_sparsity_and_pruned_weights_never_regrow(teacher, 
     assert set(report["metric_after"]) == {"dev", "test"}
 
 
+def test_only_what_a_method_weighs_is_computed_and_skipping_changes_nothing(teacher, monkeypatch):
+    """No distillation: no teacher pass; logits only: no attention scores or hidden states;
+    the full recipe: all of them. Running the teacher anyway leaves the no-kd student
+    bit for bit the same."""
+    import kprune.sparsify
+    from kprune.sparsify import sparsify
+
+    seen = []
+    real = kprune.sparsify.run
+
+    def recording(model, scores, batch, hidden=True):
+        seen.append((model.training, scores is not None, hidden))
+        return real(model, scores, batch, hidden)
+
+    monkeypatch.setattr(kprune.sparsify, "run", recording)
+    cfg = {**FAST, "epochs": 0.5, "sparsity": 0.5}
+    runs = {}
+    for method in ("sparsebert", "sparsebert-logits-kd", "sparsebert-no-kd"):
+        seen.clear()
+        sc = SparsifyConfig(method=method, **cfg)
+        runs[method] = sparsify(teacher, _task(teacher), sc, device="cpu", progress=False)[0]
+        runs[method, "calls"] = set(seen)
+    # (student in training mode?, attention scores?, hidden states?) per forward
+    assert runs["sparsebert", "calls"] == {(True, True, True), (False, True, True)}
+    assert runs["sparsebert-logits-kd", "calls"] == {(True, False, False), (False, False, False)}
+    assert runs["sparsebert-no-kd", "calls"] == {(True, False, False)}
+    monkeypatch.setattr(kprune.sparsify, "uses_teacher", lambda w: True)
+    sc = SparsifyConfig(method="sparsebert-no-kd", **cfg)
+    with_teacher = sparsify(teacher, _task(teacher), sc, device="cpu", progress=False)[0]
+    for (name, a), (_, b) in zip(
+        runs["sparsebert-no-kd"].state_dict().items(),
+        with_teacher.state_dict().items(),
+        strict=True,
+    ):
+        assert torch.equal(a, b), name
+
+
 def test_cli_writes_a_plain_transformers_folder(teacher, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
