@@ -374,7 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # the rest is the benchmark's own, its --help included
+        args = argparse.Namespace(func=cmd_bench, rest=argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
     return run_main(lambda: args.func(args))
 
 

@@ -359,7 +359,8 @@ def add_flags(
         for f in dataclasses.fields(cls):
             meta, default, dest = f.metadata, f.default, _knob_name(f)
             flag = _flag(f)
-            text = f"{meta['help']} (default: {default})"
+            # argparse expands %-formats in help: a literal % is written %%
+            text = f"{meta['help']} (default: {default})".replace("%", "%%")
             if isinstance(default, bool):
                 action = "store_false" if default else "store_true"
                 group.add_argument(

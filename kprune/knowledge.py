@@ -303,7 +303,11 @@ def _pass(
     if not spec.with_pred:
         return {}
     keys = sorted(masks)
-    if at_teacher and spec.pred_form == "paper" and _equal_logits(logits, part.teacher_logits):
+    if (
+        at_teacher
+        and spec.pred_form == "paper"
+        and _equal_logits(logits, part.teacher_logits, part.valid)
+    ):
         return {s: torch.zeros_like(masks[s]).squeeze(1) for s in keys}
     share = len(x) / batch_rows  # this part's weight in a batch-mean loss
     if spec.pred_form == "paper":
@@ -326,8 +330,12 @@ def _as_teacher_logits(logits: torch.Tensor, valid: torch.Tensor) -> torch.Tenso
     return z * valid[..., None] if z.dim() == 3 else z
 
 
-def _equal_logits(logits: torch.Tensor, teacher: torch.Tensor) -> bool:
-    """The student's logits are the teacher's up to float noise (another batching or kernel)."""
-    return logits.shape == teacher.shape and torch.allclose(
-        logits.detach().float(), teacher.float(), rtol=1e-4, atol=1e-4
-    )
+def _equal_logits(logits: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor) -> bool:
+    """The student's logits are the teacher's up to float noise (another batching or kernel);
+    QA logits at real tokens only (the sample stores zeros past each example's end)."""
+    if logits.shape != teacher.shape:
+        return False
+    s, t = logits.detach().float(), teacher.float()
+    if s.dim() == 3:
+        s, t = s[valid], t[valid]
+    return torch.allclose(s, t, rtol=1e-4, atol=1e-4)

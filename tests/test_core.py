@@ -224,6 +224,30 @@ def test_first_step_skips_the_backward_only_where_k_pred_is_zero(teacher):
     torch.testing.assert_close(flagged.pred_heads, away.pred_heads, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("drawn", [True, False], ids=["drawn-logits", "logits-from-loop"])
+def test_first_step_skips_the_backward_for_qa_too(tmp_path, drawn):
+    """QA logits are per token, stored as zeros past each example's end: the teacher check
+    compares real tokens only, so the first step of a QA model adds exact zeros as well."""
+    from kprune.sample import draw_sample, materialise
+
+    model = frozen(_load(make_tiny_model(tmp_path / "qa", "bert", 2, head="qa"), "qa"))
+    adapter = get_adapter(model)
+    data = draw_sample(model, tiny_tokenizer(), sentiment_frame(40), 10_000, 0, 8, 16, "cpu", drawn)
+    views = [adapter.view(layer) for layer in adapter.layers(model)]
+    spec = MeasureSpec("qa", 2.0, "paper")
+
+    def run(**kw):
+        sample = materialise(model, adapter, data, 8, "cpu")
+        assert any(not b.valid.all() for b in sample.batches)  # padded positions exist
+        head_fn = lambda h: adapter.logits(model, h)  # noqa: E731
+        return measure(views, head_fn, sample, 0, adapter.dims(model), spec, **kw)
+
+    fast = run(at_teacher=True)
+    assert fast.pred_heads.abs().max() == 0 and fast.pred_neurons.abs().max() == 0
+    if drawn:  # measured in full: float noise, not exact zeros
+        assert run().pred_neurons.abs().max() > 0
+
+
 def test_scores_do_not_depend_on_rows_per_autograd_pass(teacher):
     model = frozen(load_model(str(teacher[0])))
     adapter, sample = _sample_for(model)
@@ -395,6 +419,23 @@ def test_prune_help_names_every_method(capsys):
         build_parser().parse_args(["prune", "--help"])
     text = re.sub(r"\s+", "", capsys.readouterr().out)  # argparse wraps at hyphens
     assert [m for m in METHODS if m not in text] == []
+
+
+def test_every_command_has_a_help(capsys):
+    """``kprune CMD --help`` prints and exits 0 for every command (a knob's help with a bare
+    % once made argparse raise instead, and ``bench --help`` was refused)."""
+    import argparse
+
+    from kprune.cli import build_parser, main
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert "sparsify" in sub.choices and "bench" in sub.choices
+    for cmd in sub.choices:
+        with pytest.raises(SystemExit) as done:
+            main([cmd, "--help"])
+        assert done.value.code == 0, cmd
+        assert "usage:" in capsys.readouterr().out, cmd
 
 
 def test_uniform_search_keeps_the_same_fraction_everywhere(teacher):
