@@ -133,8 +133,7 @@ def draw_sample(
             else model(**_inputs(model, inp)).logits
         )
         for row, i in enumerate(idx):
-            z = out[row].float().cpu()
-            logits[i] = z[: len(enc.input_ids[i])] if z.dim() == 2 else z
+            logits[i] = _example_logits(out[row], len(enc.input_ids[i]))
     lengths = enc.lengths
     meta = {
         "examples": len(enc),
@@ -153,6 +152,13 @@ def draw_sample(
     return data
 
 
+def _example_logits(z: torch.Tensor, length: int) -> torch.Tensor:
+    """One batch row's logits as the sample keeps them: float32 on the CPU, QA positions cut
+    to the example's own ``length``."""
+    z = z.float().cpu()
+    return z[:length] if z.dim() == 2 else z
+
+
 def fill_teacher_logits(data: SampleData, sample: Sample) -> None:
     """Give a sample drawn without teacher logits those of its materialised batches (set by
     the loop's first measurement), and its fingerprint."""
@@ -161,8 +167,7 @@ def fill_teacher_logits(data: SampleData, sample: Sample) -> None:
         if batch.teacher_logits is None:
             raise KPruneError("the sample's teacher logits were never measured")
         for row, i in enumerate(idx):
-            z = batch.teacher_logits[row].float().cpu()
-            logits[i] = z[: len(data.input_ids[i])] if z.dim() == 2 else z
+            logits[i] = _example_logits(batch.teacher_logits[row], len(data.input_ids[i]))
     data.teacher_logits = logits
     data.meta["fingerprint"] = _fingerprint(data)
 
