@@ -13,6 +13,7 @@ under ``--store``).
 
   python -m bench.sparse                                  # the whole plan
   python -m bench.sparse --tasks rt --plan sparsebert:0.9
+  python -m bench.sparse --tasks trec6 --plan sparsebert:0.9 --set logit_weight=0.17
   python -m bench.sparse --retime                         # every kept row's latency again
   python -m bench.sparse --report-only
 """
@@ -58,6 +59,7 @@ COLUMNS = [
     "flops_kept",
     "train_seconds",
     "epochs",
+    "knobs",
     "latency_ms_b1",
     "latency_ms_b32",
     "dense_kernel_ms_b1",
@@ -99,7 +101,53 @@ def parse_plan(text: str) -> list[tuple[str, float, float]]:
     return out
 
 
-def _key(task, method, sparsity, reduction, seed, epochs) -> tuple:
+# knobs with a flag or a plan field of their own, not settable through --set
+_OWN_FLAGS = ("method", "sparsity", "seed", "epochs")
+
+
+def parse_knobs(items: list[str] | None, methods: list[str]) -> str:
+    """``--set KEY=VALUE`` items -> the row's ``knobs`` text ("k=v;k=v", sorted, values in
+    their knob's type; empty for none). Refused: a name that is not a sparsify knob, one that
+    has its own flag, a value of the wrong type, and a knob a planned method sets itself (the
+    method would silently win)."""
+    import dataclasses
+
+    from kprune.config import SparsifyConfig
+    from kprune.methods import SPARSIFY_METHODS
+
+    fields = {f.name: f for f in dataclasses.fields(SparsifyConfig)}
+    knobs = {}
+    for item in items or []:
+        name, sep, text = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in fields or name in _OWN_FLAGS:
+            settable = ", ".join(n for n in fields if n not in _OWN_FLAGS)
+            raise KPruneError(f"--set {item!r} is not KNOB=VALUE with a knob of: {settable}")
+        kind = type(fields[name].default)
+        try:
+            knobs[name] = kind(text)
+        except ValueError:
+            kind_name = {int: "an integer", float: "a number"}.get(kind, kind.__name__)
+            raise KPruneError(f"--set {item!r}: {name} takes {kind_name}") from None
+        for m in methods:
+            if name in SPARSIFY_METHODS[m].overrides:
+                raise KPruneError(f"--set {name}: method {m} sets it itself; plan another method")
+    SparsifyConfig(**knobs)  # the config's own bounds, in its one-line error
+    return ";".join(f"{k}={knobs[k]}" for k in sorted(knobs))
+
+
+def knobs_of(text: str) -> dict:
+    """The SparsifyConfig keyword arguments of a row's ``knobs`` text."""
+    import dataclasses
+
+    from kprune.config import SparsifyConfig
+
+    kinds = {f.name: type(f.default) for f in dataclasses.fields(SparsifyConfig)}
+    pairs = (kv.split("=", 1) for kv in str(text or "").split(";") if kv)
+    return {k: kinds[k](v) for k, v in pairs}
+
+
+def _key(task, method, sparsity, reduction, seed, epochs, knobs="") -> tuple:
     return (
         task,
         method,
@@ -107,22 +155,25 @@ def _key(task, method, sparsity, reduction, seed, epochs) -> tuple:
         round(float(reduction or 0), 4),
         int(seed),
         round(float(epochs), 3),
+        str(knobs or ""),
     )
 
 
-KEY = ("task", "method", "sparsity", "reduction", "seed", "epochs")
+KEY = ("task", "method", "sparsity", "reduction", "seed", "epochs", "knobs")
 
 
 def _row_key(row: dict) -> tuple:
-    return _key(*(row[c] for c in KEY))
+    return _key(*(row.get(c) for c in KEY))
 
 
 def label(row: dict) -> str:
-    """The row's method, with its epochs where they are not the default's."""
+    """The row's method, with its epochs where they are not the default's and the knobs it
+    set."""
     from kprune.config import SparsifyConfig
 
     epochs = float(row.get("epochs") or SparsifyConfig().epochs)
-    return row["method"] + ("" if epochs == SparsifyConfig().epochs else f" ({epochs:g} ep)")
+    text = row["method"] + ("" if epochs == SparsifyConfig().epochs else f" ({epochs:g} ep)")
+    return text + (f" [{row['knobs']}]" if row.get("knobs") else "")
 
 
 def _epochs(args) -> float:
@@ -132,9 +183,11 @@ def _epochs(args) -> float:
     return float(args.epochs or SparsifyConfig().epochs)
 
 
-def _model_dir(args, task, method, sparsity, reduction, seed, epochs) -> Path:
+def _model_dir(args, task, method, sparsity, reduction, seed, epochs, knobs="") -> Path:
     """Where a row's sparse model is kept, so that its latency can be measured again."""
     name = f"{task}-{method}-s{sparsity}-R{reduction}-seed{seed}-e{float(epochs):g}"
+    if knobs:
+        name += "-" + str(knobs).replace(";", "-")
     return Path(args.store) / "models" / name
 
 
@@ -158,7 +211,7 @@ def fill_curves(args, csv_path: Path) -> int:
     report.json; returns how many."""
     rows, filled = read_rows(csv_path), 0
     for r in rows:
-        keep = _model_dir(args, *(r[c] for c in KEY))
+        keep = _model_dir(args, *(r.get(c) for c in KEY))
         if not r.get("dev_curve") and (keep / "report.json").is_file():
             r["dev_curve"] = json.dumps(curve(json.loads((keep / "report.json").read_text())))
             filled += 1
@@ -203,7 +256,9 @@ def timings(args, keep: Path, teacher: Path) -> dict:
     return row
 
 
-def run_one(args, task: str, method: str, sparsity: float, reduction: float, seed: int) -> dict:
+def run_one(
+    args, task: str, method: str, sparsity: float, reduction: float, seed: int, knobs: str = ""
+) -> dict:
     """Train one sparse model, keep it, and measure it; returns its row."""
     from flows.keys import code_digest
     from kprune.config import SparsifyConfig
@@ -218,11 +273,13 @@ def run_one(args, task: str, method: str, sparsity: float, reduction: float, see
             args.device,
         )  # fmt: skip
     name = "sparsebert" if start is not None else method
-    cfg = SparsifyConfig(method=name, sparsity=sparsity, seed=seed, epochs=_epochs(args))
+    cfg = SparsifyConfig(
+        method=name, sparsity=sparsity, seed=seed, epochs=_epochs(args), **knobs_of(knobs)
+    )
     model, report = sparsify(
         teacher, load_task(task, args.data_dir), cfg, start, device=args.device
     )
-    keep = _model_dir(args, task, method, sparsity, reduction, seed, cfg.epochs)
+    keep = _model_dir(args, task, method, sparsity, reduction, seed, cfg.epochs, knobs)
     save_sparse(model, keep, report)
     m = report["metric"]
     return {
@@ -241,6 +298,7 @@ def run_one(args, task: str, method: str, sparsity: float, reduction: float, see
         "flops_kept": report["flops_kept"],
         "train_seconds": report["train_seconds"],
         "epochs": cfg.epochs,
+        "knobs": knobs,
         "dev_curve": json.dumps(curve(report)),
         "code_digest": code_digest()[:12],
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -255,7 +313,7 @@ def retime(args, csv_path: Path) -> int:
 
     rows, done = read_rows(csv_path), 0
     for r in rows:
-        keep = _model_dir(args, *(r[c] for c in KEY))
+        keep = _model_dir(args, *(r.get(c) for c in KEY))
         if not keep.is_dir():
             print(f"{r['task']} {r['method']} {r['sparsity']}: no kept model at {keep}; skipped")
             continue
@@ -423,6 +481,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plan", default=",".join(PLAN), help="METHOD:SPARSITY[:R],... in order")
     p.add_argument("--seeds", default="0")
     p.add_argument("--epochs", type=float, help="override sparsify.epochs")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KNOB=VALUE",
+        help="another sparsify knob for every planned row (repeatable), e.g. logit_weight=0.17; "
+        "the rows carry it in their knobs column and label",
+    )
     p.add_argument("--tokens", type=int, default=32_000, help="K-prune sample of the combination")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=10)
@@ -443,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     def go() -> None:
         csv_path, md = Path(f"{args.out}.csv"), Path(f"{args.out}.md")
         plan = parse_plan(args.plan)
+        knobs = parse_knobs(args.set, [("sparsebert" if r else m) for m, _, r in plan])
         seeds = [int(s) for s in args.seeds.split(",")]
         if args.retime:
             print(f"sparse: {retime(args, csv_path)} rows retimed")
@@ -451,9 +517,10 @@ def main(argv: list[str] | None = None) -> int:
                 for task in args.tasks.split(","):
                     for seed in seeds:
                         done = {_row_key(r) for r in read_rows(csv_path)}
-                        if _key(task, method, sparsity, reduction, seed, _epochs(args)) in done:
+                        key = _key(task, method, sparsity, reduction, seed, _epochs(args), knobs)
+                        if key in done:
                             continue
-                        row = run_one(args, task, method, sparsity, reduction, seed)
+                        row = run_one(args, task, method, sparsity, reduction, seed, knobs)
                         append_row(csv_path, row, COLUMNS)
                         print(
                             f"{task:12s} {method:24s} s={sparsity} R={reduction} "

@@ -363,6 +363,37 @@ def test_sparse_bench_writes_resumable_rows_and_a_report(tmp_path):
             k: v for k, v in new.items() if "ms_" not in k and k != "load_1m"
         }
 
+    # --set: a knob beside the method makes a row of its own, kept apart and labelled
+    assert main([*args, "--plan", "sparsebert:0.5", "--set", "logit_weight=0.25"]) == 0
+    with open(root / "docs" / "sparse.csv", newline="") as fh:
+        third = list(csv.DictReader(fh))[-1]
+    assert len(again) == 2 and third["knobs"] == "logit_weight=0.25"
+    kept = root / "store" / "models" / "rt-sparsebert-s0.5-R0.0-seed0-e1-logit_weight=0.25"
+    assert json.loads((kept / "report.json").read_text())["config"]["logit_weight"] == 0.25
+    assert "| sparsebert (1 ep) [logit_weight=0.25] |" in (root / "docs" / "sparse.md").read_text()
+
+
+def test_sparse_bench_knobs_are_checked_before_anything_runs():
+    import pytest
+
+    from bench.sparse import knobs_of, parse_knobs
+    from kprune.errors import KPruneError
+
+    assert parse_knobs(None, ["sparsebert"]) == ""
+    text = parse_knobs(["temperature=2", "logit-weight=0.17"], ["sparsebert"])
+    assert text == "logit_weight=0.17;temperature=2.0"
+    assert knobs_of(text) == {"logit_weight": 0.17, "temperature": 2.0}
+    for items, methods, says in [
+        (["logit_weight"], ["sparsebert"], "is not KNOB=VALUE"),
+        (["nope=1"], ["sparsebert"], "is not KNOB=VALUE"),
+        (["sparsity=0.5"], ["sparsebert"], "is not KNOB=VALUE"),  # the plan sets it
+        (["mask_updates=many"], ["sparsebert"], "takes an integer"),
+        (["logit_weight=0.5"], ["sparsebert", "sparsebert-no-kd"], "sets it itself"),
+        (["lr=-1"], ["sparsebert"], "sparsify.lr must be > 0"),
+    ]:
+        with pytest.raises(KPruneError, match=says):
+            parse_knobs(items, methods)
+
 
 def test_tokens_study_copies_the_grids_runs_runs_the_rest_and_finds_enough(tmp_path):
     """bench.tokens: a grid row of the same cell is copied, not rerun; the missing size is
