@@ -366,8 +366,9 @@ def test_sparse_bench_writes_resumable_rows_and_a_report(tmp_path):
     # --set: a knob beside the method makes a row of its own, kept apart and labelled
     assert main([*args, "--plan", "sparsebert:0.5", "--set", "logit_weight=0.25"]) == 0
     with open(root / "docs" / "sparse.csv", newline="") as fh:
-        third = list(csv.DictReader(fh))[-1]
-    assert len(again) == 2 and third["knobs"] == "logit_weight=0.25"
+        *first_two, third = list(csv.DictReader(fh))
+    assert len(first_two) == 2 and third["knobs"] == "logit_weight=0.25"
+    assert all(r["knobs"] == "" for r in first_two)
     kept = root / "store" / "models" / "rt-sparsebert-s0.5-R0.0-seed0-e1-logit_weight=0.25"
     assert json.loads((kept / "report.json").read_text())["config"]["logit_weight"] == 0.25
     assert "| sparsebert (1 ep) [logit_weight=0.25] |" in (root / "docs" / "sparse.md").read_text()
