@@ -105,25 +105,35 @@ def parse_plan(text: str) -> list[tuple[str, float, float]]:
 _OWN_FLAGS = ("method", "sparsity", "seed", "epochs")
 
 
-def parse_knobs(items: list[str] | None, methods: list[str]) -> str:
-    """``--set KEY=VALUE`` items -> the row's ``knobs`` text ("k=v;k=v", sorted, values in
-    their knob's type; empty for none). Refused: a name that is not a sparsify knob, one that
-    has its own flag, a value of the wrong type, and a knob a planned method sets itself (the
-    method would silently win)."""
+def _knob_types() -> dict:
+    """Each SparsifyConfig knob's name -> its value type (the default's), for --set and the
+    ``knobs`` column alike."""
     import dataclasses
 
     from kprune.config import SparsifyConfig
+
+    return {f.name: type(f.default) for f in dataclasses.fields(SparsifyConfig)}
+
+
+def parse_knobs(items: list[str] | None, methods: list[str]) -> str:
+    """``--set KEY=VALUE`` items -> the row's ``knobs`` text ("k=v;k=v", sorted, values in
+    their knob's type; empty for none). Refused: a name that is not a sparsify knob, one that
+    has its own flag, a value of the wrong type or holding the column's separator ';', and a
+    knob a planned method sets itself (the method would silently win)."""
+    from kprune.config import SparsifyConfig
     from kprune.methods import SPARSIFY_METHODS
 
-    fields = {f.name: f for f in dataclasses.fields(SparsifyConfig)}
+    kinds = _knob_types()
     knobs = {}
     for item in items or []:
         name, sep, text = item.partition("=")
         name = name.strip().replace("-", "_")
-        if not sep or name not in fields or name in _OWN_FLAGS:
-            settable = ", ".join(n for n in fields if n not in _OWN_FLAGS)
+        if not sep or name not in kinds or name in _OWN_FLAGS:
+            settable = ", ".join(n for n in kinds if n not in _OWN_FLAGS)
             raise KPruneError(f"--set {item!r} is not KNOB=VALUE with a knob of: {settable}")
-        kind = type(fields[name].default)
+        if ";" in text:
+            raise KPruneError(f"--set {item!r}: a value may not hold ';'; rename the folder")
+        kind = kinds[name]
         try:
             knobs[name] = kind(text)
         except ValueError:
@@ -138,11 +148,7 @@ def parse_knobs(items: list[str] | None, methods: list[str]) -> str:
 
 def knobs_of(text: str) -> dict:
     """The SparsifyConfig keyword arguments of a row's ``knobs`` text."""
-    import dataclasses
-
-    from kprune.config import SparsifyConfig
-
-    kinds = {f.name: type(f.default) for f in dataclasses.fields(SparsifyConfig)}
+    kinds = _knob_types()
     pairs = (kv.split("=", 1) for kv in str(text or "").split(";") if kv)
     return {k: kinds[k](v) for k, v in pairs}
 

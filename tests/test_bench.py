@@ -384,6 +384,10 @@ def test_sparse_bench_knobs_are_checked_before_anything_runs():
     text = parse_knobs(["temperature=2", "logit-weight=0.17"], ["sparsebert"])
     assert text == "logit_weight=0.17;temperature=2.0"
     assert knobs_of(text) == {"logit_weight": 0.17, "temperature": 2.0}
+    assert knobs_of(parse_knobs(["base=data/raw/m", "att_weight=0"], ["sparsebert"])) == {
+        "att_weight": 0.0,
+        "base": "data/raw/m",
+    }
     for items, methods, says in [
         (["logit_weight"], ["sparsebert"], "is not KNOB=VALUE"),
         (["nope=1"], ["sparsebert"], "is not KNOB=VALUE"),
@@ -391,6 +395,7 @@ def test_sparse_bench_knobs_are_checked_before_anything_runs():
         (["mask_updates=many"], ["sparsebert"], "takes an integer"),
         (["logit_weight=0.5"], ["sparsebert", "sparsebert-no-kd"], "sets it itself"),
         (["lr=-1"], ["sparsebert"], "sparsify.lr must be > 0"),
+        (["base=data/a;b"], ["sparsebert"], "may not hold ';'"),  # would split the column
     ]:
         with pytest.raises(KPruneError, match=says):
             parse_knobs(items, methods)
