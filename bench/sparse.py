@@ -452,27 +452,41 @@ def write_report(
 
 
 def curves_plot_of(rows: list[dict], path: Path) -> Path | None:
-    """Per task, the dev curve of every row that has one (seed 0); None if none has."""
+    """Per task, the dev curve of every seed-0 row trained for the task's longest epochs
+    (the shorter runs belong to the epochs study in docs/sparsebert.md), with the sparsity
+    schedule drawn once per sparsity; None if no row has a curve."""
+    from kprune.config import SparsifyConfig
     from kprune.plots import curves_plot
+
+    def epochs(r: dict) -> float:
+        return float(r.get("epochs") or SparsifyConfig().epochs)
 
     panels = []
     for task in sorted({r["task"] for r in rows}):
         mine = [r for r in rows if r["task"] == task and r.get("dev_curve") and r["seed"] == "0"]
-        lines, twins = [], []
+        longest = max((epochs(r) for r in mine), default=0)
+        lines, twins = [], {}
         for r in sorted(mine, key=lambda r: (label(r), float(r["sparsity"]))):
+            if epochs(r) != longest:
+                continue
             pts = json.loads(r["dev_curve"])
             name = f"{label(r)} {float(r['sparsity']):g}"
             lines.append({"label": name, "x": [p[0] for p in pts], "y": [p[2] for p in pts]})
-            twins.append({"label": name, "x": [p[0] for p in pts], "y": [p[1] for p in pts]})
+            twins.setdefault(
+                f"s={float(r['sparsity']):g}",
+                {"x": [p[0] for p in pts], "y": [p[1] for p in pts]},
+            )
         if lines:
-            panels.append({"title": task, "lines": lines, "twin": twins})
+            twin = [{"label": k, **v} for k, v in sorted(twins.items())]
+            panels.append({"title": f"{task} ({longest:g} epochs)", "lines": lines, "twin": twin})
     if not panels:
         return None
     curves_plot(
         panels,
         path,
-        "SparseBERT: dev metric during training",
-        ("fraction of training", "dev metric", "sparsity"),
+        "SparseBERT: dev metric during training (seed 0)",
+        ("fraction of training", "dev metric", "sparsity (dashed)"),
+        columns=2,
     )
     return path
 

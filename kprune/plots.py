@@ -110,14 +110,18 @@ def curves_plot(
     path: str | Path,
     title: str = "",
     labels: tuple[str, str, str] = ("", "", ""),
+    columns: int = 0,
 ) -> None:
     """One subplot per panel: ``lines`` ({label, x, y}) on the left axis and, where a panel
-    has them, ``twin`` lines ({label, x, y}; dashed grey) on a right axis. ``labels``: (x
-    axis, left axis, right axis)."""
+    has them, ``twin`` lines ({label, x, y}; dashed grey, labelled at their end) on a right
+    axis. ``labels``: (x axis, left axis, right axis); ``columns``: panels per row (0: all
+    in one row)."""
     plt = _plt()
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.8), squeeze=False)
+    cols = min(columns or len(panels), len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.6 * cols, 4.2 * rows), squeeze=False)
     colors = method_colors(sorted({line["label"] for p in panels for line in p["lines"]}))
-    for ax, panel in zip(axes[0], panels, strict=True):
+    for ax, panel in zip(axes.flat, panels, strict=False):
         for line in panel["lines"]:
             ax.plot(line["x"], line["y"], marker="o", ms=3, color=colors[line["label"]],
                     label=line["label"])  # fmt: skip
@@ -129,7 +133,11 @@ def curves_plot(
             right = ax.twinx()
             for line in panel["twin"]:
                 right.plot(line["x"], line["y"], ls="--", color="grey", lw=1)
+                right.annotate(line["label"], (line["x"][-1], line["y"][-1]), fontsize=7,
+                               color="grey", ha="right", va="bottom")  # fmt: skip
             right.set_ylabel(labels[2])
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
     fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path)
