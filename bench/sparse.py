@@ -15,6 +15,7 @@ under ``--store``).
   python -m bench.sparse --tasks rt --plan sparsebert:0.9
   python -m bench.sparse --tasks trec6 --plan sparsebert:0.9 --set logit_weight=0.17
   python -m bench.sparse --retime                         # every kept row's latency again
+  python -m bench.sparse --retime --tasks trec6 --plan kprune+sparsebert:0.8:0.6  # one row
   python -m bench.sparse --report-only
 """
 
@@ -312,13 +313,15 @@ def run_one(
     }
 
 
-def retime(args, csv_path: Path) -> int:
-    """Measure again the latency of every row whose model is kept (run it with the cores to
-    itself: rows trained while other work ran have inflated times, and the 1-minute load at
-    a row's end does not always show it); returns the rows retimed."""
+def retime(args, csv_path: Path, wanted=lambda row: True) -> int:
+    """Measure again the latency of every ``wanted`` row whose model is kept (run it with the
+    cores to itself: rows trained while other work ran have inflated times, and the 1-minute
+    load at a row's end does not always show it); returns the rows retimed."""
 
     rows, done = read_rows(csv_path), 0
     for r in rows:
+        if not wanted(r):
+            continue
         keep = _model_dir(args, *(r.get(c) for c in KEY))
         if not keep.is_dir():
             print(f"{r['task']} {r['method']} {r['sparsity']}: no kept model at {keep}; skipped")
@@ -381,7 +384,8 @@ def write_report(
         "dense matmuls (for K-prune + SparseBERT: the pruned architecture) / in ONNX Runtime "
         "(fp32, fused graph), then of the dense teacher in torch / in ONNX Runtime. "
         "Rows timed with a 1-minute load above threads + 1 are marked *busy* "
-        "(`--retime` measures every row again from its kept model).",
+        "(`--retime` measures them again from their kept models; `--tasks`/`--plan` pick "
+        "which).",
         "",
         "| task | method | sparsity | R | seed | test (dev) | dense test | nonzero M | FLOPs kept "
         "| train s | ms b1 csr / dense-kernel / ORT; teacher / teacher ORT "
@@ -497,8 +501,12 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--tasks", default=",".join(TASKS))
-    p.add_argument("--plan", default=",".join(PLAN), help="METHOD:SPARSITY[:R],... in order")
+    p.add_argument("--tasks", help=f"comma-separated (default: {','.join(TASKS)})")
+    p.add_argument(
+        "--plan",
+        help=f"METHOD:SPARSITY[:R],... run in order (default: {','.join(PLAN)}); with --retime "
+        "and --tasks: which rows to retime",
+    )
     p.add_argument("--seeds", default="0")
     p.add_argument("--epochs", type=float, help="override sparsify.epochs")
     p.add_argument(
@@ -521,20 +529,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--retime",
         action="store_true",
-        help="only measure again the latency of every row whose model is kept (quiet cores)",
+        help="only measure again the latency of every row whose model is kept (quiet cores); "
+        "--tasks and --plan, when given, narrow it to their rows",
     )
     args = p.parse_args(argv)
 
     def go() -> None:
         csv_path, md = Path(f"{args.out}.csv"), Path(f"{args.out}.md")
-        plan = parse_plan(args.plan)
+        plan = parse_plan(args.plan or ",".join(PLAN))
+        tasks = (args.tasks or ",".join(TASKS)).split(",")
         knobs = parse_knobs(args.set, [("sparsebert" if r else m) for m, _, r in plan])
         seeds = [int(s) for s in args.seeds.split(",")]
         if args.retime:
-            print(f"sparse: {retime(args, csv_path)} rows retimed")
+            cells = {(m, round(s, 6), round(r, 6)) for m, s, r in plan}
+
+            def wanted(row: dict) -> bool:
+                cell = (row["method"], round(float(row["sparsity"]), 6))
+                cell += (round(float(row["reduction"] or 0), 6),)
+                return (not args.tasks or row["task"] in tasks) and (not args.plan or cell in cells)
+
+            print(f"sparse: {retime(args, csv_path, wanted)} rows retimed")
         elif not args.report_only:
             for method, sparsity, reduction in plan:
-                for task in args.tasks.split(","):
+                for task in tasks:
                     for seed in seeds:
                         done = {_row_key(r) for r in read_rows(csv_path)}
                         key = _key(task, method, sparsity, reduction, seed, _epochs(args), knobs)

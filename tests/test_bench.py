@@ -291,7 +291,7 @@ def test_headline_compares_over_the_seeds_kprune_has():
     assert "in 1 of 1 (task, reduction, baseline) comparisons" in "\n".join(headline(df))
 
 
-def test_sparse_bench_writes_resumable_rows_and_a_report(tmp_path):
+def test_sparse_bench_writes_resumable_rows_and_a_report(tmp_path, capsys):
     """bench.sparse on a tiny project: SparseBERT and K-prune + SparseBERT rows with their
     nonzero weights, latencies and dev curves, the report and plots; a rerun runs nothing."""
     import csv
@@ -347,6 +347,13 @@ def test_sparse_bench_writes_resumable_rows_and_a_report(tmp_path):
     mtime = (root / "docs" / "sparse.csv").stat().st_mtime_ns
     assert main(args) == 0
     assert (root / "docs" / "sparse.csv").stat().st_mtime_ns == mtime  # nothing rerun
+    # --retime with --plan measures only the planned rows again, from their kept models
+    retime = [a if a != args[3] else "sparsebert:0.5" for a in args] + ["--retime"]
+    assert main(retime) == 0
+    assert "sparse: 1 rows retimed" in capsys.readouterr().out
+    with open(root / "docs" / "sparse.csv", newline="") as fh:
+        again = list(csv.DictReader(fh))
+    assert again[1] == rows[1] and again[0]["latency_ms_b32"] != rows[0]["latency_ms_b32"]
 
     # --retime times every row again from its kept model; nothing else of a row changes
     from bench.rows import write_rows
