@@ -267,6 +267,8 @@ def sparse_section(out: Path, teachers: Path) -> list[str]:
             ]
             lines.append(f"| kprune | 0 | {reduction:g} | " + " | ".join(cells) + " |")
     lines += ["", " ".join(f"![{t}](plots/sparse_{t}.png)" for t in tasks), ""]
+    if (out / "plots" / "sparse_ablations.png").exists():
+        lines += ["![the recipe against each ablation](plots/sparse_ablations.png)", ""]
     notes = out / "sparse_notes.md"
     if notes.exists():
         lines += [notes.read_text(), ""]

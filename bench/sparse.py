@@ -443,6 +443,14 @@ def write_report(
                 xlabel="nonzero encoder matrix weights (M)",
             )
             lines += ["", f"![{task}](plots/{path.name})"]
+    ablations = ablation_plot_of(rows, plots / "sparse_ablations.png")
+    if ablations:
+        lines += [
+            "",
+            "The recipe against each ablation, test and dev (dashed: the dense teacher):",
+            "",
+            f"![ablations](plots/{ablations.name})",
+        ]
     curves = curves_plot_of(rows, plots / "sparse_curves.png")
     if curves:
         lines += [
@@ -453,6 +461,61 @@ def write_report(
             f"![curves](plots/{curves.name})",
         ]
     write_text(out_md, "\n".join(lines) + "\n")
+
+
+def ablation_plot_of(rows: list[dict], path: Path) -> Path | None:
+    """Per task, the test and dev metric of the recipe (``sparsebert``) and each ablation at
+    the sparsity the ablations ran at, seed 0, the task's longest training, no extra knobs,
+    against the dense teacher: what each part of the method buys. None where no task has
+    the recipe and an ablation at one sparsity."""
+    from kprune.methods import SPARSIFY_METHODS
+    from kprune.plots import bars_plot
+
+    methods = list(SPARSIFY_METHODS)  # the recipe first, then the ablations
+    panels = []
+    for task in sorted({r["task"] for r in rows}):
+        mine = [
+            r
+            for r in rows
+            if r["task"] == task and r["seed"] == "0" and not r.get("knobs")
+            and r["method"] in methods
+        ]  # fmt: skip
+        longest = max((float(r.get("epochs") or 0) for r in mine), default=0)
+        cells = {
+            (r["method"], float(r["sparsity"])): r
+            for r in mine
+            if float(r.get("epochs") or 0) == longest
+        }
+        ablated = sorted({s for m, s in cells if m != methods[0] and (methods[0], s) in cells})
+        if not ablated:
+            continue
+        sparsity = ablated[-1]
+        shown = [m for m in methods if (m, sparsity) in cells]
+        first = cells[(methods[0], sparsity)]
+        panels.append(
+            {
+                "title": f"{task}: {first['metric_name']} at sparsity {sparsity:g}",
+                "groups": shown,
+                "series": [
+                    {"label": split, "values": [float(cells[(m, sparsity)][split]) for m in shown]}
+                    for split in ("test", "dev")
+                ],
+                "ref": {
+                    "dense test": float(first["dense_test"]),
+                    "dense dev": float(first["dense_dev"]),
+                },
+            }
+        )
+    if not panels:
+        return None
+    bars_plot(
+        panels,
+        path,
+        "SparseBERT: the recipe against each ablation (seed 0)",
+        "metric",
+        columns=2,
+    )
+    return path
 
 
 def curves_plot_of(rows: list[dict], path: Path) -> Path | None:

@@ -105,6 +105,18 @@ def metric_vs_flops_plot(
     _save(fig, path)
 
 
+def _panel_grid(count: int, columns: int, size: tuple[float, float]):
+    """A figure of ``count`` subplots, ``columns`` to a row (0: one row), each ``size``
+    inches; the grid's spare cells hidden. Returns (figure, 2-D axes array)."""
+    plt = _plt()
+    cols = min(columns or count, count)
+    rows = -(-count // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(size[0] * cols, size[1] * rows), squeeze=False)
+    for ax in list(axes.flat)[count:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
 def curves_plot(
     panels: Sequence[dict],
     path: str | Path,
@@ -116,10 +128,7 @@ def curves_plot(
     has them, ``twin`` lines ({label, x, y}; dashed grey, labelled at their end) on a right
     axis. ``labels``: (x axis, left axis, right axis); ``columns``: panels per row (0: all
     in one row)."""
-    plt = _plt()
-    cols = min(columns or len(panels), len(panels))
-    rows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.6 * cols, 4.2 * rows), squeeze=False)
+    fig, axes = _panel_grid(len(panels), columns, (5.6, 4.2))
     colors = method_colors(sorted({line["label"] for p in panels for line in p["lines"]}))
     for ax, panel in zip(axes.flat, panels, strict=False):
         for line in panel["lines"]:
@@ -136,10 +145,48 @@ def curves_plot(
                 right.annotate(line["label"], (line["x"][-1], line["y"][-1]), fontsize=7,
                                color="grey", ha="right", va="bottom")  # fmt: skip
             right.set_ylabel(labels[2])
-    for ax in list(axes.flat)[len(panels) :]:
-        ax.set_visible(False)
     fig.suptitle(title)
     fig.tight_layout()
+    _save(fig, path)
+
+
+def bars_plot(
+    panels: Sequence[dict],
+    path: str | Path,
+    title: str = "",
+    ylabel: str = "",
+    columns: int = 0,
+) -> None:
+    """Grouped bars, one subplot per panel: ``groups`` (the x tick labels), ``series``
+    ({label, values}; one bar per group, NaN: none) and an optional ``ref`` ({label: value},
+    each a dashed line, e.g. the dense model); the value is written above each bar.
+    ``columns``: panels per row (0: all in one row)."""
+    import numpy as np
+
+    fig, axes = _panel_grid(len(panels), columns, (5.6, 3.9))
+    for ax, panel in zip(axes.flat, panels, strict=False):
+        groups, series = panel["groups"], panel["series"]
+        width = 0.8 / max(len(series), 1)
+        x = np.arange(len(groups))
+        shown = []
+        for i, one in enumerate(series):
+            bars = ax.bar(x + (i - (len(series) - 1) / 2) * width, one["values"], width,
+                          color=PALETTE[i % len(PALETTE)], label=one["label"])  # fmt: skip
+            ax.bar_label(bars, fmt="%.3f", fontsize=6, padding=1)
+            shown += [v for v in one["values"] if v == v]
+        for j, (name, value) in enumerate((panel.get("ref") or {}).items()):
+            ax.axhline(value, color=PALETTE[j % len(PALETTE)], ls="--", lw=1, label=name)
+            shown.append(value)
+        if shown:  # bars of close values: start the axis near them, not at zero
+            low, high = min(shown), max(shown)
+            ax.set_ylim(low - 0.15 * (high - low + 0.01), high + 0.12 * (high - low + 0.01))
+        ax.set_xticks(x, groups, fontsize=7, rotation=15)
+        ax.set_ylabel(ylabel)
+        ax.set_title(panel.get("title", ""), fontsize=10)
+    handles, names = axes.flat[0].get_legend_handles_labels()  # one legend: the same series
+    fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     _save(fig, path)
 
 

@@ -408,6 +408,35 @@ def test_sparse_bench_knobs_are_checked_before_anything_runs():
             parse_knobs(items, methods)
 
 
+def test_sparse_ablation_figure_compares_like_with_like(tmp_path, monkeypatch):
+    """The ablation figure puts each ablation beside the recipe at one sparsity, seed 0, the
+    task's longest training and no extra knobs; a task without both draws no panel."""
+    import bench.sparse as sparse
+
+    def row(task, method, test, sparsity="0.9", seed="0", epochs="12.0", knobs=""):
+        return dict(task=task, method=method, sparsity=sparsity, seed=seed, epochs=epochs,
+                    knobs=knobs, test=str(test), dev=str(test + 0.01), dense_test="0.9",
+                    dense_dev="0.91", metric_name="accuracy")  # fmt: skip
+
+    drawn = []
+    monkeypatch.setattr("kprune.plots.bars_plot", lambda panels, *a, **k: drawn.extend(panels))
+    rows = [
+        row("rt", "sparsebert", 0.8),
+        row("rt", "sparsebert-no-kd", 0.7),
+        row("rt", "sparsebert-no-kd", 0.1, seed="1"),  # another seed
+        row("rt", "sparsebert-logits-kd", 0.1, epochs="3.0"),  # shorter training
+        row("rt", "sparsebert-from-teacher", 0.1, knobs="lr=0.001"),  # other knobs
+        row("rt", "sparsebert-logits-kd", 0.1, sparsity="0.8"),  # no recipe at 0.8
+        row("trec6", "sparsebert", 0.8),  # the recipe alone
+    ]
+    assert sparse.ablation_plot_of(rows, tmp_path / "a.png") == tmp_path / "a.png"
+    [panel] = drawn
+    assert panel["groups"] == ["sparsebert", "sparsebert-no-kd"]
+    assert panel["series"][0] == {"label": "test", "values": [0.8, 0.7]}
+    assert panel["ref"] == {"dense test": 0.9, "dense dev": 0.91}
+    assert sparse.ablation_plot_of(rows[-1:], tmp_path / "b.png") is None
+
+
 def test_tokens_study_copies_the_grids_runs_runs_the_rest_and_finds_enough(tmp_path):
     """bench.tokens: a grid row of the same cell is copied, not rerun; the missing size is
     run by the grid's worker; a rerun runs nothing; the report names the smallest size within
