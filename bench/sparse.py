@@ -173,14 +173,30 @@ def _row_key(row: dict) -> tuple:
     return _key(*(row.get(c) for c in KEY))
 
 
+def row_epochs(row: dict) -> float:
+    """The training epochs of a row (rows from before that column: the config's default)."""
+    from kprune.config import SparsifyConfig
+
+    return float(row.get("epochs") or SparsifyConfig().epochs)
+
+
 def label(row: dict) -> str:
     """The row's method, with its epochs where they are not the default's and the knobs it
     set."""
     from kprune.config import SparsifyConfig
 
-    epochs = float(row.get("epochs") or SparsifyConfig().epochs)
+    epochs = row_epochs(row)
     text = row["method"] + ("" if epochs == SparsifyConfig().epochs else f" ({epochs:g} ep)")
     return text + (f" [{row['knobs']}]" if row.get("knobs") else "")
+
+
+def longest_seed0(rows: list[dict], task: str, keep=lambda row: True) -> tuple[list[dict], float]:
+    """The task's seed-0 rows that ``keep`` admits and were trained for the longest epochs
+    among them (the shorter runs belong to the epochs study in docs/sparsebert.md), and those
+    epochs (0 if none)."""
+    mine = [r for r in rows if r["task"] == task and str(r["seed"]) == "0" and keep(r)]
+    longest = max((row_epochs(r) for r in mine), default=0)
+    return [r for r in mine if row_epochs(r) == longest], longest
 
 
 def _epochs(args) -> float:
@@ -474,18 +490,8 @@ def ablation_plot_of(rows: list[dict], path: Path) -> Path | None:
     methods = list(SPARSIFY_METHODS)  # the recipe first, then the ablations
     panels = []
     for task in sorted({r["task"] for r in rows}):
-        mine = [
-            r
-            for r in rows
-            if r["task"] == task and r["seed"] == "0" and not r.get("knobs")
-            and r["method"] in methods
-        ]  # fmt: skip
-        longest = max((float(r.get("epochs") or 0) for r in mine), default=0)
-        cells = {
-            (r["method"], float(r["sparsity"])): r
-            for r in mine
-            if float(r.get("epochs") or 0) == longest
-        }
+        mine, _ = longest_seed0(rows, task, lambda r: r["method"] in methods and not r.get("knobs"))
+        cells = {(r["method"], float(r["sparsity"])): r for r in mine}
         ablated = sorted({s for m, s in cells if m != methods[0] and (methods[0], s) in cells})
         if not ablated:
             continue
@@ -520,22 +526,15 @@ def ablation_plot_of(rows: list[dict], path: Path) -> Path | None:
 
 def curves_plot_of(rows: list[dict], path: Path) -> Path | None:
     """Per task, the dev curve of every seed-0 row trained for the task's longest epochs
-    (the shorter runs belong to the epochs study in docs/sparsebert.md), with the sparsity
-    schedule drawn once per sparsity; None if no row has a curve."""
-    from kprune.config import SparsifyConfig
+    (``longest_seed0``), with the sparsity schedule drawn once per sparsity; None if no row
+    has a curve."""
     from kprune.plots import curves_plot
-
-    def epochs(r: dict) -> float:
-        return float(r.get("epochs") or SparsifyConfig().epochs)
 
     panels = []
     for task in sorted({r["task"] for r in rows}):
-        mine = [r for r in rows if r["task"] == task and r.get("dev_curve") and r["seed"] == "0"]
-        longest = max((epochs(r) for r in mine), default=0)
+        mine, longest = longest_seed0(rows, task, lambda r: bool(r.get("dev_curve")))
         lines, twins = [], {}
         for r in sorted(mine, key=lambda r: (label(r), float(r["sparsity"]))):
-            if epochs(r) != longest:
-                continue
             pts = json.loads(r["dev_curve"])
             name = f"{label(r)} {float(r['sparsity']):g}"
             lines.append({"label": name, "x": [p[0] for p in pts], "y": [p[2] for p in pts]})
