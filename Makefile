@@ -38,8 +38,10 @@ bench: setup
 bench-quick: setup
 	$(BIN)/python -m bench --quick
 
+# one pytest worker per core (`-n auto`); each test file stays on one worker, in order (its
+# module fixtures, e.g. one project shared by the flow tests, are built once)
 test: setup lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto --dist loadfile
 
 lint: setup
 	$(BIN)/ruff check .
