@@ -1,5 +1,5 @@
-"""A run killed with SIGKILL leaves no half-written output; a rerun resumes and matches an
-uninterrupted run. Two batch flows on the same data/ do not clobber each other."""
+"""A prune run killed with SIGKILL leaves no half-written output; a rerun resumes and matches
+an uninterrupted run. (Two batch flows on the same data/: tests/test_flows.py.)"""
 
 import hashlib
 import json
@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stages import measure, sample, search
 from tests.helpers import make_tiny_teacher
 
 PARAMS = {
@@ -32,21 +33,17 @@ def project(tmp_path_factory) -> Path:
     return root
 
 
+def _stage_args(root: Path, *args: str) -> list[str]:
+    return ["--params", str(root / "params.yaml"), "--device", "cpu", *args]
+
+
 def _stage(root: Path, name: str, *args: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        f"stages.{name}",
-        "--params",
-        str(root / "params.yaml"),
-        "--device",
-        "cpu",
-        *args,
-    ]
+    return [sys.executable, "-m", f"stages.{name}", *_stage_args(root, *args)]
 
 
 def _prepare(root: Path, out: Path) -> dict:
-    """sample, measure and search into ``out``; returns the prune_tune arguments."""
+    """sample, measure and search into ``out`` (in this process: only prune_tune is killed and
+    resumed); returns the prune_tune arguments."""
     out.mkdir(exist_ok=True)
     s, rep, pred, masks = (
         out / "s.safetensors",
@@ -54,35 +51,17 @@ def _prepare(root: Path, out: Path) -> dict:
         out / "pred.parquet",
         out / "masks.json",
     )
-    for cmd in (
-        _stage(
-            root,
-            "sample",
-            "--teacher",
-            str(root / "teacher"),
-            "--task",
-            str(root / "s.csv"),
-            "--out",
-            str(s),
-        ),
+    teacher = str(root / "teacher")
+    runs = [
+        (sample, ["--teacher", teacher, "--task", str(root / "s.csv"), "--out", str(s)]),
         *(
-            _stage(
-                root,
-                "measure",
-                "--teacher",
-                str(root / "teacher"),
-                "--sample",
-                str(s),
-                "--what",
-                what,
-                "--out",
-                str(table),
-            )
-            for what, table in (("rep", rep), ("pred", pred))
+            (measure, ["--teacher", teacher, "--sample", str(s), "--what", w, "--out", str(table)])
+            for w, table in (("rep", rep), ("pred", pred))
         ),
-        _stage(root, "search", "--rep", str(rep), "--pred", str(pred), "--out", str(masks)),
-    ):
-        subprocess.run(cmd, check=True, capture_output=True, cwd=root)
+        (search, ["--rep", str(rep), "--pred", str(pred), "--out", str(masks)]),
+    ]
+    for stage, args in runs:
+        assert stage.main(_stage_args(root, *args)) == 0
     return {
         "--teacher": str(root / "teacher"),
         "--sample": str(s),
