@@ -173,6 +173,33 @@ def test_ablations_differ_only_in_what_they_name():
     assert SPARSIFY_METHODS["sparsebert"].overrides == {}
 
 
+def _encoder(model) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items() if k.startswith("bert.")}
+
+
+def test_the_student_starts_from_what_its_method_names(teacher):
+    """The recipe's student holds the pre-trained encoder's weights, every one, not the
+    fine-tuned teacher's; the from-teacher ablation's is a copy of the teacher."""
+    from kprune.checkpoint import load_model
+    from kprune.sparsify import base_of, initial_student
+
+    t = load_model(teacher)
+    base = base_of(teacher)
+    pretrained, taught = _encoder(load_model(base)), _encoder(t)
+    changed = [k for k in taught if not torch.equal(taught[k], pretrained[k])]
+    assert len(changed) > len(taught) // 2  # fine-tuning moved most tensors: a real contrast
+
+    student = _encoder(initial_student(t, _task(teacher), base))
+    assert student.keys() == pretrained.keys()
+    assert all(torch.equal(student[k], pretrained[k]) for k in pretrained)
+    copy_of_teacher = initial_student(t, _task(teacher), None)
+    assert all(torch.equal(v, taught[k]) for k, v in _encoder(copy_of_teacher).items())
+    with torch.no_grad():
+        for p in copy_of_teacher.parameters():
+            p.add_(1.0)
+    assert all(torch.equal(v, taught[k]) for k, v in _encoder(t).items())  # a copy, not the same
+
+
 def test_sparsify_reaches_the_sparsity_and_pruned_weights_never_regrow(teacher, monkeypatch):
     from kprune.sparsify import sparsify
 
