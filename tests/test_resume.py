@@ -63,7 +63,7 @@ def _prepare(root: Path, out: Path) -> dict:
     for stage, args in runs:
         assert stage.main(_stage_args(root, *args)) == 0
     return {
-        "--teacher": str(root / "teacher"),
+        "--teacher": teacher,
         "--sample": str(s),
         "--rep": str(rep),
         "--pred": str(pred),

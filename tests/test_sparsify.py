@@ -189,11 +189,14 @@ def test_the_student_starts_from_what_its_method_names(teacher):
     changed = [k for k in taught if not torch.equal(taught[k], pretrained[k])]
     assert len(changed) > len(taught) // 2  # fine-tuning moved most tensors: a real contrast
 
-    student = _encoder(initial_student(t, _task(teacher), base))
+    task = _task(teacher)
+    student = _encoder(initial_student(t, task, base))
     assert student.keys() == pretrained.keys()
     assert all(torch.equal(student[k], pretrained[k]) for k in pretrained)
-    copy_of_teacher = initial_student(t, _task(teacher), None)
-    assert all(torch.equal(v, taught[k]) for k, v in _encoder(copy_of_teacher).items())
+    copy_of_teacher = initial_student(t, task, None)
+    copied = _encoder(copy_of_teacher)
+    assert copied.keys() == taught.keys()
+    assert all(torch.equal(v, taught[k]) for k, v in copied.items())
     with torch.no_grad():
         for p in copy_of_teacher.parameters():
             p.add_(1.0)
