@@ -77,6 +77,7 @@ COLUMNS = [
     "finished_at",
     "threads",
     "load_1m",
+    "retimed_at",
 ]
 
 
@@ -332,7 +333,8 @@ def run_one(
 def retime(args, csv_path: Path, wanted=lambda row: True) -> int:
     """Measure again the latency of every ``wanted`` row whose model is kept (run it with the
     cores to itself: rows trained while other work ran have inflated times, and the 1-minute
-    load at a row's end does not always show it); returns the rows retimed."""
+    load at a row's end does not always show it) and stamp it ``retimed_at``; returns the
+    rows retimed."""
 
     rows, done = read_rows(csv_path), 0
     for r in rows:
@@ -343,6 +345,7 @@ def retime(args, csv_path: Path, wanted=lambda row: True) -> int:
             print(f"{r['task']} {r['method']} {r['sparsity']}: no kept model at {keep}; skipped")
             continue
         r.update(timings(args, keep, Path(args.teachers) / r["task"]))
+        r["retimed_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         write_rows(csv_path, rows, COLUMNS)
         done += 1
     return done
@@ -401,7 +404,7 @@ def write_report(
         "(fp32, fused graph), then of the dense teacher in torch / in ONNX Runtime. "
         "Rows timed with a 1-minute load above threads + 1 are marked *busy* "
         "(`--retime` measures them again from their kept models; `--tasks`/`--plan` pick "
-        "which).",
+        "which); rows so measured again, with the cores to themselves, are marked *retimed*.",
         "",
         "| task | method | sparsity | R | seed | test (dev) | dense test | nonzero M | FLOPs kept "
         "| train s | ms b1 csr / dense-kernel / ORT; teacher / teacher ORT "
@@ -423,7 +426,7 @@ def write_report(
             f"| {float(r['test']):.4f} ({float(r['dev']):.4f}) | {float(r['dense_test']):.4f} "
             f"| {int(float(r['nonzero_params'])) / 1e6:.2f} | {float(r['flops_kept']):.3f} "
             f"| {float(r['train_seconds']):.0f} | {ms(r, 1)} | {ms(r, 32)}"
-            f"{' busy' if is_busy(r) else ''} |"
+            f"{' busy' if is_busy(r) else ''}{' retimed' if r.get('retimed_at') else ''} |"
         )
     points = kprune_points(bench_csv, teachers, lambda t: teacher_dims(teachers, t))
     for task in sorted({r["task"] for r in rows}):

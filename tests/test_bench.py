@@ -354,6 +354,8 @@ def test_sparse_bench_writes_resumable_rows_and_a_report(tmp_path, capsys):
     with open(root / "docs" / "sparse.csv", newline="") as fh:
         again = list(csv.DictReader(fh))
     assert again[1] == rows[1] and again[0]["latency_ms_b32"] != rows[0]["latency_ms_b32"]
+    assert again[0]["retimed_at"] >= again[0]["finished_at"] and not rows[0]["retimed_at"]
+    assert "retimed |" in (root / "docs" / "sparse.md").read_text()
 
     # --retime times every row again from its kept model; nothing else of a row changes
     from bench.rows import write_rows
@@ -366,9 +368,8 @@ def test_sparse_bench_writes_resumable_rows_and_a_report(tmp_path, capsys):
         again = list(csv.DictReader(fh))
     assert float(again[1]["latency_ms_b32"]) > 0 and float(again[1]["load_1m"]) < 99
     for old, new in zip([dense, both], again, strict=True):
-        assert {k: v for k, v in old.items() if "ms_" not in k and k != "load_1m"} == {
-            k: v for k, v in new.items() if "ms_" not in k and k != "load_1m"
-        }
+        kept = [k for k in old if "ms_" not in k and k not in ("load_1m", "retimed_at")]
+        assert {k: old[k] for k in kept} == {k: new[k] for k in kept} and new["retimed_at"]
 
     # --set: a knob beside the method makes a row of its own, kept apart and labelled
     assert main([*args, "--plan", "sparsebert:0.5", "--set", "logit_weight=0.25"]) == 0
