@@ -479,6 +479,15 @@ def write_report(
             "",
             f"![curves](plots/{curves.name})",
         ]
+    speed = latency_plot_of(rows, plots / "sparse_latency.png")
+    if speed:
+        lines += [
+            "",
+            "The recipe's latency with CSR kernels divided by the dense teacher's, timed in the "
+            "same row (dashed: equal time; rows marked *busy* above are less reliable):",
+            "",
+            f"![latency](plots/{speed.name})",
+        ]
     write_text(out_md, "\n".join(lines) + "\n")
 
 
@@ -522,6 +531,53 @@ def ablation_plot_of(rows: list[dict], path: Path) -> Path | None:
         path,
         "SparseBERT: the recipe against each ablation (seed 0)",
         "metric",
+        columns=2,
+    )
+    return path
+
+
+def latency_panels(rows: list[dict]) -> list[dict]:
+    """The recipe's speed against the dense model, per batch size and per way of running the
+    teacher (torch, ONNX Runtime): one line per task of CSR time / the teacher's time in the
+    same row (the same cores at the same moment) against sparsity; seed 0, the task's longest
+    training, no extra knobs. Below 1 the sparse model is the faster."""
+    series: dict[tuple[int, str], list[dict]] = {}
+    for task in sorted({r["task"] for r in rows}):
+        mine, _ = longest_seed0(
+            rows, task, lambda r: r["method"] == "sparsebert" and not r.get("knobs")
+        )
+        for b in BATCHES:
+            for teacher, column in (("torch", "dense_latency"), ("ONNX Runtime", "dense_ort")):
+                points = sorted(
+                    (
+                        float(r["sparsity"]),
+                        float(r[f"latency_ms_b{b}"]) / float(r[f"{column}_ms_b{b}"]),
+                    )
+                    for r in mine
+                    if r.get(f"latency_ms_b{b}") and r.get(f"{column}_ms_b{b}")
+                )
+                if points:
+                    series.setdefault((b, teacher), []).append(
+                        {"label": task, "x": [x for x, _ in points], "y": [y for _, y in points]}
+                    )
+    return [
+        {"title": f"batch {b}: CSR against the teacher in {teacher}", "lines": lines, "hline": 1.0}
+        for (b, teacher), lines in series.items()
+    ]
+
+
+def latency_plot_of(rows: list[dict], path: Path) -> Path | None:
+    """``latency_panels`` drawn, or None where no row has the timings."""
+    from kprune.plots import curves_plot
+
+    panels = latency_panels(rows)
+    if not panels:
+        return None
+    curves_plot(
+        panels,
+        path,
+        "SparseBERT with CSR kernels: time relative to the dense teacher (below 1: faster)",
+        ("sparsity", "CSR time / teacher time", ""),
         columns=2,
     )
     return path

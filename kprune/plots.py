@@ -126,8 +126,9 @@ def curves_plot(
 ) -> None:
     """One subplot per panel: ``lines`` ({label, x, y}) on the left axis and, where a panel
     has them, ``twin`` lines ({label, x, y}; dashed grey, labelled at their end) on a right
-    axis. ``labels``: (x axis, left axis, right axis); ``columns``: panels per row (0: all
-    in one row)."""
+    axis, and an optional ``hline`` (a dashed reference value, e.g. 1 for a ratio).
+    ``labels``: (x axis, left axis, right axis); ``columns``: panels per row (0: all in one
+    row)."""
     fig, axes = _panel_grid(len(panels), columns, (5.6, 4.2))
     colors = method_colors(sorted({line["label"] for p in panels for line in p["lines"]}))
     for ax, panel in zip(axes.flat, panels, strict=False):
@@ -137,6 +138,8 @@ def curves_plot(
         ax.set_xlabel(labels[0])
         ax.set_ylabel(labels[1])
         ax.set_title(panel.get("title", ""), fontsize=10)
+        if panel.get("hline") is not None:
+            ax.axhline(panel["hline"], color="grey", ls="--", lw=1)
         ax.legend(fontsize=7, loc="lower left")
         if panel.get("twin"):
             right = ax.twinx()

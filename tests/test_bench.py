@@ -342,6 +342,7 @@ def test_sparse_bench_writes_resumable_rows_and_a_report(tmp_path, capsys):
         [(fraction, sparsity, _)] = json.loads(r["dev_curve"])  # one epoch: one point
         assert fraction == 1.0 and sparsity == pytest.approx(0.5, abs=0.01)
     assert (root / "docs" / "plots" / "sparse_curves.png").is_file()
+    assert (root / "docs" / "plots" / "sparse_latency.png").is_file()
     md = (root / "docs" / "sparse.md").read_text()
     assert "kprune+sparsebert" in md and (root / "docs" / "plots" / "sparse_rt.png").is_file()
     mtime = (root / "docs" / "sparse.csv").stat().st_mtime_ns
@@ -436,6 +437,38 @@ def test_sparse_ablation_figure_compares_like_with_like(tmp_path, monkeypatch):
     assert panel["series"][0] == {"label": "test", "values": [0.8, 0.7]}
     assert panel["ref"] == {"dense test": 0.9, "dense dev": 0.91}
     assert sparse.ablation_plot_of(rows[-1:], tmp_path / "b.png") is None
+
+
+def test_sparse_latency_figure_divides_each_rows_csr_time_by_its_own_teacher_time(tmp_path):
+    """The latency figure: per batch and teacher runtime, one line per task of the recipe's
+    CSR time over the dense teacher's time in the same row, by sparsity; ablations, other
+    seeds, shorter trainings and rows without timings stay out."""
+    import bench.sparse as sparse
+
+    def row(sparsity, csr, teacher, ort, method="sparsebert", seed="0", epochs="12.0"):
+        times = {}
+        for b, scale in ((1, 1), (32, 10)):
+            times |= {f"latency_ms_b{b}": str(csr * scale), f"dense_ort_ms_b{b}": str(ort * scale)}
+            times[f"dense_latency_ms_b{b}"] = str(teacher * scale)
+        return dict(task="rt", method=method, sparsity=sparsity, seed=seed, epochs=epochs,
+                    knobs="", **times)  # fmt: skip
+
+    rows = [
+        row("0.95", 6, 8, 5),
+        row("0.8", 9, 6, 4),
+        row("0.9", 1, 100, 100, method="sparsebert-no-kd"),
+        row("0.9", 1, 100, 100, seed="1"),
+        row("0.9", 1, 100, 100, epochs="3.0"),
+        {**row("0.9", 1, 1, 1), "dense_ort_ms_b1": "", "dense_ort_ms_b32": ""},
+    ]
+    panels = {p["title"]: p for p in sparse.latency_panels(rows)}
+    assert len(panels) == 4 and all(p["hline"] == 1.0 for p in panels.values())
+    [torch] = panels["batch 32: CSR against the teacher in torch"]["lines"]
+    assert torch == {"label": "rt", "x": [0.8, 0.9, 0.95], "y": [1.5, 1.0, 0.75]}
+    [ort] = panels["batch 1: CSR against the teacher in ONNX Runtime"]["lines"]
+    assert ort == {"label": "rt", "x": [0.8, 0.95], "y": [9 / 4, 6 / 5]}
+    assert sparse.latency_plot_of(rows, tmp_path / "l.png") == tmp_path / "l.png"
+    assert (tmp_path / "l.png").is_file() and sparse.latency_plot_of(rows[2:3], tmp_path) is None
 
 
 def test_tokens_study_copies_the_grids_runs_runs_the_rest_and_finds_enough(tmp_path):
