@@ -214,7 +214,14 @@ def sparse_section(out: Path, teachers: Path) -> list[str]:
     encoder weights, and K-prune's seed-0 grid rows at each R (``teachers`` gives
     their dimensions); then sparse_notes.md."""
     from bench.rows import read_rows
-    from bench.sparse import dense_matrix_params, kprune_points, label, teacher_dims
+    from bench.sparse import (
+        ABLATION_PLOT,
+        LATENCY_PLOT,
+        dense_matrix_params,
+        kprune_points,
+        label,
+        teacher_dims,
+    )
 
     rows = [r for r in read_rows(out / "sparse.csv") if str(r["seed"]) == "0"]
     if not rows:
@@ -267,8 +274,10 @@ def sparse_section(out: Path, teachers: Path) -> list[str]:
             ]
             lines.append(f"| kprune | 0 | {reduction:g} | " + " | ".join(cells) + " |")
     lines += ["", " ".join(f"![{t}](plots/sparse_{t}.png)" for t in tasks), ""]
-    if (out / "plots" / "sparse_ablations.png").exists():
-        lines += ["![the recipe against each ablation](plots/sparse_ablations.png)", ""]
+    for name, alt in ((ABLATION_PLOT, "the recipe against each ablation"),
+                      (LATENCY_PLOT, "CSR time over the dense teacher's")):  # fmt: skip
+        if (out / "plots" / name).exists():
+            lines += [f"![{alt}](plots/{name})", ""]
     notes = out / "sparse_notes.md"
     if notes.exists():
         lines += [notes.read_text(), ""]

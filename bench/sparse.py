@@ -44,6 +44,7 @@ PLAN = (
     "sparsebert-no-kd:0.9",
     "sparsebert-logits-kd:0.9",
 )
+ABLATION_PLOT, LATENCY_PLOT = "sparse_ablations.png", "sparse_latency.png"  # under plots/
 COLUMNS = [
     "task",
     "method",
@@ -462,7 +463,7 @@ def write_report(
                 xlabel="nonzero encoder matrix weights (M)",
             )
             lines += ["", f"![{task}](plots/{path.name})"]
-    ablations = ablation_plot_of(rows, plots / "sparse_ablations.png")
+    ablations = ablation_plot_of(rows, plots / ABLATION_PLOT)
     if ablations:
         lines += [
             "",
@@ -479,7 +480,7 @@ def write_report(
             "",
             f"![curves](plots/{curves.name})",
         ]
-    speed = latency_plot_of(rows, plots / "sparse_latency.png")
+    speed = latency_plot_of(rows, plots / LATENCY_PLOT)
     if speed:
         lines += [
             "",

@@ -259,8 +259,11 @@ def test_report_only_rewrites_from_the_csv_and_runs_nothing(tmp_path):
     config = '{"hidden_size": 8, "num_attention_heads": 2}'
     (tmp_path / "teachers" / "rt" / "config.json").write_text(config)
     args = ["--report-only", "--out", str(out), "--no-track", "--teachers"]
+    (out / "plots").mkdir()
+    (out / "plots" / "sparse_latency.png").write_bytes(b"")  # bench.sparse's figure, linked
     assert main([*args, str(tmp_path / "teachers")]) == 0
     text = (out / "benchmarks.md").read_text()
+    assert "(plots/sparse_latency.png)" in text and "sparse_ablations" not in text
     assert "| sparsebert | 0.9 | 0 | 0.7000 (1.06) |" in text
     assert "| kprune | 0 | 0.5 | 0.8000 (0.00) |" in text
     from bench.sparse import kprune_points, teacher_dims
