@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from pathlib import Path
 
 from bench.models import cached_kprune, cached_onnx, latencies
-from bench.rows import append_row, is_busy, read_rows
+from bench.rows import append_row, is_busy, read_rows, utc_stamp
 from kprune.atomic import write_text
 from kprune.entry import run_main
 from kprune.errors import KPruneError
@@ -106,7 +105,7 @@ def measure_run(args, task_name: str, reduction: float, done: set, csv_path: Pat
             "tokens": args.tokens,
             "threads": args.threads,
             "code_digest": digest,
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "finished_at": utc_stamp(),
             "load_1m": round(os.getloadavg()[0], 2),
         }
         append_row(csv_path, row, COLUMNS)

@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 from bench.grid import _call
-from bench.rows import append_row, of_current_scale, read_rows
+from bench.rows import append_row, of_current_scale, read_rows, utc_stamp
 from kprune.entry import run_main
 
 COLUMNS = [
@@ -80,7 +80,6 @@ def method_of(row: dict) -> str:
 
 
 def run_rows(args) -> None:
-    import time
 
     from flows.keys import code_digest
     from kprune.knowledge import SCORE_SCALE
@@ -91,7 +90,7 @@ def run_rows(args) -> None:
         for r in read_rows(csv_path)
         if of_current_scale(r) and not args.again
     }
-    session = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    session = utc_stamp()
     todo = [(m, r) for r in args.reductions for m in args.methods]
     for method, reduction in todo:
         if (args.task, method, reduction, args.seed, args.tokens) in done:

@@ -24,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench.models import latencies
-from bench.rows import COLUMNS, append_row, is_stale, read_rows, tokens_asked
+from bench.rows import COLUMNS, append_row, is_stale, read_rows, tokens_asked, utc_stamp
 from kprune.entry import peak_rss_mb, run_main
 from kprune.errors import KPruneError
 from kprune.params import BenchParams
@@ -77,7 +77,7 @@ def worker(args: argparse.Namespace) -> None:
     # the 1-minute load average as the run ends: about --threads on an otherwise idle machine;
     # more means something else competed for the cores and the timings are inflated
     row["load_1m"] = round(os.getloadavg()[0], 2)
-    row["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    row["finished_at"] = utc_stamp()
     print("BENCH-ROW " + json.dumps(row))
 
 

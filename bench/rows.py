@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import time
 from pathlib import Path
 
 COLUMNS = [
@@ -70,6 +71,11 @@ def is_busy(row: dict) -> bool:
         return float(row["load_1m"]) > float(row["threads"]) + 1
     except (KeyError, TypeError, ValueError):
         return False
+
+
+def utc_stamp() -> str:
+    """Now, in UTC, as the rows' time columns hold it (``finished_at``, ``retimed_at``)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def read_rows(path: Path) -> list[dict]:

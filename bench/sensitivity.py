@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.rows import append_row, of_current_scale, read_rows
+from bench.rows import append_row, of_current_scale, read_rows, utc_stamp
 from kprune.entry import run_main
 from kprune.errors import KPruneError
 
@@ -135,7 +135,7 @@ def sweep_task(task_name: str, seed: int, settings: list[tuple], args, csv_path:
             "shared_seconds": round(shared, 2),
             "code_digest": code,
             "score_scale": SCORE_SCALE,
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "finished_at": utc_stamp(),
             "threads": args.threads,
             "load_1m": round(os.getloadavg()[0], 2),
         }

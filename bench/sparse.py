@@ -24,11 +24,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from pathlib import Path
 
 from bench.models import BATCHES, cached_kprune, cached_onnx, latencies
-from bench.rows import append_row, is_busy, is_stale, read_rows, write_rows
+from bench.rows import append_row, is_busy, is_stale, read_rows, utc_stamp, write_rows
 from kprune.atomic import write_text
 from kprune.entry import run_main
 from kprune.errors import KPruneError
@@ -326,7 +325,7 @@ def run_one(
         "knobs": knobs,
         "dev_curve": json.dumps(curve(report)),
         "code_digest": code_digest()[:12],
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "finished_at": utc_stamp(),
         **timings(args, keep, teacher),
     }
 
@@ -346,7 +345,7 @@ def retime(args, csv_path: Path, wanted=lambda row: True) -> int:
             print(f"{r['task']} {r['method']} {r['sparsity']}: no kept model at {keep}; skipped")
             continue
         r.update(timings(args, keep, Path(args.teachers) / r["task"]))
-        r["retimed_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        r["retimed_at"] = utc_stamp()
         write_rows(csv_path, rows, COLUMNS)
         done += 1
     return done
