@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(FIND_LINKS) torch==2.13.0
-	$(BIN)/python -m pip install -q $(FIND_LINKS) -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install -q $(FIND_LINKS) -c constraints.txt -e ".[all,dev]"
 	@touch $(STAMP)
 
 # fetch + prepare + fine-tune the rt teacher (DVC, cached), then prune, evaluate and track it

@@ -17,8 +17,9 @@ import sys
 import time
 from dataclasses import replace
 
+from kprune.config import PASS_TOKENS
 from kprune.entry import run_main
-from kprune.knowledge import PASS_TOKENS
+from kprune.knowledge import MeasureSpec
 
 
 def profile_pass(args: argparse.Namespace) -> None:
@@ -44,7 +45,7 @@ def profile_pass(args: argparse.Namespace) -> None:
     sample = materialise(model, adapter, data, args.batch_size, cpu)
     measured = copy.deepcopy(model).to(getattr(torch, args.dtype))
     views = [adapter.view(layer) for layer in adapter.layers(measured)]
-    spec = replace(cfg.measure_spec(task.spec.kind), pass_tokens=args.pass_tokens)
+    spec = replace(MeasureSpec.of(cfg, task.spec.kind), pass_tokens=args.pass_tokens)
     dims = adapter.dims(model)
 
     def one_pass():

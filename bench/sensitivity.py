@@ -78,7 +78,7 @@ def sweep_task(task_name: str, seed: int, settings: list[tuple], args, csv_path:
     from kprune.checkpoint import load_model
     from kprune.config import PruneConfig
     from kprune.evaluation import evaluate_model
-    from kprune.knowledge import SCORE_SCALE
+    from kprune.knowledge import SCORE_SCALE, MeasureSpec
     from kprune.loop import prune_tune
     from kprune.measure import measure_knowledge
     from kprune.modeling import load_tokenizer
@@ -103,7 +103,7 @@ def sweep_task(task_name: str, seed: int, settings: list[tuple], args, csv_path:
     t0 = time.perf_counter()
     cfg = PruneConfig(tokens=args.tokens, seed=seed)
     data = task_sample(model, tokenizer, task, cfg, torch.device("cpu"))
-    mspec = cfg.measure_spec(task.spec.kind)
+    mspec = MeasureSpec.of(cfg, task.spec.kind)
     initial = measure_knowledge(model, data, mspec, cfg.sample.batch_size, "cpu")
     shared = time.perf_counter() - t0
     code = code_digest()[:12]

@@ -54,7 +54,8 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
-    from kprune.finetune import FinetuneConfig, finetune
+    from kprune.config import FinetuneConfig
+    from kprune.finetune import finetune, format_metrics
     from kprune.params import load_section
 
     cfg = load_section(args.params, "finetune", FinetuneConfig) if args.params else FinetuneConfig()
@@ -83,28 +84,12 @@ def cmd_show(args: argparse.Namespace) -> None:
         metrics = json.loads(path.read_text())
     except json.JSONDecodeError:
         raise KPruneError(f"{path} is not valid JSON (corrupt?); rerun the stage") from None
-    from kprune.finetune import run_log_path
+    from kprune.finetune import format_metrics, run_log_path
 
     run_log = run_log_path(path.parent)
     if path.name == "metrics.json" and run_log.is_file():  # a teacher's: its training time
         metrics = {**metrics, **json.loads(run_log.read_text())}
     print(format_metrics(metrics))
-
-
-def format_metrics(m: dict) -> str:
-    """A short human summary of a teacher's metrics.json."""
-    main = m.get("metric", "")
-    lines = [f"teacher '{m.get('task')}' ({m.get('base_model', '?')}), main metric: {main}"]
-    for split in ("dev", "test"):
-        if split in m:
-            vals = "  ".join(f"{k}={v:.4f}" for k, v in m[split].items())
-            lines.append(f"  {split:5s} {vals}")
-    if "train_seconds" in m:
-        lines.append(
-            f"  trained on {m.get('train_examples')} examples in {m['train_seconds']} s "
-            f"on {m.get('device')}"
-        )
-    return "\n".join(lines)
 
 
 def cmd_prune(args: argparse.Namespace) -> None:
@@ -220,12 +205,6 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     write_json(out, result)
     vals = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())
     print(f"{args.model} on {task.spec.name}/{args.split}: {vals}  (written to {out})")
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    from bench.grid import main as bench_main
-
-    return bench_main(args.rest)
 
 
 def cmd_doctor(args: argparse.Namespace) -> None:
@@ -358,12 +337,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser(
-        "bench", help="benchmark methods x reductions x seeds (see bench/grid.py)", add_help=False
-    )
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_bench)
-
     p = sub.add_parser("doctor", help="versions, device, MLflow/Prefect/DVC reachability, disk")
     p.set_defaults(func=cmd_doctor)
 
@@ -375,10 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"]:  # the rest is the benchmark's own, its --help included
-        args = argparse.Namespace(func=cmd_bench, rest=argv[1:])
-    else:
-        args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     return run_main(lambda: args.func(args))
 
 

@@ -16,9 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kprune.errors import KPruneError
-from kprune.knowledge import PASS_TOKENS, MeasureSpec
 from kprune.methods import METHODS, SPARSIFY_METHODS
-from kprune.search import SearchSpec
+
+# examples x padded length per backward pass of the measurement (memory only)
+PASS_TOKENS = 1024
+PRED_FORMS = ("paper", "fisher")  # predictive knowledge a user may choose
+REP_FORMS = ("paper", "exact")  # exact: whole-head removal error (about d_h x paper)
 
 
 def knob(
@@ -102,13 +105,13 @@ class MeasureConfig(_Section):
     pred_form: str = knob(
         "paper",
         "predictive knowledge: the paper's KL gradient or per-example Fisher",
-        ("paper", "fisher"),
+        PRED_FORMS,
     )
     rep_form: str = knob(
         "paper",
         "representational knowledge of a head: the paper's (mean of its context dims' "
         "removal errors) or exact (whole-head removal error, about d_h times larger)",
-        ("paper", "exact"),
+        REP_FORMS,
     )
     dtype: str = knob(
         "float32",
@@ -267,18 +270,6 @@ class PruneConfig:
         mine = self.knobs()
         return PruneConfig(**{k: mine[k] for k in knobs})
 
-    def measure_spec(self, kind: str, with_pred: bool | None = None) -> MeasureSpec:
-        """What the knowledge measurement of a ``kind`` task computes under this config."""
-        m = self.measure
-        with_pred = self.search.use_pred if with_pred is None else with_pred
-        return MeasureSpec(
-            kind, m.gamma, m.pred_form, with_pred, self.sample.seed, m.pass_tokens, m.rep_form
-        )
-
-    def search_spec(self) -> SearchSpec:
-        q = self.search
-        return SearchSpec(q.lam, q.mu, q.use_pred, q.use_rep, q.strategy)
-
 
 @dataclass(frozen=True)
 class SparsifyConfig(_Section):
@@ -339,6 +330,32 @@ class SparsifyConfig(_Section):
     def resolved(self) -> SparsifyConfig:
         """With the method's knob changes applied (idempotent)."""
         return dataclasses.replace(self, **SPARSIFY_METHODS[self.method].overrides)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig(_Section):
+    """Fine-tuning of a teacher from a pre-trained encoder (params.yaml ``finetune``)."""
+
+    NAME = "finetune"
+    epochs: float = knob(3.0, "training epochs over the train split")
+    batch_size: int = knob(32, "training batch size")
+    lr: float = knob(5e-5, "AdamW peak learning rate (linear warm-up, then linear decay)")
+    max_length: int = knob(64, "longest training and evaluation sequence")
+    warmup_ratio: float = knob(0.1, "fraction of the steps spent warming up, 0 <= w < 1")
+    weight_decay: float = knob(0.01, "AdamW weight decay")
+    seed: int = knob(0, "seed of the head's initialisation, dropout and batch order")
+    max_train_examples: int | None = knob(None, "train on the first N examples only (null: all)")
+    eval_batch_size: int = knob(128, "batch size of the dev and test evaluation")
+
+    def _check(self) -> None:
+        self._at_least(0, "epochs", "lr", strict=True)
+        self._at_least(1, "batch_size", "eval_batch_size")
+        self._at_least(8, "max_length")
+        self._at_least(0, "weight_decay")
+        if not 0 <= self.warmup_ratio < 1:
+            self._fail("warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
+        if self.max_train_examples is not None:
+            self._at_least(1, "max_train_examples")
 
 
 def _flag(f: dataclasses.Field) -> str:

@@ -36,6 +36,7 @@ from torch import nn
 from kprune.adapters import get_adapter
 from kprune.atomic import write_json
 from kprune.errors import KPruneError
+from kprune.extras import ONNX, require
 
 PROBE_TEXTS = (
     "a gripping, beautifully acted film that earns every minute of its length",
@@ -89,6 +90,7 @@ class OrtModel(nn.Module):
 
     def __init__(self, path: str | Path, threads: int | None = None):
         super().__init__()
+        require(ONNX, "onnxruntime", purpose="running an ONNX graph")
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -197,6 +199,7 @@ def export_onnx(
     """Export the pruned model of ``pruned_dir`` to ``out`` (and ``out``'s ``.int8.onnx``
     sibling with ``int8``), verified against torch; returns the record also written to
     ``out``.json. ``task`` (a TaskData) adds the dev-split metric of each."""
+    require(ONNX, "onnx", "onnxscript", "onnxruntime", purpose="ONNX export")
     import onnx
 
     from kprune.checkpoint import load_model

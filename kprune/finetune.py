@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from kprune.atomic import atomic_path, write_json
 from kprune.batching import encode, iterate
+from kprune.config import FinetuneConfig
 from kprune.device import resolve_device
 from kprune.errors import KPruneError
 from kprune.metrics import compute_metrics
@@ -22,39 +23,17 @@ from kprune.tasks import TaskData
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class FinetuneConfig:
-    """Hyperparameters of teacher fine-tuning (``finetune`` section of params.yaml)."""
-
-    epochs: float = 3.0
-    batch_size: int = 32
-    lr: float = 5e-5
-    max_length: int = 64
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    seed: int = 0
-    max_train_examples: int | None = None
-    eval_batch_size: int = 128
-
-    def __post_init__(self) -> None:
-        if self.epochs <= 0 or self.batch_size < 1 or self.lr <= 0 or self.max_length < 8:
-            raise KPruneError(
-                "finetune: epochs and lr must be > 0, batch_size >= 1, max_length >= 8"
-            )
-        if not 0 <= self.warmup_ratio < 1:
-            raise KPruneError("finetune.warmup_ratio must be in [0, 1)")
-
-
 def finetune(
     model_source: str,
     task: TaskData,
     out_dir: str | Path,
-    cfg: FinetuneConfig = FinetuneConfig(),
+    cfg: FinetuneConfig | None = None,
     device: str = "auto",
     progress: bool = True,
 ) -> dict:
     """Fine-tune, evaluate on dev and test, save checkpoint + tokenizer + metrics.json; the
     training seconds go to ``run_log_path(out_dir)``. Returns the metrics with the seconds."""
+    cfg = cfg or FinetuneConfig()
     dev = resolve_device(device)
     torch.manual_seed(cfg.seed)
     tokenizer = load_tokenizer(model_source)
@@ -159,3 +138,19 @@ def _evaluate(model, enc, task: TaskData, cfg: FinetuneConfig, dev) -> dict[str,
 
 def _fmt(metrics: dict[str, float]) -> str:
     return " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+
+
+def format_metrics(m: dict) -> str:
+    """A short human summary of a teacher's metrics.json."""
+    main = m.get("metric", "")
+    lines = [f"teacher '{m.get('task')}' ({m.get('base_model', '?')}), main metric: {main}"]
+    for split in ("dev", "test"):
+        if split in m:
+            vals = "  ".join(f"{k}={v:.4f}" for k, v in m[split].items())
+            lines.append(f"  {split:5s} {vals}")
+    if "train_seconds" in m:
+        lines.append(
+            f"  trained on {m.get('train_examples')} examples in {m['train_seconds']} s "
+            f"on {m.get('device')}"
+        )
+    return "\n".join(lines)

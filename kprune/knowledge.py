@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from kprune import config as C
 from kprune.adapters import LayerView
 from kprune.errors import KPruneError
 from kprune.forward import layer_norm, sublayer
@@ -32,12 +33,10 @@ from kprune.losses import distill_loss, fisher_loss
 from kprune.modeling import task_loss
 from kprune.sample import Sample
 
-PASS_TOKENS = 1024
-PRED_FORMS = ("paper", "fisher", "label")  # label: Kwon et al.'s task-loss Fisher
-REP_FORMS = ("paper", "exact")  # exact: whole-head removal error (about d_h x paper)
+PRED_FORMS = (*C.PRED_FORMS, "label")  # label: Kwon et al.'s task-loss Fisher (a baseline's)
 # Version of the score definitions. 1: head K_rep = exact whole-head error, paper K_pred
-# divided by batches (before the fix of issue 16). 2: the published scales. A score table of
-# another version is refused (see kprune.scores); bump this when a formula or a scale changes.
+# divided by batches. 2: the published scales. A score table of another version is refused
+# (see kprune.scores); bump this when a formula or a scale changes.
 SCORE_SCALE = 2
 
 
@@ -69,14 +68,23 @@ class MeasureSpec:
     with_pred: bool = True
     seed: int = 0
     # rows x padded length per autograd pass (memory only: the scores do not depend on it)
-    pass_tokens: int = PASS_TOKENS
+    pass_tokens: int = C.PASS_TOKENS
     rep_form: str = "paper"
 
     def __post_init__(self) -> None:
         if self.pred_form not in PRED_FORMS:
             raise KPruneError(f"pred_form must be one of {PRED_FORMS}, got {self.pred_form!r}")
-        if self.rep_form not in REP_FORMS:
-            raise KPruneError(f"rep_form must be one of {REP_FORMS}, got {self.rep_form!r}")
+        if self.rep_form not in C.REP_FORMS:
+            raise KPruneError(f"rep_form must be one of {C.REP_FORMS}, got {self.rep_form!r}")
+
+    @classmethod
+    def of(cls, config: C.PruneConfig, kind: str, with_pred: bool | None = None) -> MeasureSpec:
+        """What the knowledge measurement of a ``kind`` task computes under ``config``."""
+        m = config.measure
+        with_pred = config.search.use_pred if with_pred is None else with_pred
+        return cls(
+            kind, m.gamma, m.pred_form, with_pred, config.sample.seed, m.pass_tokens, m.rep_form
+        )
 
 
 class _RepAccumulator:

@@ -319,8 +319,8 @@ def prune_tune(
     flops = flops_of(model, data)
     budget = flops.budget(reduction, layers * heads, layers * neurons)
     opts = LoopOptions(
-        config.measure_spec(kind),
-        config.search_spec(),
+        MeasureSpec.of(config, kind),
+        SearchSpec.of(config),
         tune=config.prune_tune.tune,
         ridge=config.prune_tune.ridge,
         progress=progress,

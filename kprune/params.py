@@ -15,9 +15,8 @@ from typing import Any, TypeVar
 
 import yaml
 
-from kprune.config import PRUNE_SECTIONS, PruneConfig, SparsifyConfig
+from kprune.config import PRUNE_SECTIONS, FinetuneConfig, PruneConfig, SparsifyConfig
 from kprune.errors import KPruneError
-from kprune.finetune import FinetuneConfig
 
 T = TypeVar("T")
 

@@ -6,9 +6,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kprune.atomic import atomic_path
+from kprune.extras import PIPELINE, require
 
 
 def _plt():
+    require(PIPELINE, "matplotlib", purpose="plots")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -26,14 +26,14 @@ from kprune.device import resolve_device
 from kprune.errors import KPruneError
 from kprune.evaluation import evaluate_model
 from kprune.flops import FlopsModel, flops_of
-from kprune.knowledge import Knowledge
+from kprune.knowledge import Knowledge, MeasureSpec
 from kprune.loop import prune_tune, takes_teacher_logits
 from kprune.masks import Masks
 from kprune.measure import measure_knowledge
 from kprune.modeling import frozen, load_tokenizer
 from kprune.report import Report, add_pruned, run_fields
 from kprune.sample import SampleData, draw_sample
-from kprune.search import search_masks
+from kprune.search import SearchSpec, search_masks
 from kprune.surgery import prune_model
 from kprune.tasks import TaskData, load_task
 
@@ -91,11 +91,11 @@ def choose_masks(
         return baseline_masks(model, data, kind, config, device)
     t = time.perf_counter()
     if knowledge is None:
-        spec = config.measure_spec(kind)
+        spec = MeasureSpec.of(config, kind)
         knowledge = measure_knowledge(
             model, data, spec, config.sample.batch_size, device, config.measure.dtype
         )
-    masks = search_masks(knowledge, flops, config.search.reduction, config.search_spec())
+    masks = search_masks(knowledge, flops, config.search.reduction, SearchSpec.of(config))
     return masks, {"oneshot_measure_search": time.perf_counter() - t}
 
 

@@ -12,20 +12,26 @@ from dataclasses import dataclass
 
 import torch
 
+from kprune import config as C
 from kprune.flops import FlopsModel
 from kprune.knowledge import Knowledge
 from kprune.masks import Masks
 
-STRATEGIES = ("kpms", "uniform")
-
 
 @dataclass(frozen=True)
 class SearchSpec:
-    lam: float = 2.5e-4
-    mu: float = 64.0
-    use_pred: bool = True
-    use_rep: bool = True
-    strategy: str = "kpms"  # uniform: every sublayer keeps the same fraction (ablation)
+    """How unit scores are formed and masks chosen (defaults: kprune.config.SearchConfig)."""
+
+    lam: float = C.SearchConfig.lam
+    mu: float = C.SearchConfig.mu
+    use_pred: bool = C.SearchConfig.use_pred
+    use_rep: bool = C.SearchConfig.use_rep
+    strategy: str = C.SearchConfig.strategy  # uniform: every sublayer the same kept fraction
+
+    @classmethod
+    def of(cls, config: C.PruneConfig) -> SearchSpec:
+        q = config.search
+        return cls(q.lam, q.mu, q.use_pred, q.use_rep, q.strategy)
 
 
 def unit_scores(k: Knowledge, flops: FlopsModel, spec: SearchSpec):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kprune.cli import format_metrics
+from kprune.config import FinetuneConfig
 from kprune.entry import run_main
-from kprune.finetune import FinetuneConfig, finetune
+from kprune.finetune import finetune, format_metrics
 from kprune.params import load_section
 from kprune.tasks import load_task
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from kprune.checkpoint import load_model
 from kprune.config import PruneConfig
 from kprune.device import resolve_device
+from kprune.knowledge import MeasureSpec
 from kprune.measure import measure_initial
 from kprune.params import prune_config
 from kprune.sample import load_sample
@@ -31,7 +32,7 @@ def make(
     cfg = cfg.resolved()
     data = load_sample(sample)
     with_pred = what == "pred"
-    spec = cfg.measure_spec(data.meta["kind"], with_pred=with_pred)
+    spec = MeasureSpec.of(cfg, data.meta["kind"], with_pred=with_pred)
     model = load_model(teacher)
     df, meta = measure_initial(
         model,

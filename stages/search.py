@@ -25,6 +25,7 @@ from kprune.measure import read_knowledge
 from kprune.params import prune_config
 from kprune.pruning import choose_masks
 from kprune.sample import load_sample
+from kprune.search import SearchSpec
 from stages.common import exit_with, stage_main
 
 
@@ -52,7 +53,7 @@ def make(
         k, _, rep_meta = read_knowledge(rep_path, pred_path, cfg.measure)
         flops = FlopsModel(**rep_meta["flops_model"])
         masks, seconds = choose_masks(cfg, flops, knowledge=k)
-        how = {"method": cfg.method.name, **asdict(cfg.search_spec())}
+        how = {"method": cfg.method.name, **asdict(SearchSpec.of(cfg))}
     else:
         if teacher is None or sample is None:
             raise KPruneError(

@@ -90,7 +90,8 @@ def make_tiny_teacher(
 ) -> Path:
     """A tiny BERT briefly fine-tuned in ``root/teacher`` (returned): on ``task``, or on ``n``
     synthetic sentiment rows written to ``root/s.csv``."""
-    from kprune.finetune import FinetuneConfig, finetune
+    from kprune.config import FinetuneConfig
+    from kprune.finetune import finetune
     from kprune.tasks import load_task
 
     make_tiny_model(root / "base", **model_kw)

@@ -1,7 +1,7 @@
 import pytest
 
+from kprune.config import FinetuneConfig
 from kprune.errors import KPruneError
-from kprune.finetune import FinetuneConfig
 from kprune.params import load_section
 from tests.conftest import ROOT
 

@@ -139,6 +139,21 @@ def test_first_run_runs_everything_then_nothing(repo):
     assert (repo / "data" / "eval" / "rt" / "plots" / "kept_units.png").exists()
 
 
+def test_an_adapter_edit_marks_exactly_the_stages_that_run_through_it(repo):
+    """An edit to a model family's adapter: every stage that loads a model through it is
+    changed; the data stages and the teacher's fine-tuning are not."""
+    _repro(repo)
+    source = repo / "kprune" / "adapters" / "families.py"
+    text = source.read_text()
+    source.write_text(text + "\n# an edit\n")
+    try:
+        stale = _stale_pipeline(repo)
+    finally:
+        source.write_text(text)
+    assert stale == ALL - {"fetch", "prepare", "finetune@rt"}
+    assert _stale_pipeline(repo) == set()
+
+
 def test_search_knobs_rerun_only_downstream(repo):
     _set(repo, "search", "lam", 1e-3)
     assert _stale_pipeline(repo) == {"search", "prune_tune"}  # the loop reads R, λ, μ too
@@ -191,6 +206,7 @@ def test_team_reuse_through_a_remote(repo, tmp_path):
     remote = tmp_path / "remote"
     _dvc(["remote", "add", "-d", "shared", str(remote)], repo)
     _git(["add", "-A"], repo)
+    _git(["add", "-f", "dvc.lock"], repo)  # a team that shares a remote commits its lock
     _git(["commit", "-qm", "pipeline state"], repo)
     _dvc(["push", "-q"], repo)
     clone = tmp_path / "clone"

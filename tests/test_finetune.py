@@ -5,8 +5,9 @@ import sys
 import pytest
 from transformers import AutoModelForSequenceClassification
 
+from kprune.config import FinetuneConfig
 from kprune.errors import KPruneError
-from kprune.finetune import FinetuneConfig, finetune
+from kprune.finetune import finetune
 from kprune.tasks import load_task
 from tests.conftest import ROOT
 
@@ -50,7 +51,7 @@ def test_missing_model_folder(sentiment_csv, tmp_path):
 
 
 def test_invalid_hyperparameters():
-    with pytest.raises(KPruneError, match="epochs and lr must be > 0"):
+    with pytest.raises(KPruneError, match=r"finetune.lr must be > 0, got 0; set it in params.yaml"):
         FinetuneConfig(lr=0)
 
 

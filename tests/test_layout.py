@@ -3,56 +3,14 @@ imports the tools built on it, and stages/ holds only the stages dvc.yaml runs."
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("kprune", "stages", "flows", "bench")
+from tests.import_graph import ROOT, closure_files, graph, stage_code_deps, stage_module
+
 TOOLS = ("stages", "flows", "bench", "mlflow", "prefect", "dvc", "prefect_dask", "dask")
-
-
-def _modules() -> dict[str, Path]:
-    mods = {}
-    for pkg in PACKAGES:
-        for f in (ROOT / pkg).rglob("*.py"):
-            parts = f.relative_to(ROOT).with_suffix("").parts
-            mods[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
-    return mods
-
-
-def _imported(module: str, node: ast.Import | ast.ImportFrom, mods: dict) -> list[str]:
-    """Absolute names an import statement of ``module`` refers to."""
-    if isinstance(node, ast.Import):
-        return [a.name for a in node.names]
-    base = node.module or ""
-    if node.level:
-        pkg = module.split(".")
-        if mods[module].name != "__init__.py":
-            pkg = pkg[:-1]
-        pkg = pkg[: len(pkg) - node.level + 1]
-        base = ".".join([*pkg, base] if base else pkg)
-    return [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base for a in node.names]
-
-
-def _graph() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
-    """(project module -> project modules it imports, module -> every top-level name)."""
-    mods = _modules()
-    inner: dict[str, set[str]] = {m: set() for m in mods}
-    tops: dict[str, set[str]] = {m: set() for m in mods}
-    for m, f in mods.items():
-        for node in ast.walk(ast.parse(f.read_text(), str(f))):
-            if not isinstance(node, ast.Import | ast.ImportFrom):
-                continue
-            for name in _imported(m, node, mods):
-                tops[m].add(name.split(".")[0])
-                while name and name not in mods:
-                    name = name.rpartition(".")[0]
-                if name and name != m:
-                    inner[m].add(name)
-    return inner, tops
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -88,8 +46,8 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_no_import_cycles():
-    graph, _ = _graph()
-    assert _cycles(graph) == []
+    inner, _ = graph()
+    assert _cycles(inner) == []
 
 
 def test_cycle_finder_finds_a_cycle():
@@ -98,16 +56,14 @@ def test_cycle_finder_finds_a_cycle():
 
 def test_library_imports_no_tool():
     """kprune is the library: the stages, flows, benchmark and tracking tools call it, never
-    the other way (the ``kprune bench`` subcommand is the one entry point that hands over to
-    the benchmark)."""
-    _, tops = _graph()
+    the other way (the CLI included: the benchmark is ``python -m bench``)."""
+    _, tops = graph()
     offenders = {
         m: sorted(tops[m] & set(TOOLS))
         for m in tops
-        if m.startswith("kprune") and m != "kprune.cli" and tops[m] & set(TOOLS)
+        if m.startswith("kprune") and tops[m] & set(TOOLS)
     }
     assert offenders == {}
-    assert tops["kprune.cli"] & set(TOOLS) <= {"bench"}
 
 
 def test_stages_folder_holds_only_dvc_stages():
@@ -151,3 +107,39 @@ def test_dvc_outputs_use_the_artifact_names():
     files = {n for n in outs if "$" not in n} - {"raw", "tasks"}  # not per-task folders
     # the model and the export are per-task folders themselves (the stage writes ONNX inside)
     assert files == names - {artifacts.MODEL, artifacts.ONNX}
+
+
+@pytest.mark.parametrize("name", sorted(_dvc_stages()))
+def test_dvc_code_deps_are_the_stage_import_closure(name):
+    """A stage's code deps are every repository file its module may import (so an edit to any
+    of them reruns it) and nothing else (so an edit elsewhere does not)."""
+    stage = _dvc_stages()[name]
+    want = closure_files(stage_module(stage))
+    got = stage_code_deps(stage)
+    assert sorted(got) == want, (
+        f"{name}: dvc.yaml lists {sorted(set(got) - set(want))} it does not import and misses "
+        f"{sorted(set(want) - set(got))}; `python -m tests.import_graph` rewrites the deps"
+    )
+
+
+def test_the_closure_reaches_what_a_stage_really_runs():
+    """prune_tune runs through the method dispatch, the config and the model adapters; the
+    data stages and the teachers' fine-tuning do not reach the adapters or the pruner."""
+    prune_tune = set(closure_files("stages.prune_tune"))
+    assert {"kprune/pruning.py", "kprune/config.py", "kprune/adapters/families.py"} <= prune_tune
+    assert {"kprune/__init__.py", "stages/__init__.py", "stages/common.py"} <= prune_tune
+    for lean in ("stages.fetch", "stages.prepare", "stages.finetune"):
+        files = closure_files(lean)
+        assert not [f for f in files if f.startswith("kprune/adapters")], lean
+        assert not {"kprune/pruning.py", "kprune/cli.py", "kprune/knowledge.py"} & set(files)
+    assert "kprune/params.py" not in closure_files("stages.fetch")
+
+
+def test_a_lazily_exported_name_counts_as_its_module(tmp_path):
+    """``from kprune import prune`` runs kprune.pruning (the package's lazy export)."""
+    import ast
+
+    from tests.import_graph import imported_names
+
+    node = ast.parse("from kprune import prune, config").body[0]
+    assert imported_names("stages.search", node) == ["kprune.pruning", "kprune.config"]
