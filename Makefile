@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(FIND_LINKS) torch==2.13.0
 	$(BIN)/python -m pip install -q $(FIND_LINKS) -c constraints.txt -e ".[all,dev]"
+	@# the pipeline's stages/, flows/ and bench/ are not installed (the wheel holds kprune only):
+	@# the project's environment finds them in this checkout, from any working folder
+	$(BIN)/python -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()['purelib'], 'kprune-pipeline.pth').write_text('$(CURDIR)\n')"
 	@touch $(STAMP)
 
 # fetch + prepare + fine-tune the rt teacher (DVC, cached), then prune, evaluate and track it
