@@ -131,8 +131,9 @@ def stage_code_deps(stage: dict) -> list[str]:
 def write_dvc_code_deps(path: Path = ROOT / "dvc.yaml") -> bool:
     """Rewrite each stage's code deps in dvc.yaml as its import closure, in place (comments
     and every other line kept). True when the file changed."""
-    stages = yaml.safe_load(path.read_text())["stages"]
-    lines = path.read_text().splitlines(keepends=True)
+    before = path.read_text()
+    stages = yaml.safe_load(before)["stages"]
+    lines = before.splitlines(keepends=True)
     out: list[str] = []
     current = None
     written: set[str] = set()
@@ -150,7 +151,7 @@ def write_dvc_code_deps(path: Path = ROOT / "dvc.yaml") -> bool:
             continue
         out.append(line)
     text = "".join(out)
-    changed = text != path.read_text()
+    changed = text != before
     if changed:
         path.write_text(text)
     return changed
