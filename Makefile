@@ -24,11 +24,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()['purelib'], 'kprune-pipeline.pth').write_text('$(CURDIR)\n')"
 	@touch $(STAMP)
 
-# fetch + prepare + fine-tune the rt teacher (DVC, cached), then prune, evaluate and track it
-# at the reductions of params.yaml (Prefect flow, cached on content, logged to MLflow).
+# fetch + prepare the data (DVC: reproducible bit for bit, so the committed dvc.lock stays as
+# it is), then fine-tune the rt teacher, prune, evaluate, export and track it at the reductions
+# of params.yaml (Prefect flow: cached on content, logged to MLflow, outputs in data/flows).
 run: setup
-	$(BIN)/dvc repro finetune@rt
-	@echo; $(BIN)/kprune show data/teachers/rt/metrics.json; echo
+	$(BIN)/dvc repro prepare
 	$(BIN)/python -m flows.compress
 
 # `make repro` (all stages) or `make repro STAGES=evaluate`: dvc with the project's python

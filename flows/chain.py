@@ -1,4 +1,4 @@
-"""The one chain of tasks behind both flows: sample -> measure_rep, measure_pred (shared by
+"""The one chain of tasks behind both flows: (finetune ->) sample -> measure_rep, measure_pred (shared by
 every reduction) -> search -> prune_tune -> evaluate -> export (per reduction).
 
 ``run(task, *args)`` runs a task: the single-checkpoint flow calls it and waits (to log each
@@ -8,14 +8,27 @@ state), the batch flow submits it (and Prefect resolves the futures passed along
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from flows import settings
 from flows import tasks as t
 from kprune.config import PRED_KNOBS, REP_KNOBS, PruneConfig, SparsifyConfig
-from kprune.params import EvaluateParams, ExportParams
+from kprune.params import EvaluateParams, ExportParams, section
 
 Run = Callable[..., Any]
+
+
+def teacher_chain(
+    run: Run, task: str, files: str, data_dir: str | None, params: str, device: str
+) -> Any:
+    """The teacher of the task: params.yaml's teacher.base_model fine-tuned with its finetune
+    section (a folder holding ``A.TEACHER``)."""
+    base = section(params, "teacher").base_model
+    if Path(base).exists():  # a folder is hashed by content; a hub name by name
+        base = str(Path(base).resolve())
+    cfg, store = section(params, "finetune"), str(settings.FLOW_DATA)
+    return run(t.finetune, base, task, files, data_dir, cfg, device, store)
 
 
 def measure_chain(

@@ -1,7 +1,9 @@
 """Compress one checkpoint at one or more reductions: sample -> measure -> search ->
-prune_tune -> evaluate, cached on content, tracked in MLflow, summarised in a table.
+prune_tune -> evaluate -> export, cached on content, tracked in MLflow, summarised in a table.
+Without --checkpoint the teacher is fine-tuned first (params.yaml's teacher and finetune
+sections), as a cached task of the flow.
 
-    python -m flows.compress                       # the rt teacher at params.yaml's reductions
+    python -m flows.compress                       # rt's teacher at params.yaml's reductions
     python -m flows.compress --checkpoint data/teachers/trec6 --task trec6 --reductions 0.4 0.6
 """
 
@@ -15,10 +17,11 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows.chain import measure_chain, reduction_chain, sparse_chain
+from flows.chain import measure_chain, reduction_chain, sparse_chain, teacher_chain
 from kprune import artifacts as A
 from kprune.entry import run_main
 from kprune.errors import KPruneError
+from kprune.finetune import format_metrics
 from kprune.params import prune_config, read_params, section, validate_params
 from kprune.plots import metric_vs_flops_plot
 from kprune.tasks import REGISTRY, default_data_root
@@ -31,12 +34,12 @@ def task_files(task: str, data_dir: str | None) -> str:
     return task  # a local file or folder (or hf:..., hashed by name)
 
 
-def check_inputs(checkpoint: str, task: str, data_dir: str | None, params: str) -> None:
+def check_inputs(checkpoint: str | None, task: str, data_dir: str | None, params: str) -> None:
     validate_params(params)
-    if not Path(checkpoint).is_dir():
+    if checkpoint is not None and not Path(checkpoint).is_dir():
         raise KPruneError(
             f"checkpoint {checkpoint} does not exist; fine-tune one first "
-            "(`dvc repro finetune@rt` or `kprune finetune`)"
+            "(`kprune finetune`), or leave --checkpoint out to fine-tune it in the flow"
         )
     files = task_files(task, data_dir)
     if task in REGISTRY and not Path(files).is_dir():
@@ -60,7 +63,7 @@ class StateLog:
 
 @flow(name="kprune-compress")
 def compress(
-    checkpoint: str = "data/teachers/rt",
+    checkpoint: str | None = None,
     task: str = "rt",
     reductions: list[float] | None = None,
     params: str = "params.yaml",
@@ -69,16 +72,20 @@ def compress(
     track: bool = True,
     sparsify: bool | None = None,
 ) -> dict:
-    """Prune one checkpoint at each reduction (and, with ``sparsify``, default the compress
-    section's, run SparseBERT on the teacher and on each pruned model); returns summary rows,
-    task states, tracking."""
-    checkpoint = str(Path(checkpoint).resolve())
+    """Prune one checkpoint (None: the teacher fine-tuned by the flow) at each reduction
+    (and, with ``sparsify``, default the compress section's, run SparseBERT on the teacher and
+    on each pruned model); returns summary rows, task states, tracking."""
     cfg, ev, ex = prune_config(params), section(params, "evaluate"), section(params, "export")
     reductions = list(reductions or section(params, "compress").reductions)
     if sparsify is None:
         sparsify = section(params, "compress").sparsify
     files = task_files(task, data_dir)
     call = StateLog()
+    if checkpoint is None:
+        checkpoint = f"{teacher_chain(call, task, files, data_dir, params, device)}/{A.TEACHER}"
+    checkpoint = str(Path(checkpoint).resolve())
+    metrics = Path(checkpoint) / "metrics.json"  # kprune's fine-tuning writes it
+    teacher = json.loads(metrics.read_text()) if metrics.is_file() else {}
     t0 = time.perf_counter()
     measured = measure_chain(call, checkpoint, task, files, data_dir, cfg, device)
     _, rep_dir, pred_dir = measured
@@ -130,6 +137,8 @@ def compress(
         all_params = {
             name: vars(section(params, name))
             for name in (
+                "teacher",
+                "finetune",
                 "method",
                 "sample",
                 "measure",
@@ -143,6 +152,7 @@ def compress(
         tracking = log_compress_runs(rows + sparse_rows, all_params, checkpoint, task, plot)
     return {
         "task": task,
+        "teacher": {**teacher, "path": checkpoint},
         "rows": rows,
         "sparse_rows": sparse_rows,
         "states": call.entries,
@@ -157,7 +167,9 @@ def format_states(entries: list[tuple[str, str, float]]) -> str:
 
 
 def format_result(result: dict) -> str:
-    lines = [format_table(result["rows"], result["task"])]
+    teacher = result["teacher"]
+    lines = [format_metrics(teacher)] if "task" in teacher else ["teacher"]
+    lines += [f"  {teacher['path']}", "", format_table(result["rows"], result["task"])]
     if result.get("sparse_rows"):
         lines.append(format_sparse(result["sparse_rows"]))
     lines.append(format_states(result["states"]))
@@ -296,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--checkpoint",
         default=None,
-        help="fine-tuned teacher folder (default data/teachers/<compress.task>)",
+        help="fine-tuned teacher folder (default: fine-tune params.yaml's teacher.base_model "
+        "on the task first, a cached task of the flow)",
     )
     p.add_argument("--task", default=None, help="task (default compress.task of params.yaml)")
     p.add_argument("--reductions", type=float, nargs="*", help="default compress.reductions")
@@ -316,10 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> None:
         read_params(args.params)
         task = args.task or section(args.params, "compress").task
-        checkpoint = args.checkpoint or f"data/teachers/{task}"
-        check_inputs(checkpoint, task, args.data_dir, args.params)
+        check_inputs(args.checkpoint, task, args.data_dir, args.params)
         result = compress(
-            checkpoint,
+            args.checkpoint,
             task,
             args.reductions,
             args.params,

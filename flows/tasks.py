@@ -16,10 +16,11 @@ from flows import settings
 from flows.keys import content_key, intact, output_dir, prefect_key_fn, seal
 from kprune import artifacts as A
 from kprune.atomic import atomic_path
-from kprune.config import PruneConfig, SampleConfig, SparsifyConfig
+from kprune.config import FinetuneConfig, PruneConfig, SampleConfig, SparsifyConfig
 from kprune.params import EvaluateParams, ExportParams
 from stages import evaluate as evaluate_stage
 from stages import export as export_stage
+from stages import finetune as finetune_stage
 from stages import measure as measure_stage
 from stages import prune_tune as prune_tune_stage
 from stages import sample as sample_stage
@@ -46,6 +47,29 @@ def _produce(name: str, params: dict[str, Any], build: Callable[[Path], None]) -
             build(tmp)
             seal(tmp)
     return str(out)
+
+
+@task(name="finetune", **CACHED)
+def finetune(
+    base_model: str,
+    task_name: str,
+    task_files: str,
+    data_dir: str | None,
+    cfg: FinetuneConfig,
+    device: str = "auto",
+    store: str = "",
+) -> str:
+    """The teacher: the base model fine-tuned on the task (its metrics.json inside). Kept in
+    the flow's store, not in the DVC lock: trained floats differ in their last digits from one
+    CPU to another, and a lock that records them would only match the machine that wrote it."""
+    params = dict(locals())
+    return _produce(
+        "finetune",
+        params,
+        lambda d: finetune_stage.make(
+            base_model, task_name, data_dir, str(d / A.TEACHER), cfg, device
+        ),
+    )
 
 
 @task(name="sample", **CACHED)

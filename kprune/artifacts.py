@@ -2,6 +2,7 @@
 their content-addressed folders, and tests/test_layout.py checks that dvc.yaml's outputs use
 the same names."""
 
+TEACHER = "teacher"  # a fine-tuned teacher folder (weights, tokenizer, metrics.json)
 SAMPLE = "sample.safetensors"  # the drawn sample with the teacher's logits
 K_REP = "k_rep.parquet"  # iteration-0 representational knowledge
 K_PRED = "k_pred.parquet"  # iteration-0 predictive knowledge

@@ -2,35 +2,40 @@
 
 from __future__ import annotations
 
-import argparse
-import sys
-
 from kprune.config import FinetuneConfig
-from kprune.entry import run_main
 from kprune.finetune import finetune, format_metrics
-from kprune.params import load_section
+from kprune.params import section
 from kprune.tasks import load_task
+from stages.common import exit_with, stage_main
+
+
+def add_args(p):
+    p.add_argument("--model", required=True, help="base model folder (or hub name)")
+    p.add_argument("--task", required=True)
+    p.add_argument("--data-dir", default=None, help="root of prepared tasks")
+    p.add_argument("--out", required=True, help="teacher folder, replaced atomically")
+
+
+def make(
+    model: str,
+    task_name: str,
+    data_dir: str | None,
+    out: str,
+    cfg: FinetuneConfig,
+    device: str = "auto",
+) -> dict:
+    """Fine-tune the base model on the task into ``out``; returns its metrics."""
+    return finetune(model, load_task(task_name, data_dir), out, cfg, device)
+
+
+def run(args) -> None:
+    cfg = section(args.params, "finetune")
+    print(format_metrics(make(args.model, args.task, args.data_dir, args.out, cfg, args.device)))
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--params", default="params.yaml")
-    p.add_argument("--model", required=True, help="base model folder")
-    p.add_argument("--task", required=True)
-    p.add_argument("--data-dir", required=True, help="root of prepared tasks")
-    p.add_argument("--out", required=True)
-    p.add_argument("--device", default="auto")
-    args = p.parse_args(argv)
-
-    def run() -> None:
-        cfg = load_section(args.params, "finetune", FinetuneConfig)
-        metrics = finetune(
-            args.model, load_task(args.task, args.data_dir), args.out, cfg, args.device
-        )
-        print(format_metrics(metrics))
-
-    return run_main(run)
+    return stage_main(__doc__, add_args, run, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

@@ -105,8 +105,9 @@ def test_dvc_outputs_use_the_artifact_names():
         for o in s.get(key, [])
     ]
     files = {n for n in outs if "$" not in n} - {"raw", "tasks"}  # not per-task folders
-    # the model and the export are per-task folders themselves (the stage writes ONNX inside)
-    assert files == names - {artifacts.MODEL, artifacts.ONNX}
+    # the teacher, the model and the export are per-task folders themselves (the stage
+    # writes ONNX inside)
+    assert files == names - {artifacts.TEACHER, artifacts.MODEL, artifacts.ONNX}
 
 
 @pytest.mark.parametrize("name", sorted(_dvc_stages()))
