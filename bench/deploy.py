@@ -60,11 +60,11 @@ def measure_run(args, task_name: str, reduction: float, done: set, csv_path: Pat
     import torch
 
     from flows.keys import code_digest
-    from kprune.checkpoint import load_model
-    from kprune.evaluation import evaluate_model
-    from kprune.export import OrtModel, int8_path
-    from kprune.modeling import load_tokenizer
-    from kprune.tasks import load_task
+    from kprune.data.tasks import load_task
+    from kprune.deploy.export import OrtModel, int8_path
+    from kprune.models.checkpoint import load_model
+    from kprune.models.loading import load_tokenizer
+    from kprune.train.evaluation import evaluate_model
 
     todo = [v for v in VARIANTS if (task_name, reduction, v) not in done]
     if not todo:

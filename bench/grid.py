@@ -25,11 +25,11 @@ from pathlib import Path
 
 from bench.models import latencies
 from bench.rows import COLUMNS, append_row, is_stale, read_rows, tokens_asked, utc_stamp
+from kprune.config import BenchConfig
 from kprune.entry import peak_rss_mb, run_main
 from kprune.errors import KPruneError
-from kprune.params import BenchParams
 
-QUICK = BenchParams(
+QUICK = BenchConfig(
     tasks=("rt",),
     methods=("kprune", "kwon", "magnitude", "random"),
     reductions=(0.4, 0.6),
@@ -44,10 +44,10 @@ def worker(args: argparse.Namespace) -> None:
     import torch
 
     from kprune.config import PruneConfig
-    from kprune.evaluation import evaluate_model
-    from kprune.modeling import load_tokenizer
-    from kprune.pruning import prune
-    from kprune.tasks import load_task
+    from kprune.data.tasks import load_task
+    from kprune.models.loading import load_tokenizer
+    from kprune.pruning.assemble import prune
+    from kprune.train.evaluation import evaluate_model
 
     torch.set_num_threads(args.threads)
     teacher = f"{args.teachers}/{args.task}"
@@ -85,10 +85,10 @@ def dense(args: argparse.Namespace) -> None:
     """The teacher's metric and latency (one per task)."""
     import torch
 
-    from kprune.checkpoint import load_model
-    from kprune.evaluation import evaluate_model
-    from kprune.modeling import load_tokenizer
-    from kprune.tasks import load_task
+    from kprune.data.tasks import load_task
+    from kprune.models.checkpoint import load_model
+    from kprune.models.loading import load_tokenizer
+    from kprune.train.evaluation import evaluate_model
 
     torch.set_num_threads(args.threads)
     teacher = f"{args.teachers}/{args.task}"
@@ -117,7 +117,7 @@ def _call(mode: str, extra: list[str]) -> dict:
     return json.loads(rows[-1])
 
 
-def plan(p: BenchParams) -> list[tuple[str, float, str, int]]:
+def plan(p: BenchConfig) -> list[tuple[str, float, str, int]]:
     """(task, reduction, method, seed) in run order: the priority methods over the whole grid
     first, seed by seed, so a stopped run still compares K-prune with the baselines on every
     task; then the ablations."""
@@ -135,14 +135,14 @@ def plan(p: BenchParams) -> list[tuple[str, float, str, int]]:
 
 def _key(task: str, reduction: float, method: str, seed: int, tokens: int) -> tuple:
     from kprune.config import PruneConfig
-    from kprune.methods import run_key
+    from kprune.pruning.methods import run_key
 
     cfg = PruneConfig(reduction=reduction, tokens=tokens, seed=seed)
     return (task, run_key(method, cfg))
 
 
 def run_bench(
-    p: BenchParams,
+    p: BenchConfig,
     teachers: str,
     data_dir: str,
     out_dir: Path,
@@ -153,7 +153,7 @@ def run_bench(
     OUT_DIR/benchmarks.csv) as it finishes; returns them. ``dense``: the teachers' rows by
     task, filled as measured (pass one dict to several calls to measure each teacher once)."""
     from flows.keys import code_digest
-    from kprune.knowledge import SCORE_SCALE
+    from kprune.pruning.knowledge import SCORE_SCALE
 
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = csv_path or out_dir / "benchmarks.csv"
@@ -240,9 +240,9 @@ def run_bench(
     return new
 
 
-def with_overrides(cfg: BenchParams, args: argparse.Namespace) -> BenchParams:
+def with_overrides(cfg: BenchConfig, args: argparse.Namespace) -> BenchConfig:
     """The grid with the command line's --tasks/--methods/--reductions/--seeds/--tokens."""
-    from kprune.methods import get_method
+    from kprune.pruning.methods import get_method
 
     def items(text: str, cast) -> tuple:
         try:
@@ -307,9 +307,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> None:
         from bench.report import write_report
-        from kprune.params import load_section
+        from kprune.config import load_section
 
-        cfg = QUICK if args.quick else load_section(args.params, "bench", BenchParams)
+        cfg = QUICK if args.quick else load_section(args.params, "bench", BenchConfig)
         cfg = with_overrides(cfg, args)
         out = Path(args.out or ("docs/quick" if args.quick else "docs"))
         if args.report_only and not (out / "benchmarks.csv").is_file():

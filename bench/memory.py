@@ -24,7 +24,7 @@ from pathlib import Path
 from bench.rows import append_row
 from kprune.entry import run_main
 from kprune.errors import KPruneError
-from kprune.modeling import TOKENIZER_FILES
+from kprune.models.loading import TOKENIZER_FILES
 
 SIZES = {  # layers, hidden, heads, intermediate
     "bert-base": (12, 768, 12, 3072),
@@ -71,7 +71,7 @@ def random_model(size: str, tokenizer_from: Path, num_labels: int, out: Path) ->
 
 def measure(args: argparse.Namespace) -> dict:
     from flows.keys import code_digest
-    from kprune.tasks import load_task
+    from kprune.data.tasks import load_task
 
     tokenizer_from = Path(args.tokenizer_from)
     if not (tokenizer_from / "config.json").is_file():

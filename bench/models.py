@@ -13,7 +13,7 @@ BATCHES = (1, 32)
 def latencies(model, repeats: int, threads: int) -> dict[int, float]:
     """Median ms of one forward pass at each of ``BATCHES`` (``LENGTH`` tokens, ``threads``
     threads), rounded to the microsecond."""
-    from kprune.evaluation import latency_ms
+    from kprune.train.evaluation import latency_ms
 
     return {b: round(latency_ms(model, b, LENGTH, repeats, threads=threads), 3) for b in BATCHES}
 
@@ -30,10 +30,10 @@ def cached_kprune(
 ) -> Path:
     """The folder of the K-prune model of ``teachers/task`` at ``reduction`` (default method,
     ``tokens`` sample tokens, ``seed``): pruned and saved on the first call, read after."""
-    from kprune.checkpoint import save_pruned
     from kprune.config import PruneConfig
-    from kprune.pruning import prune
-    from kprune.tasks import load_task
+    from kprune.data.tasks import load_task
+    from kprune.models.checkpoint import save_pruned
+    from kprune.pruning.assemble import prune
 
     folder = Path(store) / f"kprune-{task}-R{reduction}-t{tokens}-s{seed}"
     if not (folder / "kprune.json").exists():
@@ -52,7 +52,7 @@ def cached_kprune(
 def cached_onnx(folder: Path, out: Path, int8: bool = False) -> Path:
     """``folder``'s fused fp32 ONNX graph at ``out`` (and its int8 copy with ``int8``),
     exported and verified against torch on the first call, read after."""
-    from kprune.export import export_onnx, int8_path
+    from kprune.deploy.export import export_onnx, int8_path
 
     done = (out.parent / f"{out.name}.json").exists()
     if not done or (int8 and not int8_path(out).exists()):

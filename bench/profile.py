@@ -19,21 +19,21 @@ from dataclasses import replace
 
 from kprune.config import PASS_TOKENS
 from kprune.entry import run_main
-from kprune.knowledge import MeasureSpec
+from kprune.pruning.knowledge import MeasureSpec
 
 
 def profile_pass(args: argparse.Namespace) -> None:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from kprune.adapters import get_adapter
-    from kprune.checkpoint import load_model
     from kprune.config import PruneConfig
-    from kprune.knowledge import measure
-    from kprune.modeling import frozen, load_tokenizer
-    from kprune.pruning import task_sample
-    from kprune.sample import materialise
-    from kprune.tasks import load_task
+    from kprune.data.sample import materialise
+    from kprune.data.tasks import load_task
+    from kprune.models.adapters import get_adapter
+    from kprune.models.checkpoint import load_model
+    from kprune.models.loading import frozen, load_tokenizer
+    from kprune.pruning.assemble import task_sample
+    from kprune.pruning.knowledge import measure
 
     torch.set_num_threads(args.threads)
     cpu = torch.device("cpu")

@@ -307,8 +307,8 @@ def write_report(rows: list[dict], out: Path, teachers: Path = Path("data/teache
         lines += [
             f"**{len(stale)} stale rows left out**: K-prune rows (kprune and its ablations) "
             "measured with an older score scale (code digests "
-            f"{codes}: head K_rep and paper-form K_pred not on the published scale, fixed in "
-            "issue 16). They stay in benchmarks.csv, are rerun by the bench, and appear in "
+            f"{codes}: head K_rep and paper-form K_pred not on the published scale that "
+            "kprune.pruning.knowledge.SCORE_SCALE now names). They stay in benchmarks.csv, are rerun by the bench, and appear in "
             "no table, plot or conclusion here.",
             "",
         ]

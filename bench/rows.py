@@ -45,7 +45,7 @@ def reads_scores(method: str) -> bool:
 def of_current_scale(row: dict) -> bool:
     """The row's scores were measured with this code's score scale (rows written before the
     column have none: scale 1)."""
-    from kprune.knowledge import SCORE_SCALE
+    from kprune.pruning.knowledge import SCORE_SCALE
 
     scale = str(row.get("score_scale") or "1").strip()
     scale = "1" if scale.lower() == "nan" else scale

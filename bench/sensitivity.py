@@ -75,16 +75,16 @@ def sweep_task(task_name: str, seed: int, settings: list[tuple], args, csv_path:
     import torch
 
     from flows.keys import code_digest
-    from kprune.checkpoint import load_model
     from kprune.config import PruneConfig
-    from kprune.evaluation import evaluate_model
-    from kprune.knowledge import SCORE_SCALE, MeasureSpec
-    from kprune.loop import prune_tune
-    from kprune.measure import measure_knowledge
-    from kprune.modeling import load_tokenizer
-    from kprune.pruning import task_sample
-    from kprune.surgery import prune_model
-    from kprune.tasks import load_task
+    from kprune.data.tasks import load_task
+    from kprune.models.checkpoint import load_model
+    from kprune.models.loading import load_tokenizer
+    from kprune.pruning.assemble import task_sample
+    from kprune.pruning.knowledge import SCORE_SCALE, MeasureSpec
+    from kprune.pruning.loop import prune_tune
+    from kprune.pruning.score_tables import measure_knowledge
+    from kprune.pruning.surgery import prune_model
+    from kprune.train.evaluation import evaluate_model
 
     done = done_keys(read_rows(csv_path))
     todo = [s for s in settings if _key(task_name, *s, seed, args.tokens) not in done]

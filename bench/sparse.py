@@ -6,7 +6,7 @@ finishes (resumable: a finished row of this code is not run again); docs/sparse.
 docs/plots/sparse_<task>.png are rewritten from the CSV and the K-prune rows of
 docs/benchmarks.csv. Runs go in the order that answers the first question first: SparseBERT
 at 0.9 and K-prune + SparseBERT on every task, then the other sparsities, then the ablations.
-Latency: the sparse model with CSR kernels (kprune.sparse_kernels) and with ordinary dense
+Latency: the sparse model with CSR kernels (kprune.sparse.kernels) and with ordinary dense
 matmuls, against the dense teacher, in torch, length 128, ``--threads`` threads; time it with
 the cores to itself, or train on busy cores and ``--retime`` later (each row's model is kept
 under ``--store``).
@@ -29,14 +29,16 @@ from pathlib import Path
 from bench.models import BATCHES, cached_kprune, cached_onnx, latencies
 from bench.rows import append_row, is_busy, is_stale, read_rows, utc_stamp, write_rows
 from kprune.atomic import write_text
+from kprune.data.tasks import REGISTRY
 from kprune.entry import run_main
 from kprune.errors import KPruneError
+from kprune.report import COMBINED, sparse_summary
 
-TASKS = ("rt", "vader-movie", "trec6", "sms-spam")
+TASKS = tuple(REGISTRY)
 # method:sparsity[:reduction], in the order they run
 PLAN = (
     "sparsebert:0.9",
-    "kprune+sparsebert:0.8:0.6",
+    f"{COMBINED}:0.8:0.6",
     "sparsebert:0.8",
     "sparsebert:0.95",
     "sparsebert-from-teacher:0.9",
@@ -83,7 +85,7 @@ COLUMNS = [
 
 def parse_plan(text: str) -> list[tuple[str, float, float]]:
     """``method:sparsity[:reduction]`` items -> (method, sparsity, reduction or 0)."""
-    from kprune.methods import SPARSIFY_METHODS
+    from kprune.pruning.methods import SPARSIFY_METHODS
 
     out = []
     for item in text.split(","):
@@ -95,10 +97,10 @@ def parse_plan(text: str) -> list[tuple[str, float, float]]:
             raise KPruneError(
                 f"--plan item {item!r} is not METHOD:SPARSITY[:REDUCTION], e.g. sparsebert:0.9"
             ) from None
-        if method not in SPARSIFY_METHODS and method != "kprune+sparsebert":
+        if method not in SPARSIFY_METHODS and method != COMBINED:
             raise KPruneError(f"--plan method {method!r} is not a sparsify method")
-        if (method == "kprune+sparsebert") != (reduction > 0):
-            raise KPruneError(f"--plan item {item!r}: only kprune+sparsebert takes a reduction")
+        if (method == COMBINED) != (reduction > 0):
+            raise KPruneError(f"--plan item {item!r}: only {COMBINED} takes a reduction")
         out.append((method, sparsity, reduction))
     return out
 
@@ -123,7 +125,7 @@ def parse_knobs(items: list[str] | None, methods: list[str]) -> str:
     has its own flag, a value of the wrong type or holding the column's separator ';', and a
     knob a planned method sets itself (the method would silently win)."""
     from kprune.config import SparsifyConfig
-    from kprune.methods import SPARSIFY_METHODS
+    from kprune.pruning.methods import SPARSIFY_METHODS
 
     kinds = _knob_types()
     knobs = {}
@@ -218,7 +220,7 @@ def _model_dir(args, task, method, sparsity, reduction, seed, epochs, knobs="") 
 def curve(report: dict) -> list[list[float]]:
     """[fraction of training, sparsity, dev metric] after each epoch of a sparsify report
     (older reports lack the sparsity: the schedule's value at the last mask raise)."""
-    from kprune.sparsity import cubic_sparsity, update_steps
+    from kprune.sparse.schedule import cubic_sparsity, update_steps
 
     cfg, total, m = report["config"], report["steps"], report["metric"]
     raises = update_steps(total, cfg["mask_updates"]) if report["sparsity"] > 0 else []
@@ -252,9 +254,9 @@ def timings(args, keep: Path, teacher: Path) -> dict:
     and the 1-minute load they were measured under."""
     import torch
 
-    from kprune.checkpoint import load_model
-    from kprune.export import OrtModel
-    from kprune.sparse_kernels import use_sparse_kernels
+    from kprune.deploy.export import OrtModel
+    from kprune.models.checkpoint import load_model
+    from kprune.sparse.kernels import use_sparse_kernels
 
     graphs = {
         "ort": cached_onnx(keep, keep / "onnx" / "model.onnx"),
@@ -286,8 +288,8 @@ def run_one(
     """Train one sparse model, keep it, and measure it; returns its row."""
     from flows.keys import code_digest
     from kprune.config import SparsifyConfig
-    from kprune.sparsify import save_sparse, sparsify
-    from kprune.tasks import load_task
+    from kprune.data.tasks import load_task
+    from kprune.sparse.sparsebert import save_sparse, sparsify
 
     teacher = Path(args.teachers) / task
     start = None
@@ -305,22 +307,22 @@ def run_one(
     )
     keep = _model_dir(args, task, method, sparsity, reduction, seed, cfg.epochs, knobs)
     save_sparse(model, keep, report)
-    m = report["metric"]
+    s = sparse_summary(report)
     return {
         "task": task,
-        "method": report["method"],
+        "method": s["method"],
         "sparsity": sparsity,
         "reduction": reduction,
         "seed": seed,
-        "metric_name": m,
-        "dev": report["metric_after"]["dev"][m],
-        "test": report["metric_after"]["test"][m],
-        "dense_dev": report["metric_before"]["dev"][m],
-        "dense_test": report["metric_before"]["test"][m],
-        "nonzero_params": report["matrix_nonzero"],
-        "matrix_params": report["matrix_params"],
-        "flops_kept": report["flops_kept"],
-        "train_seconds": report["train_seconds"],
+        "metric_name": s["metric"],
+        "dev": s["metric_after"],
+        "test": s["test_after"],
+        "dense_dev": s["metric_before"],
+        "dense_test": s["test_before"],
+        "nonzero_params": s["matrix_nonzero"],
+        "matrix_params": s["matrix_params"],
+        "flops_kept": s["flops_kept"],
+        "train_seconds": s["train_seconds"],
         "epochs": cfg.epochs,
         "knobs": knobs,
         "dev_curve": json.dumps(curve(report)),
@@ -439,7 +441,7 @@ def write_report(
                 "dense_metric": float(r["dense_test"]),
             }
             for r in mine
-            if r["method"] in ("sparsebert", "kprune+sparsebert")
+            if r["method"] in ("sparsebert", COMBINED)
         ]
         pts += [
             {
@@ -496,8 +498,8 @@ def ablation_plot_of(rows: list[dict], path: Path) -> Path | None:
     the sparsity the ablations ran at, seed 0, the task's longest training, no extra knobs,
     against the dense teacher: what each part of the method buys. None where no task has
     the recipe and an ablation at one sparsity."""
-    from kprune.methods import SPARSIFY_METHODS
     from kprune.plots import bars_plot
+    from kprune.pruning.methods import SPARSIFY_METHODS
 
     methods = list(SPARSIFY_METHODS)  # the recipe first, then the ablations
     panels = []

@@ -27,9 +27,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.chain import measure_chain, reduction_chain, sparse_chain
 from flows.compress import format_sparse, format_table, sparse_row, summary_row, task_files
+from kprune.config import from_mapping, prune_config, section, validate_params
 from kprune.entry import run_main
 from kprune.errors import KPruneError
-from kprune.params import from_mapping, prune_config, section, validate_params
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,15 @@ from typing import Any
 
 from flows import settings
 from flows import tasks as t
-from kprune.config import PRED_KNOBS, REP_KNOBS, PruneConfig, SparsifyConfig
-from kprune.params import EvaluateParams, ExportParams, section
+from kprune.config import (
+    PRED_KNOBS,
+    REP_KNOBS,
+    EvaluateConfig,
+    ExportConfig,
+    PruneConfig,
+    SparsifyConfig,
+    section,
+)
 
 Run = Callable[..., Any]
 
@@ -57,8 +64,8 @@ def reduction_chain(
     data_dir: str | None,
     measured: tuple[Any, Any, Any],
     cfg: PruneConfig,
-    ev: EvaluateParams,
-    ex: ExportParams,
+    ev: EvaluateConfig,
+    ex: ExportConfig,
     device: str,
 ) -> tuple[Any, Any, Any, Any]:
     """Masks, pruned model, evaluation and ONNX export at ``cfg.search.reduction``."""

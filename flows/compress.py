@@ -19,12 +19,13 @@ from prefect import flow
 
 from flows.chain import measure_chain, reduction_chain, sparse_chain, teacher_chain
 from kprune import artifacts as A
+from kprune.config import prune_config, read_params, section, validate_params
+from kprune.data.tasks import REGISTRY, default_data_root
 from kprune.entry import run_main
 from kprune.errors import KPruneError
-from kprune.finetune import format_metrics
-from kprune.params import prune_config, read_params, section, validate_params
 from kprune.plots import metric_vs_flops_plot
-from kprune.tasks import REGISTRY, default_data_root
+from kprune.report import COMBINED, sparse_summary
+from kprune.train.finetune import format_metrics
 
 
 def task_files(task: str, data_dir: str | None) -> str:
@@ -212,6 +213,7 @@ def summary_row(
         if record.get("int8"):
             onnx["onnx_int8_max_abs_diff"] = record["int8"]["max_abs_diff"]
     row = {
+        "kind": "kprune",
         "reduction": r,
         "metric": ev["metric"],
         "metric_before": ev["metric_before"],
@@ -249,19 +251,9 @@ def summary_row(
 def sparse_row(reduction: float | None, sparse_dir: str) -> dict:
     """A SparseBERT model's summary (a K-prune + SparseBERT one names its reduction)."""
     report = json.loads((Path(sparse_dir) / A.MODEL / "report.json").read_text())
-    m = report["metric"]
     return {
         "reduction": reduction if reduction is not None else 0.0,
-        "method": report["method"],
-        "sparsity": report["sparsity"],
-        "metric": m,
-        "metric_before": report["metric_before"]["dev"][m],
-        "metric_after": report["metric_after"]["dev"][m],
-        "test_after": report["metric_after"]["test"][m],
-        "flops_kept": report["flops_kept"],
-        "matrix_nonzero": report["matrix_nonzero"],
-        "matrix_nonzero_fraction": report["matrix_nonzero_fraction_of_dense"],
-        "train_seconds": report["train_seconds"],
+        **sparse_summary(report),
         "artifacts": {"model": f"{sparse_dir}/{A.MODEL}"},
     }
 
@@ -269,7 +261,7 @@ def sparse_row(reduction: float | None, sparse_dir: str) -> dict:
 def format_sparse(rows: list[dict]) -> str:
     lines = []
     for r in rows:
-        where = "teacher" if r["method"] != "kprune+sparsebert" else f"K-prune R={r['reduction']}"
+        where = "teacher" if r["method"] != COMBINED else f"K-prune R={r['reduction']}"
         lines.append(
             f"{r['method']} ({where}) sparsity {r['sparsity']}: dev {r['metric']} "
             f"{r['metric_before']:.4f} -> {r['metric_after']:.4f}, encoder matrices "

@@ -16,8 +16,14 @@ from flows import settings
 from flows.keys import content_key, intact, output_dir, prefect_key_fn, seal
 from kprune import artifacts as A
 from kprune.atomic import atomic_path
-from kprune.config import FinetuneConfig, PruneConfig, SampleConfig, SparsifyConfig
-from kprune.params import EvaluateParams, ExportParams
+from kprune.config import (
+    EvaluateConfig,
+    ExportConfig,
+    FinetuneConfig,
+    PruneConfig,
+    SampleConfig,
+    SparsifyConfig,
+)
 from stages import evaluate as evaluate_stage
 from stages import export as export_stage
 from stages import finetune as finetune_stage
@@ -182,7 +188,7 @@ def evaluate(
     task_name: str,
     task_files: str,
     data_dir: str | None,
-    cfg: EvaluateParams,
+    cfg: EvaluateConfig,
     max_length: int,
     device: str = "auto",
     store: str = "",
@@ -212,7 +218,7 @@ def export(
     task_name: str,
     task_files: str,
     data_dir: str | None,
-    cfg: ExportParams,
+    cfg: ExportConfig,
     store: str = "",
 ) -> str:
     """ONNX for ONNX Runtime (fused, verified against torch), int8 copy, dev metric of each."""

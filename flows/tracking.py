@@ -100,7 +100,7 @@ def log_compress_runs(
         for row in rows:
             what = f"r={row['reduction']}"
             row_tags = {**tags, "reduction": str(row["reduction"])}
-            if "sparsity" in row:  # a SparseBERT model (of the teacher, or of a K-prune one)
+            if row["kind"] == "sparsebert":  # of the teacher, or of a K-prune model
                 what = f"{row['method']} s={row['sparsity']}" + (
                     f" r={row['reduction']}" if row["reduction"] else ""
                 )
@@ -147,7 +147,7 @@ def register_pruned(run_info, row: dict, checkpoint: str, task: str) -> str | No
         "flops_kept": f"{row['flops_kept']:.4f}",
         "code_digest": code_digest(),
     }
-    if "sparsity" in row:
+    if row["kind"] == "sparsebert":
         tags["sparsity"] = str(row["sparsity"])
     version = client.create_model_version(
         name, source=f"{run_info.artifact_uri}/model", run_id=run_info.run_id, tags=tags

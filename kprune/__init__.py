@@ -22,11 +22,11 @@ __all__ = [
 
 # the API pulls in torch and transformers: each name is imported on first use only
 _LAZY = {
-    "prune": "kprune.pruning",
+    "prune": "kprune.pruning.assemble",
     "PruneConfig": "kprune.config",
-    "save_pruned": "kprune.checkpoint",
-    "load_pruned": "kprune.checkpoint",
-    "sparsify": "kprune.sparsify",
+    "save_pruned": "kprune.models.checkpoint",
+    "load_pruned": "kprune.models.checkpoint",
+    "sparsify": "kprune.sparse.sparsebert",
     "SparsifyConfig": "kprune.config",
 }
 

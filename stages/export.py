@@ -1,14 +1,14 @@
 """Stage export: the pruned model -> ONNX for ONNX Runtime (fused, verified against torch),
-with an int8 copy and the dev metric of each (``kprune.export``)."""
+with an int8 copy and the dev metric of each (``kprune.deploy.export``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from kprune import artifacts as A
-from kprune.export import export_onnx
-from kprune.params import ExportParams, section
-from kprune.tasks import load_task
+from kprune.config import ExportConfig, section
+from kprune.data.tasks import load_task
+from kprune.deploy.export import export_onnx
 from stages.common import exit_with, stage_main
 
 
@@ -19,7 +19,7 @@ def add_args(p):
     p.add_argument("--out", required=True, help="output folder (model.onnx, its record, int8)")
 
 
-def make(pruned_dir: str, task_name: str, data_dir: str | None, out: str, cfg: ExportParams):
+def make(pruned_dir: str, task_name: str, data_dir: str | None, out: str, cfg: ExportConfig):
     """Export into folder ``out``; returns the export record."""
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)

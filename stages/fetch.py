@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from kprune.data.fetch import fetch
 from kprune.entry import run_main
-from kprune.fetch import fetch
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from kprune.config import FinetuneConfig
-from kprune.finetune import finetune, format_metrics
-from kprune.params import section
-from kprune.tasks import load_task
+from kprune.config import FinetuneConfig, section
+from kprune.data.tasks import load_task
+from kprune.train.finetune import finetune, format_metrics
 from stages.common import exit_with, stage_main
 
 

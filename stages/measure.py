@@ -6,14 +6,12 @@ invocations (``--what rep`` / ``--what pred``), so a gamma change re-measures K_
 
 from __future__ import annotations
 
-from kprune.checkpoint import load_model
-from kprune.config import PruneConfig
+from kprune.config import PruneConfig, prune_config
+from kprune.data.sample import load_sample
 from kprune.device import resolve_device
-from kprune.knowledge import MeasureSpec
-from kprune.measure import measure_initial
-from kprune.params import prune_config
-from kprune.sample import load_sample
-from kprune.scores import write_scores
+from kprune.models.checkpoint import load_model
+from kprune.pruning.knowledge import MeasureSpec
+from kprune.pruning.score_tables import measure_initial, write_scores
 from stages.common import exit_with, stage_main
 
 

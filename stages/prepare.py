@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from kprune.config import section
+from kprune.data.prepare import prepare_all
 from kprune.entry import run_main
-from kprune.params import section
-from kprune.prepare import prepare_all
 
 
 def main(argv: list[str] | None = None) -> int:

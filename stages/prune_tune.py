@@ -11,19 +11,17 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from kprune.checkpoint import load_model, save_pruned
-from kprune.config import PruneConfig
+from kprune.config import PruneConfig, prune_config
+from kprune.data.sample import load_sample
 from kprune.device import resolve_device
-from kprune.flops import flops_of
-from kprune.masks import load_masks
-from kprune.measure import read_knowledge
-from kprune.modeling import load_tokenizer
-from kprune.params import prune_config
-from kprune.pruning import prune_and_tune
+from kprune.models.checkpoint import load_model, save_pruned
+from kprune.models.loading import load_tokenizer
+from kprune.pruning.assemble import prune_and_tune
+from kprune.pruning.flops import flops_of
+from kprune.pruning.masks import load_masks
+from kprune.pruning.score_tables import read_knowledge, read_scores, write_scores
+from kprune.pruning.surgery import prune_model
 from kprune.report import add_pruned
-from kprune.sample import load_sample
-from kprune.scores import read_scores, write_scores
-from kprune.surgery import prune_model
 from stages.common import exit_with, stage_main
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from kprune.checkpoint import load_model
-from kprune.config import SampleConfig
+from kprune.config import SampleConfig, section
+from kprune.data.sample import draw_sample, save_sample
+from kprune.data.tasks import load_task
 from kprune.device import resolve_device
-from kprune.modeling import load_tokenizer
-from kprune.params import section
-from kprune.sample import draw_sample, save_sample
-from kprune.tasks import load_task
+from kprune.models.checkpoint import load_model
+from kprune.models.loading import load_tokenizer
 from stages.common import exit_with, stage_main
 
 

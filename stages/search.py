@@ -15,17 +15,16 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from kprune.checkpoint import load_model
-from kprune.config import PruneConfig
+from kprune.config import PruneConfig, prune_config
+from kprune.data.sample import load_sample
 from kprune.device import resolve_device
 from kprune.errors import KPruneError
-from kprune.flops import FlopsModel, flops_of
-from kprune.masks import save_masks
-from kprune.measure import read_knowledge
-from kprune.params import prune_config
-from kprune.pruning import choose_masks
-from kprune.sample import load_sample
-from kprune.search import SearchSpec
+from kprune.models.checkpoint import load_model
+from kprune.pruning.assemble import choose_masks
+from kprune.pruning.flops import FlopsModel, flops_of
+from kprune.pruning.masks import save_masks
+from kprune.pruning.score_tables import read_knowledge
+from kprune.pruning.search import SearchSpec
 from stages.common import exit_with, stage_main
 
 

@@ -1,13 +1,12 @@
 """Stage sparsify: SparseBERT — the teacher distilled into a student whose encoder matrices are
-sparse (``kprune.sparsify``, the params.yaml ``sparsify`` section). With ``--from-pruned`` the
+sparse (``kprune.sparse.sparsebert``, the params.yaml ``sparsify`` section). With ``--from-pruned`` the
 student is the K-prune model of prune_tune (K-prune + SparseBERT)."""
 
 from __future__ import annotations
 
-from kprune.config import SparsifyConfig
-from kprune.params import section
-from kprune.sparsify import save_sparse, sparsify
-from kprune.tasks import load_task
+from kprune.config import SparsifyConfig, section
+from kprune.data.tasks import load_task
+from kprune.sparse.sparsebert import save_sparse, sparsify
 from stages.common import exit_with, stage_main
 
 

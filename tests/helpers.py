@@ -91,8 +91,8 @@ def make_tiny_teacher(
     """A tiny BERT briefly fine-tuned in ``root/teacher`` (returned): on ``task``, or on ``n``
     synthetic sentiment rows written to ``root/s.csv``."""
     from kprune.config import FinetuneConfig
-    from kprune.finetune import finetune
-    from kprune.tasks import load_task
+    from kprune.data.tasks import load_task
+    from kprune.train.finetune import finetune
 
     make_tiny_model(root / "base", **model_kw)
     if task is None:
@@ -119,7 +119,7 @@ def sentiment_frame(n: int = 200, seed: int = 0, regression: bool = False) -> pd
 
 def write_task(root: Path, name: str = "rt", n: int = 300) -> Path:
     """A prepared registered task (train/dev/test Parquet) under ``root``; returns ``root``."""
-    from kprune.splits import stratified_split
+    from kprune.data.splits import stratified_split
 
     folder = root / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -131,7 +131,7 @@ def write_task(root: Path, name: str = "rt", n: int = 300) -> Path:
 def write_rt_project(root: Path, epochs: int = 2) -> Path:
     """``root/tasks`` (a prepared rt task) and ``root/teachers/rt`` (a tiny teacher fine-tuned
     on it): the layout the benchmark tools read. Returns ``root``."""
-    from kprune.tasks import load_task
+    from kprune.data.tasks import load_task
 
     write_task(root / "tasks")
     teacher = make_tiny_teacher(root, epochs=epochs, task=load_task("rt", root / "tasks"))
@@ -145,9 +145,9 @@ def make_pruned_folders(root: Path, cases) -> list[tuple[str, str]]:
     heads (layer 1 also loses every neuron) and saved by ``save_pruned``; (folder, head)."""
     from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
 
-    from kprune.checkpoint import save_pruned
-    from kprune.masks import Masks
-    from kprune.surgery import prune_model
+    from kprune.models.checkpoint import save_pruned
+    from kprune.pruning.masks import Masks
+    from kprune.pruning.surgery import prune_model
 
     folders = []
     for i, (family, head, labels) in enumerate(cases):

@@ -3,14 +3,20 @@
 import pytest
 import torch
 
-from kprune.adapters import get_adapter
-from kprune.checkpoint import load_model
+from kprune.data.sample import draw_sample, load_sample, materialise, save_sample
 from kprune.errors import KPruneError
-from kprune.flops import FlopsModel
-from kprune.knowledge import MeasureSpec
-from kprune.measure import knowledge_from_tables, measure_initial, measure_knowledge
-from kprune.sample import draw_sample, load_sample, materialise, save_sample
-from kprune.scores import read_scores, to_knowledge, write_scores
+from kprune.models.adapters import get_adapter
+from kprune.models.checkpoint import load_model
+from kprune.pruning.flops import FlopsModel
+from kprune.pruning.knowledge import MeasureSpec
+from kprune.pruning.score_tables import (
+    knowledge_from_tables,
+    measure_initial,
+    measure_knowledge,
+    read_scores,
+    to_knowledge,
+    write_scores,
+)
 from tests.helpers import make_tiny_model, sentiment_frame, tiny_tokenizer
 
 

@@ -12,8 +12,8 @@ import pytest
 from transformers import BertModel
 
 from kprune.config import PruneConfig
-from kprune.pruning import prune
-from kprune.tasks import load_task
+from kprune.data.tasks import load_task
+from kprune.pruning.assemble import prune
 from tests.conftest import ROOT
 from tests.helpers import make_tiny_teacher, sentiment_frame, tiny_config, tiny_tokenizer
 
@@ -158,8 +158,8 @@ def test_whole_layers_disappear_at_a_very_high_reduction(env):
 def test_nan_in_the_model_is_survived_recorded_and_pruned_away(env):
     import torch
 
-    from kprune.checkpoint import load_model
-    from kprune.modeling import load_tokenizer
+    from kprune.models.checkpoint import load_model
+    from kprune.models.loading import load_tokenizer
 
     model = load_model(str(env / "teacher"))
     with torch.no_grad():  # one FFN neuron of the last layer emits NaN

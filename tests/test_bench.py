@@ -5,13 +5,13 @@ from dataclasses import replace
 
 from bench.grid import run_bench
 from bench.report import write_report
-from kprune.params import BenchParams
+from kprune.config import BenchConfig
 from tests.helpers import make_tiny_model, write_rt_project, write_task
 
 
 def test_bench_rows_resume_and_report(tmp_path):
     write_rt_project(tmp_path, epochs=2)  # the bench looks for teachers/<task>
-    cfg = BenchParams(
+    cfg = BenchConfig(
         tasks=("rt",),
         methods=("kprune", "random"),
         reductions=(0.5,),
@@ -48,7 +48,7 @@ def test_rows_of_an_older_score_scale_are_rerun_and_left_out(tmp_path):
     """K-prune rows from before the published-scale fix (no score_scale) are stale: the bench
     reruns them, the report leaves them out; baseline rows stay valid."""
     from bench.rows import COLUMNS, append_row
-    from kprune.knowledge import SCORE_SCALE
+    from kprune.pruning.knowledge import SCORE_SCALE
 
     write_rt_project(tmp_path, epochs=1)
     out = tmp_path / "docs"
@@ -66,7 +66,7 @@ def test_rows_of_an_older_score_scale_are_rerun_and_left_out(tmp_path):
     )
     for method, metric in (("kprune", 0.123), ("random", 0.321)):
         append_row(out / "benchmarks.csv", {**old, "method": method, "metric": metric}, [*old])
-    cfg = BenchParams(
+    cfg = BenchConfig(
         tasks=("rt",),
         methods=("kprune", "random"),
         reductions=(0.5,),
@@ -90,7 +90,7 @@ def test_rows_of_an_older_score_scale_are_rerun_and_left_out(tmp_path):
 def test_plan_runs_the_headline_methods_over_the_grid_first():
     from bench.grid import plan
 
-    p = BenchParams(
+    p = BenchConfig(
         tasks=("rt", "trec6"),
         methods=("kprune", "kprune-no-rep", "random"),
         reductions=(0.4, 0.6),
@@ -225,7 +225,7 @@ def test_component_table_gives_each_ablations_lead_per_task_and_skips_the_defaul
 def test_report_only_rewrites_from_the_csv_and_runs_nothing(tmp_path):
     from bench.grid import main
     from bench.rows import COLUMNS
-    from kprune.knowledge import SCORE_SCALE
+    from kprune.pruning.knowledge import SCORE_SCALE
 
     out = tmp_path / "docs"
     assert main(["--report-only", "--out", str(out), "--no-track"]) == 2  # no CSV yet
@@ -274,10 +274,10 @@ def test_report_only_rewrites_from_the_csv_and_runs_nothing(tmp_path):
 
 
 def test_every_method_of_the_grid_gets_its_own_colour():
-    from kprune.params import BenchParams
+    from kprune.config import BenchConfig
     from kprune.plots import method_colors
 
-    methods = BenchParams().methods
+    methods = BenchConfig().methods
     colors = method_colors(methods)
     assert len(set(colors.values())) == len(methods) == len(colors)
 
@@ -480,7 +480,7 @@ def test_tokens_study_copies_the_grids_runs_runs_the_rest_and_finds_enough(tmp_p
     the seeds' spread of the largest."""
     from bench.rows import COLUMNS, append_row
     from bench.tokens import enough, main, summary
-    from kprune.knowledge import SCORE_SCALE
+    from kprune.pruning.knowledge import SCORE_SCALE
 
     write_rt_project(tmp_path, epochs=1)
     (tmp_path / "params.yaml").write_text("bench:\n  threads: 1\n  repeats: 1\n")
@@ -556,7 +556,7 @@ def test_tokens_study_copies_a_whole_split_run_to_the_other_seeds(tmp_path):
     and a task whose split is not exhausted are left to run."""
     from bench.rows import COLUMNS, append_row, read_rows
     from bench.tokens import copy_whole_split_runs, whole_split
-    from kprune.knowledge import SCORE_SCALE
+    from kprune.pruning.knowledge import SCORE_SCALE
 
     csv_path = tmp_path / "tokens.csv"
     base = dict.fromkeys(COLUMNS, "")

@@ -1,8 +1,7 @@
 import pytest
 
-from kprune.config import FinetuneConfig
+from kprune.config import FinetuneConfig, load_section
 from kprune.errors import KPruneError
-from kprune.params import load_section
 from tests.conftest import ROOT
 
 
@@ -27,13 +26,13 @@ def test_missing_params_file(tmp_path):
 
 
 def test_every_section_of_the_repo_params_validates():
-    from kprune.params import validate_params
+    from kprune.config import validate_params
 
     validate_params(str(ROOT / "params.yaml"))
 
 
 def test_unknown_section_key_in_pipeline_params(tmp_path):
-    from kprune.params import validate_params
+    from kprune.config import validate_params
 
     (tmp_path / "p.yaml").write_text("search:\n  lamda: 0.1\n")
     with pytest.raises(KPruneError, match="unknown key 'search.lamda'"):
@@ -41,7 +40,7 @@ def test_unknown_section_key_in_pipeline_params(tmp_path):
 
 
 def test_unknown_section_is_named(tmp_path):
-    from kprune.params import validate_params
+    from kprune.config import validate_params
 
     (tmp_path / "p.yaml").write_text("serach:\n  lam: 0.1\n")
     with pytest.raises(KPruneError, match="unknown section 'serach'"):
@@ -53,8 +52,7 @@ def test_every_pruning_knob_can_be_set_in_params_yaml():
     params.yaml, in the section of the same name, and is read back as written."""
     import dataclasses
 
-    from kprune.config import PRUNE_SECTIONS
-    from kprune.params import prune_config, read_params
+    from kprune.config import PRUNE_SECTIONS, prune_config, read_params
 
     data = read_params(ROOT / "params.yaml")
     cfg = prune_config(data)

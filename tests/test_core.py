@@ -7,21 +7,21 @@ import pytest
 import torch
 from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
 
-from kprune.adapters import get_adapter
-from kprune.checkpoint import load_model, load_pruned, save_pruned
 from kprune.config import PruneConfig
+from kprune.data.sample import build_sample
+from kprune.data.tasks import load_task
 from kprune.errors import KPruneError
-from kprune.flops import FlopsModel
-from kprune.forward import layer_norm, sublayer
-from kprune.knowledge import MeasureSpec, measure
-from kprune.masks import Masks, apply_masks
-from kprune.modeling import frozen
-from kprune.pruning import prune
-from kprune.sample import build_sample
-from kprune.search import SearchSpec, kpms
-from kprune.surgery import prune_model
-from kprune.tasks import load_task
-from kprune.tuning import NormalEquations
+from kprune.models.adapters import get_adapter
+from kprune.models.checkpoint import load_model, load_pruned, save_pruned
+from kprune.models.loading import frozen
+from kprune.pruning.assemble import prune
+from kprune.pruning.flops import FlopsModel
+from kprune.pruning.forward import layer_norm, sublayer
+from kprune.pruning.knowledge import MeasureSpec, measure
+from kprune.pruning.masks import Masks, apply_masks
+from kprune.pruning.search import SearchSpec, kpms
+from kprune.pruning.surgery import prune_model
+from kprune.pruning.tuning import NormalEquations
 from tests.helpers import make_tiny_model, make_tiny_teacher, sentiment_frame, tiny_tokenizer
 
 FAMILIES = ["bert", "roberta", "distilbert"]
@@ -228,7 +228,7 @@ def test_first_step_skips_the_backward_only_where_k_pred_is_zero(teacher):
 def test_first_step_skips_the_backward_for_qa_too(tmp_path, drawn):
     """QA logits are per token, stored as zeros past each example's end: the teacher check
     compares real tokens only, so the first step of a QA model adds exact zeros as well."""
-    from kprune.sample import draw_sample, materialise
+    from kprune.data.sample import draw_sample, materialise
 
     model = frozen(_load(make_tiny_model(tmp_path / "qa", "bert", 2, head="qa"), "qa"))
     adapter = get_adapter(model)
@@ -279,7 +279,7 @@ def test_scores_do_not_depend_on_rows_per_autograd_pass(teacher):
 
 
 def test_kpms_keeps_best_units_within_budget():
-    from kprune.knowledge import Knowledge
+    from kprune.pruning.knowledge import Knowledge
 
     flops = FlopsModel(10, 32, 8)
     k = Knowledge.zeros(2, 4, 64)
@@ -343,7 +343,7 @@ def test_unsupported_architecture(tmp_path):
 
 def test_empty_sample(teacher):
     folder, task = teacher
-    from kprune.tasks import TaskData
+    from kprune.data.tasks import TaskData
 
     empty = TaskData(task.spec, {**task.splits, "train": task.splits["train"].iloc[:0]})
     with pytest.raises(KPruneError, match="sample is empty"):
@@ -406,14 +406,14 @@ def test_kwon_rescaling_never_raises_the_error(teacher):
 
 def test_unknown_method():
     with pytest.raises(KPruneError, match="unknown method 'obs'"):
-        from kprune.methods import get_method
+        from kprune.pruning.methods import get_method
 
         get_method("obs")
 
 
 def test_prune_help_names_every_method(capsys):
     from kprune.cli import build_parser
-    from kprune.methods import METHODS
+    from kprune.pruning.methods import METHODS
 
     with pytest.raises(SystemExit):
         build_parser().parse_args(["prune", "--help"])
@@ -455,7 +455,7 @@ def test_corrupt_pruned_model_is_detected(teacher, tmp_path):
 
 
 def test_rearrangement_prunes_units_whose_gradients_cancel():
-    from kprune.search import rearrange, rearrange_masks
+    from kprune.pruning.search import rearrange, rearrange_masks
 
     # a and b each matter (|g| = 1) but cancel on every batch; c matters less alone (0.64)
     grads = torch.tensor([[1.0, -1.0, 0.0], [0.0, 0.0, 0.8]])  # [batches, units a b c]
@@ -480,9 +480,9 @@ def test_rearrangement_prunes_units_whose_gradients_cancel():
 
 def test_label_measurement_keeps_each_batch_gradient(teacher):
     folder, task = teacher
-    from kprune.measure import measure_knowledge
-    from kprune.modeling import load_tokenizer
-    from kprune.pruning import task_sample
+    from kprune.models.loading import load_tokenizer
+    from kprune.pruning.assemble import task_sample
+    from kprune.pruning.score_tables import measure_knowledge
 
     model = load_model(str(folder))
     cfg = PruneConfig(tokens=600, max_length=16, batch_size=8)
@@ -513,16 +513,16 @@ def test_report_has_exactly_the_typed_keys(teacher, method):
 def test_remeasure_per_layer_measures_half_as_often_and_meets_the_budget(teacher, monkeypatch):
     """prune_tune.remeasure = layer: the FFN step reuses the scores measured before its
     layer's attention step (L measurements instead of 2L); the budget still holds."""
-    import kprune.loop
+    import kprune.pruning.loop
 
     calls = []
-    real = kprune.loop.measure
+    real = kprune.pruning.loop.measure
 
     def counting(*args, **kwargs):
         calls.append(args[3])  # the step measured from
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(kprune.loop, "measure", counting)
+    monkeypatch.setattr(kprune.pruning.loop, "measure", counting)
     _, per_sublayer = _prune(teacher, reduction=0.5, mu=1.0)
     sublayer_calls, calls[:] = list(calls), []
     _, per_layer = _prune(teacher, reduction=0.5, mu=1.0, remeasure="layer")
@@ -534,15 +534,15 @@ def test_remeasure_per_layer_measures_half_as_often_and_meets_the_budget(teacher
 
 def _loop_on(teacher, data, **cfg):
     """prune_tune (the sublayer loop) on a fresh copy of the tiny teacher."""
-    from kprune.loop import prune_tune
+    from kprune.pruning.loop import prune_tune
 
     config = PruneConfig(**{"reduction": 0.5, "mu": 1.0, **cfg}).resolved()
     return prune_tune(load_model(str(teacher[0])), data, "classification", config, progress=False)
 
 
 def _sample_of(teacher, teacher_logits=True):
-    from kprune.modeling import load_tokenizer
-    from kprune.pruning import task_sample
+    from kprune.models.loading import load_tokenizer
+    from kprune.pruning.assemble import task_sample
 
     folder, task = teacher
     cfg = PruneConfig(tokens=1500, max_length=16)
@@ -563,15 +563,15 @@ def test_tuning_on_the_measured_units_equals_recomputing_them(teacher, monkeypat
     """The loop hands the measurement pass's units of the pruned sublayer to its tuning; the
     result is the one of recomputing them (where they do not fit in memory), and the student's
     units are not computed again."""
-    import kprune.loop
+    import kprune.pruning.loop
 
     data = _sample_of(teacher)
     calls = []
-    real = kprune.loop.unit_inputs
-    monkeypatch.setattr(kprune.loop, "unit_inputs", lambda *a: calls.append(1) or real(*a))
+    real = kprune.pruning.loop.unit_inputs
+    monkeypatch.setattr(kprune.pruning.loop, "unit_inputs", lambda *a: calls.append(1) or real(*a))
     reused = _loop_on(teacher, data)
     assert calls == []
-    monkeypatch.setattr(kprune.loop, "_units_fit", lambda *a: False)
+    monkeypatch.setattr(kprune.pruning.loop, "_units_fit", lambda *a: False)
     recomputed = _loop_on(teacher, data)
     assert len(calls) > 0
     _same_pruning(reused, recomputed)
@@ -591,8 +591,8 @@ def test_sample_without_teacher_logits_gets_them_from_the_first_measurement(teac
 
 
 def test_loops_that_do_not_measure_the_teacher_refuse_a_sample_without_logits(teacher):
-    from kprune.loop import takes_teacher_logits
-    from kprune.sample import save_sample
+    from kprune.data.sample import save_sample
+    from kprune.pruning.loop import takes_teacher_logits
 
     deferred = _sample_of(teacher, teacher_logits=False)
     with pytest.raises(KPruneError, match="draw it with teacher logits"):

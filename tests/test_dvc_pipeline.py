@@ -143,7 +143,7 @@ def test_an_adapter_edit_marks_exactly_the_stages_that_run_through_it(repo):
     """An edit to a model family's adapter: every stage that loads a model through it is
     changed; the data stages and the teacher's fine-tuning are not."""
     _repro(repo)
-    source = repo / "kprune" / "adapters" / "families.py"
+    source = repo / "kprune" / "models" / "adapters" / "families.py"
     text = source.read_text()
     source.write_text(text + "\n# an edit\n")
     try:
@@ -189,11 +189,11 @@ def test_search_strategy_reruns_only_search_and_after_and_changes_the_masks(repo
 
 
 def test_score_scale_change_remeasures_everything_downstream(repo):
-    """A change of the score definitions (kprune/knowledge.py) invalidates both score
+    """A change of the score definitions (kprune/pruning/knowledge.py) invalidates both score
     tables and all that follows; the sample and the teacher stay cached. (Only the scale's
     label changes here, so the pruned model is the same: `evaluate` reruns only when the
     report's millisecond timings happen to differ, which a fast machine need not show.)"""
-    source = repo / "kprune" / "knowledge.py"
+    source = repo / "kprune" / "pruning" / "knowledge.py"
     text = source.read_text()
     assert re.search(r"^SCORE_SCALE = \d+$", text, re.M)
     source.write_text(re.sub(r"^SCORE_SCALE = (\d+)$", r"SCORE_SCALE = 9\1", text, flags=re.M))

@@ -16,8 +16,8 @@ import sys
 import pytest
 import torch
 
-from kprune.checkpoint import load_pruned
-from kprune.export import OrtModel, export_onnx
+from kprune.deploy.export import OrtModel, export_onnx
+from kprune.models.checkpoint import load_pruned
 from tests.helpers import make_pruned_folders
 from tests.test_portable import CASES
 

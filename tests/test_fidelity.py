@@ -1,7 +1,7 @@
 """The fidelity report compares each measured row with the reference's figures."""
 
 from bench.fidelity import REFERENCE, report
-from kprune.knowledge import SCORE_SCALE
+from kprune.pruning.knowledge import SCORE_SCALE
 
 
 def _row(dev, test, scale=SCORE_SCALE, reduction=0.6):

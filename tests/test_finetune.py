@@ -6,9 +6,9 @@ import pytest
 from transformers import AutoModelForSequenceClassification
 
 from kprune.config import FinetuneConfig
+from kprune.data.tasks import load_task
 from kprune.errors import KPruneError
-from kprune.finetune import finetune
-from kprune.tasks import load_task
+from kprune.train.finetune import finetune
 from tests.conftest import ROOT
 
 FAST = FinetuneConfig(epochs=3, batch_size=16, lr=3e-3, max_length=16, warmup_ratio=0.0)

@@ -237,7 +237,7 @@ def test_two_batch_flows_on_the_same_data_do_not_clobber(project):
     for p, (out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-3000:]
         assert "0.45" in out
-    from kprune.checkpoint import load_pruned
+    from kprune.models.checkpoint import load_pruned
 
     models = list((project / "data" / "flows" / "prune_tune").glob("*/model"))
     assert models and all((m.parent / ".done").exists() for m in models)
@@ -258,7 +258,7 @@ def test_a_corrupt_cached_output_is_recomputed_not_used(project):
     assert proc.returncode == 0, proc.stderr[-3000:]
     states = dict(_states(proc.stdout))
     assert states["sample"] == "completed"  # rebuilt, not served from the cache
-    from kprune.sample import load_sample
+    from kprune.data.sample import load_sample
 
     for s in sorted((project / "data" / "flows" / "sample").glob("*/sample.safetensors")):
         load_sample(s)  # intact again

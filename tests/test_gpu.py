@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from kprune.config import PruneConfig, SparsifyConfig
+from kprune.data.tasks import load_task
 from kprune.device import resolve_device
-from kprune.pruning import prune
-from kprune.tasks import load_task
+from kprune.pruning.assemble import prune
 from tests.helpers import make_tiny_teacher
 
 pytestmark = [
@@ -57,8 +57,8 @@ def test_bf16_measurement_on_the_gpu_meets_the_budget(teacher):
 
 
 def test_sparsify_on_the_gpu_reaches_the_sparsity(teacher):
-    from kprune.sparsify import sparsify
-    from kprune.sparsity import prunable_matrices
+    from kprune.sparse.schedule import prunable_matrices
+    from kprune.sparse.sparsebert import sparsify
 
     folder, task = teacher
     cfg = SparsifyConfig(
@@ -71,8 +71,8 @@ def test_sparsify_on_the_gpu_reaches_the_sparsity(teacher):
 
 
 def test_latency_on_the_gpu(teacher):
-    from kprune.checkpoint import load_model
-    from kprune.evaluation import latency_ms
+    from kprune.models.checkpoint import load_model
+    from kprune.train.evaluation import latency_ms
 
     model = load_model(teacher[0])
     assert latency_ms(model, 4, 16, repeats=2, device="cuda") > 0

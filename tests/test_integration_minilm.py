@@ -8,13 +8,13 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from kprune.config import PruneConfig
-from kprune.fetch import DEFAULT_SOURCES, fetch
-from kprune.masks import apply_masks
-from kprune.modeling import load_tokenizer
-from kprune.prepare import prepare_all
-from kprune.pruning import prune, prune_masked
-from kprune.surgery import prune_model
-from kprune.tasks import load_task
+from kprune.data.fetch import DEFAULT_SOURCES, fetch
+from kprune.data.prepare import prepare_all
+from kprune.data.tasks import load_task
+from kprune.models.loading import load_tokenizer
+from kprune.pruning.assemble import prune, prune_masked
+from kprune.pruning.masks import apply_masks
+from kprune.pruning.surgery import prune_model
 
 pytestmark = pytest.mark.integration
 

@@ -127,20 +127,46 @@ def test_the_closure_reaches_what_a_stage_really_runs():
     """prune_tune runs through the method dispatch, the config and the model adapters; the
     data stages and the teachers' fine-tuning do not reach the adapters or the pruner."""
     prune_tune = set(closure_files("stages.prune_tune"))
-    assert {"kprune/pruning.py", "kprune/config.py", "kprune/adapters/families.py"} <= prune_tune
+    assert {
+        "kprune/pruning/assemble.py",
+        "kprune/config.py",
+        "kprune/models/adapters/families.py",
+    } <= prune_tune
     assert {"kprune/__init__.py", "stages/__init__.py", "stages/common.py"} <= prune_tune
     for lean in ("stages.fetch", "stages.prepare", "stages.finetune"):
         files = closure_files(lean)
-        assert not [f for f in files if f.startswith("kprune/adapters")], lean
-        assert not {"kprune/pruning.py", "kprune/cli.py", "kprune/knowledge.py"} & set(files)
-    assert "kprune/params.py" not in closure_files("stages.fetch")
+        # the method registry is the config's (its choices); nothing else of the pruner
+        pruner = {"kprune/pruning/__init__.py", "kprune/pruning/methods.py"}
+        reached = [
+            f
+            for f in files
+            if f.startswith(("kprune/models/adapters/", "kprune/pruning/", "kprune/sparse/"))
+            and f not in pruner
+        ]
+        assert reached == [], lean
+        assert "kprune/cli.py" not in files, lean
+    assert "kprune/config.py" not in closure_files("stages.fetch")
 
 
 def test_a_lazily_exported_name_counts_as_its_module(tmp_path):
-    """``from kprune import prune`` runs kprune.pruning (the package's lazy export)."""
+    """``from kprune import prune`` runs kprune.pruning.assemble (the package's lazy export)."""
     import ast
 
     from tests.import_graph import imported_names
 
     node = ast.parse("from kprune import prune, config").body[0]
-    assert imported_names("stages.search", node) == ["kprune.pruning", "kprune.config"]
+    assert imported_names("stages.search", node) == ["kprune.pruning.assemble", "kprune.config"]
+
+
+def test_the_data_files_name_the_registered_tasks_and_methods():
+    """params.yaml and dvc.yaml cannot import the registries: they hold the same lists (the
+    config's defaults are the registries themselves)."""
+    from kprune.config import BenchConfig, PrepareConfig
+    from kprune.data.tasks import REGISTRY
+    from kprune.pruning.methods import METHODS
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    dvc_tasks = yaml.safe_load((ROOT / "dvc.yaml").read_text())["vars"][0]["tasks"]
+    assert list(REGISTRY) == params["prepare"]["tasks"] == params["bench"]["tasks"] == dvc_tasks
+    assert PrepareConfig().tasks == BenchConfig().tasks == tuple(REGISTRY)
+    assert sorted(params["bench"]["methods"]) == sorted(METHODS) == sorted(BenchConfig().methods)

@@ -61,7 +61,7 @@ def test_the_wheel_holds_the_kprune_package_and_its_cli_only(wheel):
         scripts = z.read(entry).decode()
     tops = {n.split("/")[0] for n in names}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"kprune"}
-    assert "kprune/__init__.py" in names and "kprune/adapters/families.py" in names
+    assert "kprune/__init__.py" in names and "kprune/models/adapters/families.py" in names
     assert not [n for n in names if n.startswith(("stages/", "flows/", "bench/", "tests/"))]
     assert "kprune = kprune.cli:main" in scripts
 
@@ -131,7 +131,7 @@ sc = kprune.SparsifyConfig(sparsity=0.5, epochs=0.05, mask_updates=2, max_length
                            student="teacher")
 sparse, sreport = kprune.sparsify(str(root / "tiny"), str(root / "s.csv"), sc, device="cpu",
                                   progress=False)
-from kprune.export import export_onnx
+from kprune.deploy.export import export_onnx
 try:
     export_onnx(root / "pruned", root / "m.onnx")
 except KPruneError as exc:

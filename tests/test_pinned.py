@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kprune.methods import METHODS
+from kprune.pruning.methods import METHODS
 from tests.helpers import make_tiny_teacher
 
 PINS = Path(__file__).with_name("pinned.json")
@@ -29,7 +29,7 @@ ROUNDING_DECIDED = {"kprune-no-rep"}
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
-    from kprune.tasks import load_task
+    from kprune.data.tasks import load_task
 
     root = tmp_path_factory.mktemp("pinned")
     return make_tiny_teacher(root), load_task(str(root / "s.csv"))
@@ -46,7 +46,7 @@ def _probe(model) -> list[list[float]]:
 
 def _pruned(teacher, method: str) -> dict:
     from kprune.config import PruneConfig
-    from kprune.pruning import prune
+    from kprune.pruning.assemble import prune
 
     folder, task = teacher
     cfg = PruneConfig(reduction=0.5, tokens=1500, max_length=16)
@@ -86,8 +86,8 @@ def test_dvc_stage_path_gives_the_library_result(teacher, tmp_path, method):
     """sample -> measure rep/pred -> search -> prune_tune through the stages' functions, with
     the method named as params.yaml's ``method.name`` names it: the same pruned model as
     ``kprune.prune`` with that method, for every K-prune variant and every baseline."""
-    from kprune.checkpoint import load_pruned
     from kprune.config import PruneConfig
+    from kprune.models.checkpoint import load_pruned
     from stages import measure, prune_tune, sample, search
 
     folder, _ = teacher

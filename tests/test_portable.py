@@ -16,7 +16,7 @@ import textwrap
 import pytest
 import torch
 
-from kprune.checkpoint import MODELING_FILE, load_pruned
+from kprune.models.checkpoint import MODELING_FILE, load_pruned
 from tests.helpers import make_pruned_folders
 
 CASES = [  # (family, head, labels)

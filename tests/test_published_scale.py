@@ -13,12 +13,12 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification
 
-from kprune.adapters import get_adapter
-from kprune.batching import Encoded, bucket_batches, collate
+from kprune.data.batching import Encoded, bucket_batches, collate
+from kprune.data.sample import draw_sample, materialise
 from kprune.errors import KPruneError
-from kprune.knowledge import SCORE_SCALE, MeasureSpec, measure
-from kprune.sample import draw_sample, materialise
-from kprune.scores import knowledge_frame, read_scores, write_scores
+from kprune.models.adapters import get_adapter
+from kprune.pruning.knowledge import SCORE_SCALE, MeasureSpec, measure
+from kprune.pruning.score_tables import knowledge_frame, read_scores, write_scores
 from tests.helpers import make_tiny_model, sentiment_frame, tiny_tokenizer
 
 BATCH, GAMMA = 8, 2.0
@@ -185,7 +185,7 @@ def test_paper_k_pred_equals_per_batch_autograd_divided_by_examples(pair):
 
 def test_table_of_another_score_scale_is_refused(pair, tmp_path):
     student, data, _, _ = pair
-    from kprune.flops import flops_of
+    from kprune.pruning.flops import flops_of
 
     df = knowledge_frame(_measured(student, data), flops_of(student, data))
     write_scores(df, tmp_path / "new.parquet", {"dims": [2, 4, 8, 32, 64]})
@@ -220,7 +220,7 @@ def test_flow_cache_keys_change_with_the_score_definitions(tmp_path, monkeypatch
     shutil.copytree(Path(kprune.__file__).parent, lib, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(kprune, "__file__", str(lib / "__init__.py"))
     before = content_key("measure_rep", {"batch_size": 32})
-    source = lib / "knowledge.py"
+    source = lib / "pruning" / "knowledge.py"
     source.write_text(
         re.sub(r"^SCORE_SCALE = (\d+)$", r"SCORE_SCALE = 9\1", source.read_text(), flags=re.M)
     )

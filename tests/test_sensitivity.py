@@ -6,8 +6,8 @@ import pytest
 
 from bench import sensitivity
 from kprune.config import PruneConfig
-from kprune.pruning import prune
-from kprune.tasks import load_task
+from kprune.data.tasks import load_task
+from kprune.pruning.assemble import prune
 from tests.helpers import write_rt_project
 
 

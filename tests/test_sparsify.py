@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from kprune.config import SparsifyConfig
-from kprune.distill import (
+from kprune.pruning.methods import SPARSIFY_METHODS
+from kprune.sparse.distill import (
     AttentionScores,
     LossWeights,
     attention_mse,
@@ -20,8 +21,7 @@ from kprune.distill import (
     kept_heads,
     run,
 )
-from kprune.methods import SPARSIFY_METHODS
-from kprune.sparsity import (
+from kprune.sparse.schedule import (
     WeightMasks,
     cubic_sparsity,
     magnitude_mask,
@@ -44,7 +44,7 @@ def teacher(tmp_path_factory):
 
 
 def _task(teacher):
-    from kprune.tasks import load_task
+    from kprune.data.tasks import load_task
 
     return load_task(str(teacher.parent / "s.csv"))
 
@@ -104,7 +104,7 @@ def test_attention_scores_are_the_pre_softmax_scores(tmp_path, family):
 
 
 def test_identical_student_has_zero_losses_and_a_perturbed_one_does_not(teacher):
-    from kprune.checkpoint import load_model
+    from kprune.models.checkpoint import load_model
 
     t = load_model(teacher)
     s = copy.deepcopy(t).eval()
@@ -130,7 +130,7 @@ def test_identical_student_has_zero_losses_and_a_perturbed_one_does_not(teacher)
 
 
 def test_regression_prediction_loss_is_mse_to_the_teacher():
-    from kprune.distill import prediction_loss
+    from kprune.sparse.distill import prediction_loss
 
     s, t = torch.tensor([[0.5], [2.0]]), torch.tensor([[1.5], [2.0]])
     assert prediction_loss(s, t, "regression", 1.0).item() == pytest.approx(0.5)
@@ -139,9 +139,9 @@ def test_regression_prediction_loss_is_mse_to_the_teacher():
 def test_pruned_student_matches_the_teachers_kept_heads(teacher):
     """A K-prune student's heads are compared with the teacher's heads of the same index:
     layer 0 sees the same input, so its kept heads' scores equal the teacher's."""
-    from kprune.checkpoint import load_model
-    from kprune.masks import Masks
-    from kprune.surgery import prune_model
+    from kprune.models.checkpoint import load_model
+    from kprune.pruning.masks import Masks
+    from kprune.pruning.surgery import prune_model
 
     t = load_model(teacher)
     masks = Masks(torch.tensor([[0.0, 1, 0, 1], [1, 1, 1, 0]]), torch.ones(2, 64))
@@ -180,8 +180,8 @@ def _encoder(model) -> dict[str, torch.Tensor]:
 def test_the_student_starts_from_what_its_method_names(teacher):
     """The recipe's student holds the pre-trained encoder's weights, every one, not the
     fine-tuned teacher's; the from-teacher ablation's is a copy of the teacher."""
-    from kprune.checkpoint import load_model
-    from kprune.sparsify import base_of, initial_student
+    from kprune.models.checkpoint import load_model
+    from kprune.sparse.sparsebert import base_of, initial_student
 
     t = load_model(teacher)
     base = base_of(teacher)
@@ -204,7 +204,7 @@ def test_the_student_starts_from_what_its_method_names(teacher):
 
 
 def test_sparsify_reaches_the_sparsity_and_pruned_weights_never_regrow(teacher, monkeypatch):
-    from kprune.sparsify import sparsify
+    from kprune.sparse.sparsebert import sparsify
 
     snapshots = []
     original = WeightMasks.update
@@ -240,17 +240,17 @@ def test_only_what_a_method_weighs_is_computed_and_skipping_changes_nothing(teac
     """No distillation: no teacher pass; logits only: no attention scores or hidden states;
     the full recipe: all of them. Running the teacher anyway leaves the no-kd student
     bit for bit the same."""
-    import kprune.sparsify
-    from kprune.sparsify import sparsify
+    import kprune.sparse.sparsebert
+    from kprune.sparse.sparsebert import sparsify
 
     seen = []
-    real = kprune.sparsify.run
+    real = kprune.sparse.sparsebert.run
 
     def recording(model, scores, batch, hidden=True):
         seen.append((model.training, scores is not None, hidden))
         return real(model, scores, batch, hidden)
 
-    monkeypatch.setattr(kprune.sparsify, "run", recording)
+    monkeypatch.setattr(kprune.sparse.sparsebert, "run", recording)
     cfg = {**FAST, "epochs": 0.5, "sparsity": 0.5}
     runs = {}
     for method in ("sparsebert", "sparsebert-logits-kd", "sparsebert-no-kd"):
@@ -262,7 +262,7 @@ def test_only_what_a_method_weighs_is_computed_and_skipping_changes_nothing(teac
     assert runs["sparsebert", "calls"] == {(True, True, True), (False, True, True)}
     assert runs["sparsebert-logits-kd", "calls"] == {(True, False, False), (False, False, False)}
     assert runs["sparsebert-no-kd", "calls"] == {(True, False, False)}
-    monkeypatch.setattr(kprune.sparsify, "uses_teacher", lambda w: True)
+    monkeypatch.setattr(kprune.sparse.sparsebert, "uses_teacher", lambda w: True)
     sc = SparsifyConfig(method="sparsebert-no-kd", **cfg)
     with_teacher = sparsify(teacher, _task(teacher), sc, device="cpu", progress=False)[0]
     for (name, a), (_, b) in zip(
@@ -293,10 +293,10 @@ def test_cli_writes_a_plain_transformers_folder(teacher, tmp_path):
 def test_kprune_then_sparsify(teacher, tmp_path):
     """The combination: the student is the K-prune model; its remaining matrices reach the
     sparsity; the result is a K-prune folder that loads back."""
-    from kprune.checkpoint import load_pruned, save_pruned
     from kprune.config import PruneConfig
-    from kprune.pruning import prune
-    from kprune.sparsify import save_sparse, sparsify
+    from kprune.models.checkpoint import load_pruned, save_pruned
+    from kprune.pruning.assemble import prune
+    from kprune.sparse.sparsebert import save_sparse, sparsify
 
     task = _task(teacher)
     pruned, report = prune(
@@ -364,7 +364,7 @@ def test_bad_input_gets_one_line_errors(teacher, tmp_path, capsys):
 def test_sparse_kernels_give_the_dense_models_outputs(tmp_path, family, layout):
     from transformers import AutoModelForSequenceClassification
 
-    from kprune.sparse_kernels import SparseLinear, use_sparse_kernels
+    from kprune.sparse.kernels import SparseLinear, use_sparse_kernels
 
     folder = make_tiny_model(tmp_path / family, family)
     model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
@@ -384,8 +384,8 @@ def test_sparse_kernels_give_the_dense_models_outputs(tmp_path, family, layout):
 
 def test_sparsify_a_regression_teacher(tmp_path):
     """vader-movie's kind: the prediction term is the MSE to the teacher's output."""
-    from kprune.sparsify import sparsify
-    from kprune.tasks import load_task
+    from kprune.data.tasks import load_task
+    from kprune.sparse.sparsebert import sparsify
     from tests.helpers import sentiment_frame
 
     sentiment_frame(200, regression=True).to_csv(tmp_path / "r.csv", index=False)

@@ -1,9 +1,9 @@
 import pandas as pd
 import pytest
 
+from kprune.data.splits import clean, stratified_split
+from kprune.data.tasks import Fields, load_task
 from kprune.errors import KPruneError
-from kprune.splits import clean, stratified_split
-from kprune.tasks import Fields, load_task
 
 
 def test_unknown_task_name():

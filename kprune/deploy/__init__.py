@@ -1,0 +1,1 @@
+"""Deployment: ONNX export (fused, verified, int8) and the graph passes after fusion."""

@@ -1,0 +1,106 @@
+"""BERT (and MiniLM), RoBERTa and DistilBERT adapters."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from kprune.models.adapters.base import Adapter, EmptyAttention, LayerView
+
+
+class BertAdapter(Adapter):
+    family = "bert"
+    model_types = ("bert",)
+    prefix = "bert"
+
+    def backbone(self, model: nn.Module) -> nn.Module:
+        return getattr(model, self.prefix)
+
+    def layers(self, model: nn.Module) -> list[nn.Module]:
+        return list(self.backbone(model).encoder.layer)
+
+    def view(self, layer: nn.Module) -> LayerView:
+        att = layer.attention
+        return LayerView(
+            att.self.query,
+            att.self.key,
+            att.self.value,
+            att.output.dense,
+            att.output.LayerNorm,
+            layer.intermediate.dense,
+            layer.output.dense,
+            layer.output.LayerNorm,
+            layer.intermediate.intermediate_act_fn,
+        )
+
+    def embed(self, model, input_ids, token_type_ids):
+        return self.backbone(model).embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+
+    def seq_head(self, model, hidden):
+        return model.classifier(self.backbone(model).pooler(hidden))
+
+    def set_num_heads(self, layer, n):
+        sa = layer.attention.self
+        sa.num_attention_heads = n
+        sa.all_head_size = n * sa.attention_head_size
+
+    def empty_attention(self, layer):
+        layer.attention.self = EmptyAttention(None)
+
+    def has_heads(self, layer):
+        return not isinstance(layer.attention.self, EmptyAttention)
+
+    def ffn(self, layer):
+        return layer.intermediate.dense, layer.output.dense
+
+
+class RobertaAdapter(BertAdapter):
+    family = "roberta"
+    model_types = ("roberta", "xlm-roberta")
+    prefix = "roberta"
+
+    def seq_head(self, model, hidden):
+        return model.classifier(hidden)
+
+
+class DistilBertAdapter(Adapter):
+    family = "distilbert"
+    model_types = ("distilbert",)
+
+    def backbone(self, model: nn.Module) -> nn.Module:
+        return model.distilbert
+
+    def layers(self, model: nn.Module) -> list[nn.Module]:
+        return list(model.distilbert.transformer.layer)
+
+    def view(self, layer: nn.Module) -> LayerView:
+        a = layer.attention
+        return LayerView(
+            a.q_lin,
+            a.k_lin,
+            a.v_lin,
+            a.out_lin,
+            layer.sa_layer_norm,
+            layer.ffn.lin1,
+            layer.ffn.lin2,
+            layer.output_layer_norm,
+            layer.ffn.activation,
+        )
+
+    def embed(self, model, input_ids, token_type_ids):
+        return model.distilbert.embeddings(input_ids)
+
+    def seq_head(self, model, hidden):
+        return model.classifier(torch.relu(model.pre_classifier(hidden[:, 0])))
+
+    def set_num_heads(self, layer, n):
+        layer.attention.n_heads = n
+
+    def empty_attention(self, layer):
+        layer.attention = EmptyAttention(layer.attention.out_lin.bias)
+
+    def has_heads(self, layer):
+        return not isinstance(layer.attention, EmptyAttention)
+
+    def ffn(self, layer):
+        return layer.ffn.lin1, layer.ffn.lin2

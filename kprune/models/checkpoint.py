@@ -1,0 +1,169 @@
+"""Checkpoints: load a fine-tuned model, save a pruned one and load it back (content-hashed)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from torch import nn
+
+from kprune.atomic import atomic_path, write_json
+from kprune.data.fetch import sha256_of
+from kprune.data.tasks import TaskData
+from kprune.errors import KPruneError
+from kprune.models import pruned_modeling
+from kprune.models.adapters import adapter_for_type, get_adapter
+from kprune.models.loading import check_model_source
+from kprune.pruning.masks import Masks
+from kprune.pruning.surgery import prune_model
+from kprune.version import __version__
+
+RECORD = "kprune.json"
+MODELING_FILE = "pruned_modeling.py"  # kprune/models/pruned_modeling.py, copied beside the weights
+AUTO_CLASS = {"seq": "AutoModelForSequenceClassification", "qa": "AutoModelForQuestionAnswering"}
+HEAD_PREFIXES = ("classifier", "qa_outputs", "pre_classifier")
+
+
+def load_model(source: str | Path, allow_untrained_head: bool = False) -> nn.Module:
+    """A fine-tuned sequence-classification or QA model from a folder or hub name.
+
+    A checkpoint whose task head is missing (a base model: the head would be random) is
+    refused unless ``allow_untrained_head``.
+    """
+    from transformers import AutoConfig
+
+    src = check_model_source(source)
+    try:
+        config = AutoConfig.from_pretrained(src)
+    except Exception as exc:
+        raise KPruneError(f"cannot read model config of '{src}' ({exc})".splitlines()[0]) from None
+    adapter_for_type(config.model_type)  # unsupported families fail here, before loading
+    if (Path(src) / RECORD).is_file():
+        return load_pruned(src)
+    arch = (config.architectures or ["?"])[0]
+    import transformers
+
+    cls = getattr(transformers, arch, None)
+    if cls is None or not arch.endswith(("ForSequenceClassification", "ForQuestionAnswering")):
+        raise KPruneError(
+            f"'{src}' is a {arch}; kprune needs a fine-tuned *ForSequence"
+            "Classification or *ForQuestionAnswering checkpoint (see `kprune "
+            "finetune`)"
+        )
+    try:
+        model, info = cls.from_pretrained(src, output_loading_info=True)
+    except (OSError, ValueError) as exc:
+        raise KPruneError(f"cannot load weights of '{src}' ({exc})".splitlines()[0]) from None
+    head = [k for k in info.get("missing_keys", ()) if k.startswith(HEAD_PREFIXES)]
+    if head and not allow_untrained_head:
+        raise KPruneError(
+            f"'{src}' has no trained task head (missing {head[0]}); fine-tune it "
+            "first (`kprune finetune`) or pass --allow-untrained-head"
+        )
+    return model.eval()
+
+
+def check_task_fits(model: nn.Module, task: TaskData) -> None:
+    """The model's output size fits the task (labels, or one output for a regression)."""
+    n = model.config.num_labels
+    if task.spec.kind == "classification" and n != task.spec.num_labels:
+        raise KPruneError(
+            f"the model has {n} labels but task '{task.spec.name}' has "
+            f"{task.spec.num_labels}; use the checkpoint fine-tuned on this task"
+        )
+    if task.spec.kind == "regression" and n != 1:
+        raise KPruneError(f"task '{task.spec.name}' is a regression but the model has {n} outputs")
+
+
+def save_pruned(
+    model: nn.Module,
+    out_dir: str | Path,
+    masks: Masks | None = None,
+    tokenizer=None,
+    report: dict | None = None,
+) -> Path:
+    """Write weights (safetensors), config, kept units, tokenizer and report atomically.
+
+    The folder also loads with plain transformers, without kprune: config.json names each
+    layer's kept widths and, in ``auto_map``, the class of ``pruned_modeling.py`` (copied
+    beside the weights) that builds the model at those widths (``trust_remote_code=True``).
+    """
+    masks = masks or getattr(model, "kprune_masks", None)
+    tokenizer = tokenizer or getattr(model, "kprune_tokenizer", None)
+    if masks is None:
+        raise KPruneError("save_pruned needs the masks of the pruned model")
+    adapter = get_adapter(model)
+    heads, neurons = masks.heads.shape[1], masks.neurons.shape[1]
+    record = {
+        "kprune_version": __version__,
+        "family": adapter.family,
+        "heads": heads,
+        "neurons": neurons,
+        "kept": masks.to_dict(),
+    }
+    kept = masks.kept_per_layer()
+    auto = AUTO_CLASS[adapter.head_type(model)]
+    model.config.update(
+        {
+            pruned_modeling.HEADS_KEY: kept["heads"],
+            pruned_modeling.FFN_KEY: kept["neurons"],
+            "auto_map": {auto: f"{Path(MODELING_FILE).stem}.Pruned{type(model).__name__}"},
+        }
+    )
+    out = Path(out_dir)
+    with atomic_path(out, is_dir=True) as tmp:
+        model.save_pretrained(tmp)
+        shutil.copyfile(pruned_modeling.__file__, tmp / MODELING_FILE)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        record["weights_sha256"] = {f.name: sha256_of(f) for f in sorted(tmp.glob("*.safetensors"))}
+        write_json(tmp / RECORD, record)
+        if report is not None:
+            write_json(tmp / "report.json", report)
+    return out
+
+
+def load_pruned(path: str | Path) -> nn.Module:
+    """Load a model written by ``save_pruned`` into an ordinary transformers model."""
+    import transformers
+    from safetensors.torch import load_file
+    from transformers import AutoConfig
+
+    folder = Path(path)
+    record_path = folder / RECORD
+    if not record_path.is_file():
+        raise KPruneError(f"{folder} has no {RECORD}; is it a folder written by kprune prune?")
+    try:
+        record = json.loads(record_path.read_text())
+        config = AutoConfig.from_pretrained(folder)
+    except (json.JSONDecodeError, OSError, ValueError) as exc:
+        raise KPruneError(f"{folder} is corrupt ({type(exc).__name__}); prune again") from None
+    cls = getattr(transformers, (config.architectures or [""])[0], None)
+    if cls is None:
+        raise KPruneError(f"{folder}: unknown architecture {config.architectures}")
+    model = cls(config)
+    masks = Masks.from_dict(record["kept"], record["heads"], record["neurons"])
+    prune_model(model, masks)
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
+        raise KPruneError(f"{folder} has no .safetensors weights; prune again")
+    expected = record.get("weights_sha256", {})
+    for f in weights:
+        if f.name in expected and sha256_of(f) != expected[f.name]:
+            raise KPruneError(f"{f} fails its content hash (corrupt or truncated); prune again")
+    state: dict = {}
+    for f in weights:
+        try:
+            state.update(load_file(f))
+        except Exception as exc:
+            raise KPruneError(f"{f} is unreadable ({type(exc).__name__}); prune again") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise KPruneError(
+            f"{folder}: weights do not match the kept units (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}); prune again"
+        )
+    model.kprune_masks = masks
+    return model.eval()
