@@ -1,5 +1,5 @@
-"""The one chain of tasks behind both flows: (finetune ->) sample -> measure_rep, measure_pred (shared by
-every reduction) -> search -> prune_tune -> evaluate -> export (per reduction).
+"""The one chain of tasks behind both flows: (finetune ->) sample -> measure_rep, measure_pred
+(shared by every reduction) -> search -> prune_tune -> evaluate -> export (per reduction).
 
 ``run(task, *args)`` runs a task: the single-checkpoint flow calls it and waits (to log each
 state), the batch flow submits it (and Prefect resolves the futures passed along).

@@ -16,6 +16,7 @@ from torch import nn
 
 from kprune.pruning.flops import FlopsModel
 from kprune.pruning.masks import Masks
+from kprune.pruning.methods import SPARSIFY_METHODS
 from kprune.train.evaluation import count_params
 from kprune.version import __version__
 
@@ -141,20 +142,23 @@ class SparseReport(TypedDict, total=False):
     config: dict[str, Any]  # the SparsifyConfig
 
 
-def sparse_fields(task, cfg, teacher, student_init, base, flops_kept: float) -> SparseReport:
-    """Which task, method, configuration and starting point the SparseBERT run was."""
-    from kprune.pruning.methods import SPARSIFY_METHODS
-
+def sparse_fields(
+    task, cfg, teacher, base: str | None, from_pruned=None, pruned_report: dict | None = None
+) -> SparseReport:
+    """Which task, method, configuration and starting point the SparseBERT run was: a
+    student from ``from_pruned`` (a K-prune folder, whose ``pruned_report`` gives the FLOPs
+    kept) is the combination, any other the method's ``cfg.student``."""
+    combined = from_pruned is not None
     return SparseReport(
         task=task.spec.name,
         metric=task.spec.metric,
-        method=COMBINED if student_init not in ("pretrained", "teacher") else cfg.method,
+        method=COMBINED if combined else cfg.method,
         description=SPARSIFY_METHODS[cfg.method].description,
         teacher=str(teacher),
-        student_init=str(student_init),
+        student_init=str(from_pruned) if combined else cfg.student,
         base=base,
         sparsity=cfg.sparsity,
-        flops_kept=flops_kept,
+        flops_kept=pruned_report.get("flops_kept") if pruned_report else 1.0,
         config=asdict(cfg),
     )
 

@@ -205,14 +205,7 @@ def sparsify(
     after = {split: evaluate(model, split) for split in ("dev", "test")}
     model = model.cpu()
     pruned_report = _read_report(from_pruned) if from_pruned is not None else None
-    report = sparse_fields(
-        task,
-        cfg,
-        teacher,
-        from_pruned if from_pruned is not None else cfg.student,
-        base,
-        pruned_report.get("flops_kept") if pruned_report else 1.0,
-    )
+    report = sparse_fields(task, cfg, teacher, base, from_pruned, pruned_report)
     add_trained(report, masks.report(), matrix_nonzero(teacher_model)[1], before, after)
     report.update(
         history=history,
