@@ -27,12 +27,11 @@ def profile_pass(args: argparse.Namespace) -> None:
     from torch.profiler import ProfilerActivity, profile
 
     from kprune.config import PruneConfig
-    from kprune.data.sample import materialise
+    from kprune.data.sample import materialise, task_sample
     from kprune.data.tasks import load_task
     from kprune.models.adapters import get_adapter
     from kprune.models.checkpoint import load_model
     from kprune.models.loading import frozen, load_tokenizer
-    from kprune.pruning.assemble import task_sample
     from kprune.pruning.knowledge import measure
 
     torch.set_num_threads(args.threads)
@@ -40,7 +39,7 @@ def profile_pass(args: argparse.Namespace) -> None:
     model = frozen(load_model(args.teacher), cpu)
     task = load_task(args.task, args.data_dir)
     cfg = PruneConfig(tokens=args.tokens, batch_size=args.batch_size)
-    data = task_sample(model, load_tokenizer(args.teacher), task, cfg, cpu)
+    data = task_sample(model, load_tokenizer(args.teacher), task, cfg.sample, cpu)
     adapter = get_adapter(model)
     sample = materialise(model, adapter, data, args.batch_size, cpu)
     measured = copy.deepcopy(model).to(getattr(torch, args.dtype))

@@ -76,14 +76,13 @@ def sweep_task(task_name: str, seed: int, settings: list[tuple], args, csv_path:
 
     from flows.keys import code_digest
     from kprune.config import PruneConfig
+    from kprune.data.sample import task_sample
     from kprune.data.tasks import load_task
     from kprune.models.checkpoint import load_model
     from kprune.models.loading import load_tokenizer
-    from kprune.pruning.assemble import task_sample
+    from kprune.pruning.assemble import cut, prune_and_tune
     from kprune.pruning.knowledge import SCORE_SCALE, MeasureSpec
-    from kprune.pruning.loop import prune_tune
     from kprune.pruning.score_tables import measure_knowledge
-    from kprune.pruning.surgery import prune_model
     from kprune.train.evaluation import evaluate_model
 
     done = done_keys(read_rows(csv_path))
@@ -95,25 +94,26 @@ def sweep_task(task_name: str, seed: int, settings: list[tuple], args, csv_path:
     task = load_task(task_name, args.data_dir)
     tokenizer, model = load_tokenizer(str(teacher)), load_model(str(teacher))
     metric = task.spec.metric
+    cfg = PruneConfig(tokens=args.tokens, seed=seed)
+    cpu = torch.device("cpu")
 
     def score(m, split: str) -> float:
-        return evaluate_model(m, tokenizer, task, split, 128, "cpu")[metric]
+        return evaluate_model(m, tokenizer, task, split, cfg.sample.max_length, cpu)[metric]
 
     dense = {split: score(model, split) for split in ("dev", "test")}
     t0 = time.perf_counter()
-    cfg = PruneConfig(tokens=args.tokens, seed=seed)
-    data = task_sample(model, tokenizer, task, cfg, torch.device("cpu"))
+    data = task_sample(model, tokenizer, task, cfg.sample, cpu)
     mspec = MeasureSpec.of(cfg, task.spec.kind)
-    initial = measure_knowledge(model, data, mspec, cfg.sample.batch_size, "cpu")
+    initial = measure_knowledge(model, data, mspec, cfg.sample.batch_size, cpu)
     shared = time.perf_counter() - t0
     code = code_digest()[:12]
     for reduction, lam, mu in todo:
         t = time.perf_counter()
         at = cfg.replace(reduction=reduction, lam=lam, mu=mu)
-        res = prune_tune(
-            copy.deepcopy(model), data, task.spec.kind, at, initial=initial, progress=False
+        tuned, masks, report, _ = prune_and_tune(
+            copy.deepcopy(model), data, task.spec.kind, at, cpu, initial=initial, progress=False
         )
-        pruned = prune_model(res.model, res.masks)
+        pruned = cut(tuned, masks, report)
         seconds = time.perf_counter() - t
         row = {
             "task": task_name,
@@ -128,9 +128,9 @@ def sweep_task(task_name: str, seed: int, settings: list[tuple], args, csv_path:
             "test": score(pruned, "test"),
             "dense_dev": dense["dev"],
             "dense_test": dense["test"],
-            "flops_kept": res.report["flops_kept"],
-            "heads_kept": json.dumps(res.report["kept_heads_per_layer"]),
-            "neurons_kept": json.dumps(res.report["kept_neurons_per_layer"]),
+            "flops_kept": report["flops_kept"],
+            "heads_kept": json.dumps(report["kept_heads_per_layer"]),
+            "neurons_kept": json.dumps(report["kept_neurons_per_layer"]),
             "prune_seconds": round(seconds, 2),
             "shared_seconds": round(shared, 2),
             "code_digest": code,

@@ -2,8 +2,9 @@
 (``Report``) and SparseBERT's (``SparseReport``).
 
 ``pruning_fields`` (what the masks give: FLOPs, units kept, the sample) is filled by the
-sublayer loop and by the baselines alike; ``run_fields`` (task, method, config) by the
-assembly; ``add_pruned`` once the units are cut out. It stays a plain dict (a TypedDict), so
+sublayer loop and by the baselines alike; ``run_fields`` (task, method, config, teacher) and
+``add_pruned`` (once the units are cut out) by the assembly; ``search_fields`` is what a
+masks file records. It stays a plain dict (a TypedDict), so
 that report.json, MLflow and the benchmark read it as they always did.
 """
 
@@ -17,6 +18,7 @@ from torch import nn
 from kprune.pruning.flops import FlopsModel
 from kprune.pruning.masks import Masks
 from kprune.pruning.methods import SPARSIFY_METHODS
+from kprune.pruning.search import SearchSpec
 from kprune.train.evaluation import count_params
 from kprune.version import __version__
 
@@ -71,16 +73,14 @@ def pruning_fields(
     """What a set of masks on ``model`` (still full size) amounts to."""
     layers, heads = masks.heads.shape
     neurons = masks.neurons.shape[1]
-    total = flops.of_counts(layers * heads, layers * neurons)
-    after = flops.of_masks(masks.heads, masks.neurons)
     kept = masks.kept_per_layer()
     return Report(
         kprune_version=__version__,
         mode=mode,
         reduction=reduction,
         sample={k: data.meta[k] for k in ("examples", "tokens", "fingerprint")},
-        flops_before=total,
-        flops_after=after,
+        flops_before=flops.whole(masks),
+        flops_after=flops.of_masks(masks.heads, masks.neurons),
         flops_budget=flops.budget(reduction, layers, heads, neurons),
         avg_seq_len=flops.seq_len,
         params_before=count_params(model),
@@ -90,19 +90,36 @@ def pruning_fields(
         neurons_per_layer=neurons,
         sublayers=sublayers,
         seconds_per_phase=seconds,
-        flops_kept=after / total,
+        flops_kept=flops.kept(masks),
     )
 
 
-def run_fields(task, config, device) -> Report:
-    """Which task, method and configuration the run was."""
-    return Report(
-        task=task.spec.name,
-        metric=task.spec.metric,
+def run_fields(sample_meta: dict, config, device, teacher: str | None = None) -> Report:
+    """Which task (as the sample records it), method, configuration and teacher the run was."""
+    report = Report(
+        task=sample_meta["task"],
+        metric=sample_meta["metric"],
         config=asdict(config),
         device=str(device),
         method=config.method.name,
     )
+    if teacher is not None:
+        report["teacher"] = str(teacher)
+    return report
+
+
+def search_fields(config, flops: FlopsModel, masks: Masks, seconds: dict) -> dict[str, Any]:
+    """What a masks file records beside the masks: the reduction, how they were searched
+    (K-prune's search settings, or the baseline's name), the FLOPs they keep, the seconds."""
+    how = {"method": config.method.name}
+    if config.method.scorer is None:
+        how.update(asdict(SearchSpec.of(config)))
+    return {
+        "reduction": config.search.reduction,
+        "search": how,
+        "flops_kept": flops.kept(masks),
+        "seconds": seconds,
+    }
 
 
 def add_pruned(report: Report, pruned: nn.Module) -> Report:
@@ -110,6 +127,38 @@ def add_pruned(report: Report, pruned: nn.Module) -> Report:
     report["params_after"] = count_params(pruned)
     report["params_kept"] = report["params_after"] / report["params_before"]
     return report
+
+
+def evaluation_fields(
+    report: Report,
+    task,
+    split: str,
+    before: dict[str, float],
+    after: dict[str, float],
+    params_before: int,
+    params_after: int,
+) -> dict[str, Any]:
+    """What the evaluate stage records of a pruned model (its ``report``) against its teacher
+    on one ``split``: every metric before and after, the main one on its own, FLOPs, params."""
+    m = task.spec.metric
+    return {
+        "task": task.spec.name,
+        "metric": m,
+        "split": split,
+        "reduction": report["reduction"],
+        "mode": report["mode"],
+        "metric_before": before[m],
+        "metric_after": after[m],
+        "all_metrics_before": before,
+        "all_metrics_after": after,
+        "flops_before": report["flops_before"],
+        "flops_after": report["flops_after"],
+        "flops_kept": report["flops_kept"],
+        "params_before": params_before,
+        "params_after": params_after,
+        "params_kept": params_after / params_before,
+        "prune_seconds_per_phase": report["seconds_per_phase"],
+    }
 
 
 # A SparseBERT run.

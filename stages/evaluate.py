@@ -13,6 +13,7 @@ from kprune.device import resolve_device
 from kprune.models.checkpoint import load_model
 from kprune.models.loading import load_tokenizer
 from kprune.plots import kept_units_plot
+from kprune.report import evaluation_fields
 from kprune.train.evaluation import compare_latency, count_params, evaluate_model
 from stages.common import exit_with, stage_main
 
@@ -41,27 +42,11 @@ def evaluate(
     report = json.loads((Path(pruned_dir) / "report.json").read_text())
     tok = load_tokenizer(teacher)
     dense, pruned = load_model(teacher).to(dev), load_model(pruned_dir).to(dev)
-    metric = task.spec.metric
     before = evaluate_model(dense, tok, task, cfg.split, max_length, dev)
     after = evaluate_model(pruned, tok, task, cfg.split, max_length, dev)
-    result = {
-        "task": task.spec.name,
-        "metric": metric,
-        "split": cfg.split,
-        "reduction": report["reduction"],
-        "mode": report["mode"],
-        "metric_before": before[metric],
-        "metric_after": after[metric],
-        "all_metrics_before": before,
-        "all_metrics_after": after,
-        "flops_before": report["flops_before"],
-        "flops_after": report["flops_after"],
-        "flops_kept": report["flops_kept"],
-        "params_before": count_params(dense),
-        "params_after": count_params(pruned),
-        "prune_seconds_per_phase": report["seconds_per_phase"],
-    }
-    result["params_kept"] = result["params_after"] / result["params_before"]
+    result = evaluation_fields(
+        report, task, cfg.split, before, after, count_params(dense), count_params(pruned)
+    )
     if cfg.latency:
         result["latency"] = compare_latency(
             dense.cpu(), pruned.cpu(), seq_len=cfg.seq_len, threads=cfg.threads, repeats=cfg.repeats

@@ -9,19 +9,18 @@ the search stage and tunes sublayers bottom-up. A baseline applies the search st
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from kprune.config import PruneConfig, prune_config
 from kprune.data.sample import load_sample
 from kprune.device import resolve_device
 from kprune.models.checkpoint import load_model, save_pruned
 from kprune.models.loading import load_tokenizer
-from kprune.pruning.assemble import prune_and_tune
+from kprune.pruning.assemble import cut, prune_and_tune
 from kprune.pruning.flops import flops_of
 from kprune.pruning.masks import load_masks
 from kprune.pruning.score_tables import read_knowledge, read_scores, write_scores
-from kprune.pruning.surgery import prune_model
-from kprune.report import add_pruned
+from kprune.report import run_fields
 from stages.common import exit_with, stage_main
 
 
@@ -64,18 +63,10 @@ def make(inp: Inputs, out: str, iterations: str, cfg: PruneConfig, device: str =
     )
     if table is None or not len(table):
         table = rep.iloc[:0]
-    report.update(
-        {
-            "task": data.meta["task"],
-            "teacher": str(inp.teacher),
-            "method": cfg.method.name,
-            "config": asdict(cfg),
-        }
-    )
-    pruned = prune_model(tuned, masks)
-    add_pruned(report, pruned)
-    save_pruned(pruned, out, masks, load_tokenizer(inp.teacher), report)
     flops = flops_of(model, data)
+    report.update(run_fields(data.meta, cfg, dev, teacher=inp.teacher))
+    pruned = cut(tuned, masks, report)
+    save_pruned(pruned, out, masks, load_tokenizer(inp.teacher), report)
     write_scores(
         table,
         iterations,

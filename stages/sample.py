@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kprune.config import SampleConfig, section
-from kprune.data.sample import draw_sample, save_sample
+from kprune.data.sample import save_sample, task_sample
 from kprune.data.tasks import load_task
 from kprune.device import resolve_device
 from kprune.models.checkpoint import load_model
@@ -30,17 +30,7 @@ def make(
     dev = resolve_device(device)
     model = load_model(teacher).to(dev)
     task = load_task(task_name, data_dir)
-    data = draw_sample(
-        model,
-        load_tokenizer(teacher),
-        task.split("train"),
-        cfg.tokens,
-        cfg.seed,
-        cfg.batch_size,
-        cfg.max_length,
-        dev,
-    )
-    data.meta.update({"task": task.spec.name, "kind": task.spec.kind})
+    data = task_sample(model, load_tokenizer(teacher), task, cfg, dev)
     save_sample(data, out)
     return data.meta
 

@@ -13,8 +13,6 @@ are what prune_tune applies.
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from kprune.config import PruneConfig, prune_config
 from kprune.data.sample import load_sample
 from kprune.device import resolve_device
@@ -24,7 +22,7 @@ from kprune.pruning.assemble import choose_masks
 from kprune.pruning.flops import FlopsModel, flops_of
 from kprune.pruning.masks import save_masks
 from kprune.pruning.score_tables import read_knowledge
-from kprune.pruning.search import SearchSpec
+from kprune.report import search_fields
 from stages.common import exit_with, stage_main
 
 
@@ -52,7 +50,6 @@ def make(
         k, _, rep_meta = read_knowledge(rep_path, pred_path, cfg.measure)
         flops = FlopsModel(**rep_meta["flops_model"])
         masks, seconds = choose_masks(cfg, flops, knowledge=k)
-        how = {"method": cfg.method.name, **asdict(SearchSpec.of(cfg))}
     else:
         if teacher is None or sample is None:
             raise KPruneError(
@@ -64,15 +61,7 @@ def make(
         flops = flops_of(model, data)
         kind, dev = data.meta["kind"], resolve_device(device)
         masks, seconds = choose_masks(cfg, flops, None, model, data, kind, dev)
-        how = {"method": cfg.method.name}
-    layers, heads = masks.heads.shape
-    whole = flops.of_counts(layers * heads, layers * masks.neurons.shape[1])
-    info = {
-        "reduction": cfg.search.reduction,
-        "search": how,
-        "flops_kept": flops.of_masks(masks.heads, masks.neurons) / whole,
-        "seconds": seconds,
-    }
+    info = search_fields(cfg, flops, masks, seconds)
     save_masks(out, masks, info)
     return masks.kept_per_layer()
 

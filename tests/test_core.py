@@ -13,7 +13,7 @@ from kprune.data.tasks import load_task
 from kprune.errors import KPruneError
 from kprune.models.adapters import get_adapter
 from kprune.models.checkpoint import load_model, load_pruned, save_pruned
-from kprune.models.loading import frozen
+from kprune.models.loading import frozen, load_tokenizer
 from kprune.pruning.assemble import prune
 from kprune.pruning.flops import FlopsModel
 from kprune.pruning.forward import layer_norm, sublayer
@@ -174,6 +174,13 @@ def test_save_load_round_trip(teacher, tmp_path):
     torch.testing.assert_close(_outputs(loaded, _inputs()), _outputs(pruned, _inputs()))
     assert (tmp_path / "p" / "report.json").exists()
     assert (tmp_path / "p" / "model.safetensors").exists()
+    # the tokenizer is the teacher's, found through the report (no side channel on the model)
+    assert not hasattr(pruned, "kprune_tokenizer")
+    text = "a fine film, not a dull one"
+    assert (
+        load_tokenizer(str(tmp_path / "p"))(text)["input_ids"]
+        == load_tokenizer(str(teacher[0]))(text)["input_ids"]
+    )
     again = load_model(str(tmp_path / "p"))  # load_model recognises a pruned folder too
     torch.testing.assert_close(_outputs(again, _inputs()), _outputs(pruned, _inputs()))
 
@@ -480,13 +487,12 @@ def test_rearrangement_prunes_units_whose_gradients_cancel():
 
 def test_label_measurement_keeps_each_batch_gradient(teacher):
     folder, task = teacher
-    from kprune.models.loading import load_tokenizer
-    from kprune.pruning.assemble import task_sample
+    from kprune.data.sample import task_sample
     from kprune.pruning.score_tables import measure_knowledge
 
     model = load_model(str(folder))
     cfg = PruneConfig(tokens=600, max_length=16, batch_size=8)
-    data = task_sample(model, load_tokenizer(str(folder)), task, cfg, torch.device("cpu"))
+    data = task_sample(model, load_tokenizer(str(folder)), task, cfg.sample, torch.device("cpu"))
     k = measure_knowledge(model, data, MeasureSpec("classification", 1.0, "label"), 8, "cpu")
     assert k.batch_grads_heads.shape[1:] == k.pred_heads.shape
     assert k.batch_grads_neurons.shape[1:] == k.pred_neurons.shape
@@ -506,7 +512,8 @@ def test_report_has_exactly_the_typed_keys(teacher, method):
     folder, task = teacher
     cfg = PruneConfig(reduction=0.5, tokens=1500, max_length=16)
     _, r = prune(str(folder), task, cfg, device="cpu", progress=False, method=method)
-    assert set(r) == set(get_type_hints(Report)) - {"teacher", "latency", "peak_rss_mb"}
+    assert set(r) == set(get_type_hints(Report)) - {"latency", "peak_rss_mb"}
+    assert r["teacher"] == str(folder)  # where the tokenizer of save_pruned comes from
     assert r["params_kept"] == r["params_after"] / r["params_before"] < 1
 
 
@@ -541,13 +548,12 @@ def _loop_on(teacher, data, **cfg):
 
 
 def _sample_of(teacher, teacher_logits=True):
-    from kprune.models.loading import load_tokenizer
-    from kprune.pruning.assemble import task_sample
+    from kprune.data.sample import task_sample
 
     folder, task = teacher
     cfg = PruneConfig(tokens=1500, max_length=16)
     model = frozen(load_model(str(folder)))
-    return task_sample(model, load_tokenizer(str(folder)), task, cfg, "cpu", teacher_logits)
+    return task_sample(model, load_tokenizer(str(folder)), task, cfg.sample, "cpu", teacher_logits)
 
 
 def _same_pruning(a, b):

@@ -316,6 +316,7 @@ def test_kprune_then_sparsify(teacher, tmp_path):
     dense = sum(w.numel() for w in prunable_matrices(pruned).values())
     assert rep["matrix_params"] == dense
     save_sparse(model, tmp_path / "both", rep)
+    assert any((tmp_path / "both").glob("tokenizer*"))  # the teacher's, named by the report
     back = load_pruned(tmp_path / "both")
     for name, w in prunable_matrices(back).items():
         assert int((w != 0).sum()) == w.numel() - round(0.7 * w.numel()), name

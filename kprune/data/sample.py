@@ -13,6 +13,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,10 @@ import torch
 from kprune.models.adapters import Adapter
 from kprune.data.batching import bucket_batches, collate, encode
 from kprune.errors import KPruneError
+
+if TYPE_CHECKING:
+    from kprune.config import SampleConfig
+    from kprune.data.tasks import TaskData
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +154,25 @@ def draw_sample(
         enc.input_ids, enc.token_type_ids, logits if teacher_logits else None, meta, labels
     )
     data.meta["fingerprint"] = _fingerprint(data) if teacher_logits else None
+    return data
+
+
+def task_sample(
+    model,
+    tokenizer,
+    task: TaskData,
+    config: SampleConfig,
+    device: torch.device,
+    teacher_logits: bool = True,
+) -> SampleData:
+    """The pruning sample of ``task``'s training split under ``config`` (see ``draw_sample``
+    for ``teacher_logits``), its metadata naming the task, its kind and its main metric."""
+    c = config
+    train = task.split("train")
+    data = draw_sample(
+        model, tokenizer, train, c.tokens, c.seed, c.batch_size, c.max_length, device, teacher_logits
+    )
+    data.meta.update(task=task.spec.name, kind=task.spec.kind, metric=task.spec.metric)
     return data
 
 

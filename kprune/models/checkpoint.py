@@ -14,7 +14,7 @@ from kprune.data.tasks import TaskData
 from kprune.errors import KPruneError
 from kprune.models import pruned_modeling
 from kprune.models.adapters import adapter_for_type, get_adapter
-from kprune.models.loading import check_model_source
+from kprune.models.loading import check_model_source, load_tokenizer
 from kprune.pruning.masks import Masks
 from kprune.pruning.surgery import prune_model
 from kprune.version import __version__
@@ -85,12 +85,14 @@ def save_pruned(
 ) -> Path:
     """Write weights (safetensors), config, kept units, tokenizer and report atomically.
 
+    Without ``tokenizer``, the tokenizer of the teacher folder the report names (its
+    ``teacher``: what ``kprune.prune`` and ``kprune.sparsify`` fill) is saved.
     The folder also loads with plain transformers, without kprune: config.json names each
     layer's kept widths and, in ``auto_map``, the class of ``pruned_modeling.py`` (copied
     beside the weights) that builds the model at those widths (``trust_remote_code=True``).
     """
     masks = masks or getattr(model, "kprune_masks", None)
-    tokenizer = tokenizer or getattr(model, "kprune_tokenizer", None)
+    tokenizer = tokenizer or teacher_tokenizer(report)
     if masks is None:
         raise KPruneError("save_pruned needs the masks of the pruned model")
     adapter = get_adapter(model)
@@ -122,6 +124,12 @@ def save_pruned(
         if report is not None:
             write_json(tmp / "report.json", report)
     return out
+
+
+def teacher_tokenizer(report: dict | None):
+    """The tokenizer of the teacher folder ``report`` names (None: no folder named)."""
+    teacher = (report or {}).get("teacher")
+    return load_tokenizer(teacher) if teacher and Path(teacher).is_dir() else None
 
 
 def load_pruned(path: str | Path) -> nn.Module:

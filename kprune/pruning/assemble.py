@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from kprune.config import PruneConfig
-from kprune.data.sample import SampleData, draw_sample
+from kprune.data.sample import SampleData, task_sample
 from kprune.data.tasks import TaskData, load_task
 from kprune.device import resolve_device
 from kprune.errors import KPruneError
@@ -46,31 +46,6 @@ class MaskedResult:
     masks: Masks
     report: Report
     tokenizer: object
-
-
-def task_sample(
-    model: nn.Module,
-    tokenizer,
-    task: TaskData,
-    config: PruneConfig,
-    device: torch.device,
-    teacher_logits: bool = True,
-):
-    """The pruning sample of ``task``'s training split under ``config`` (see ``draw_sample``
-    for ``teacher_logits``)."""
-    c = config.sample
-    train = task.split("train")
-    return draw_sample(
-        model,
-        tokenizer,
-        train,
-        c.tokens,
-        c.seed,
-        c.batch_size,
-        c.max_length,
-        device,
-        teacher_logits,
-    )
 
 
 def choose_masks(
@@ -145,7 +120,7 @@ def prune_masked(
     t = time.perf_counter()
     # K-prune's loop measures the teacher on the sample first: its forward gives the logits
     by_loop = config.method.scorer is None and takes_teacher_logits(config)
-    data = task_sample(model, tokenizer, task, config, device, teacher_logits=not by_loop)
+    data = task_sample(model, tokenizer, task, config.sample, device, teacher_logits=not by_loop)
     t_draw = time.perf_counter() - t
     kind = task.spec.kind
     masks, seconds = None, {}
@@ -155,9 +130,17 @@ def prune_masked(
     model, masks, res, _ = prune_and_tune(
         model, data, kind, config, device, masks, seconds, progress=progress
     )
-    report = Report(**run_fields(task, config, device), **res)
+    report = Report(**run_fields(data.meta, config, device), **res)
     report["seconds_per_phase"] = {"sample": t_draw, **res["seconds_per_phase"]}
     return MaskedResult(model, masks, report, tokenizer)
+
+
+def cut(model: nn.Module, masks: Masks, report: Report) -> nn.Module:
+    """Surgery: ``model`` (changed in place) without the units ``masks`` drop, its parameter
+    count added to ``report``."""
+    pruned = prune_model(model, masks)
+    add_pruned(report, pruned)
+    return pruned
 
 
 def prune(
@@ -184,6 +167,7 @@ def prune(
         config = config.replace(method=method)
     dev = resolve_device(device)
     torch.manual_seed(config.sample.seed)
+    teacher = str(model) if isinstance(model, str | Path) else None
     if isinstance(model, str | Path):
         tokenizer = tokenizer or load_tokenizer(str(model))
         model = load_model(model, allow_untrained_head)
@@ -202,8 +186,11 @@ def prune(
     )
     t_before = time.perf_counter() - t
     result = prune_masked(model, task, config, tokenizer, dev, progress)
+    report = result.report
+    if isinstance(teacher, str):
+        report["teacher"] = teacher
     t = time.perf_counter()
-    pruned = prune_model(result.model, result.masks)
+    pruned = cut(result.model, result.masks, report)
     t_surgery = time.perf_counter() - t
     t = time.perf_counter()
     after = (
@@ -211,7 +198,6 @@ def prune(
         if eval_split
         else None
     )
-    report = result.report
     report["seconds_per_phase"].update(
         {
             "evaluate_before": t_before,
@@ -221,8 +207,6 @@ def prune(
     )
     report["seconds_per_phase"] = {k: round(v, 3) for k, v in report["seconds_per_phase"].items()}
     report.update(eval_split=eval_split, metric_before=before, metric_after=after)
-    add_pruned(report, pruned)
     report["seconds"] = round(time.perf_counter() - t_start, 3)
     pruned.kprune_masks = result.masks
-    pruned.kprune_tokenizer = tokenizer
     return pruned, report

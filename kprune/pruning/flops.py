@@ -38,6 +38,14 @@ class FlopsModel:
     def of_counts(self, heads: int, neurons: int) -> float:
         return heads * self.head + neurons * self.neuron
 
+    def whole(self, masks) -> float:
+        """FLOPs of every unit the masks' shapes hold (the dense model)."""
+        return self.of_counts(masks.heads.numel(), masks.neurons.numel())
+
+    def kept(self, masks) -> float:
+        """The fraction of the dense model's FLOPs that ``masks`` keep."""
+        return self.of_masks(masks.heads, masks.neurons) / self.whole(masks)
+
     def budget(self, reduction: float, layers: int, heads: int, neurons: int) -> float:
         """The pruning budget, computed here only: the FLOPs that a model of ``layers`` layers
         of ``heads`` heads and ``neurons`` neurons may keep after removing the fraction

@@ -87,8 +87,7 @@ def kpms(
     """0/1 mask of the target sublayer's units (heads for even targets, neurons for odd)."""
     layer, is_mha = target // 2, target % 2 == 0
     if spec.strategy == "uniform":
-        total = flops.of_counts(masks.heads.numel(), masks.neurons.numel())
-        return uniform(k, masks, target, budget / total, flops, spec)
+        return uniform(k, masks, target, budget / flops.whole(masks), flops, spec)
     head_scores, neuron_scores = unit_scores(k, flops, spec)
     first_head_layer = layer if is_mha else layer + 1
     hs = head_scores[first_head_layer:].flatten()

@@ -30,7 +30,7 @@ from kprune.data.tasks import TaskData, load_task
 from kprune.device import resolve_device
 from kprune.errors import KPruneError
 from kprune.models.adapters import get_adapter
-from kprune.models.checkpoint import check_task_fits, load_model, save_pruned
+from kprune.models.checkpoint import check_task_fits, load_model, save_pruned, teacher_tokenizer
 from kprune.models.loading import frozen, load_for_task, load_tokenizer
 from kprune.report import SparseReport, add_trained, sparse_fields
 from kprune.sparse.distill import (
@@ -215,7 +215,6 @@ def sparsify(
         train_seconds=round(train_seconds, 1),
         seconds=round(time.perf_counter() - t_start, 1),
     )
-    model.kprune_tokenizer = tokenizer
     return model, report
 
 
@@ -236,7 +235,7 @@ def _evaluator(tokenizer, task: TaskData, cfg: SparsifyConfig, dev):
 def save_sparse(model: nn.Module, out_dir: str | Path, report: dict) -> Path:
     """Write the student (an ordinary transformers folder, or a K-prune folder for a K-prune
     student), its tokenizer and report.json, atomically."""
-    tokenizer = getattr(model, "kprune_tokenizer", None)
+    tokenizer = teacher_tokenizer(report)
     if getattr(model, "kprune_masks", None) is not None:
         return save_pruned(model, out_dir, tokenizer=tokenizer, report=report)
     out = Path(out_dir)
