@@ -214,7 +214,7 @@ def sparse_section(out: Path, teachers: Path) -> list[str]:
     encoder weights, and K-prune's seed-0 grid rows at each R (``teachers`` gives
     their dimensions); then sparse_notes.md."""
     from bench.rows import read_rows
-    from bench.sparse import (
+    from bench.sparse_report import (
         ABLATION_PLOT,
         LATENCY_PLOT,
         dense_matrix_params,

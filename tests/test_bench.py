@@ -266,7 +266,7 @@ def test_report_only_rewrites_from_the_csv_and_runs_nothing(tmp_path):
     assert "(plots/sparse_latency.png)" in text and "sparse_ablations" not in text
     assert "| sparsebert | 0.9 | 0 | 0.7000 (1.06) |" in text
     assert "| kprune | 0 | 0.5 | 0.8000 (0.00) |" in text
-    from bench.sparse import kprune_points, teacher_dims
+    from bench.sparse_report import kprune_points, teacher_dims
 
     teachers = tmp_path / "teachers"
     [point] = kprune_points(out / "benchmarks.csv", teachers, lambda t: teacher_dims(teachers, t))
@@ -416,7 +416,7 @@ def test_sparse_bench_knobs_are_checked_before_anything_runs():
 def test_sparse_ablation_figure_compares_like_with_like(tmp_path, monkeypatch):
     """The ablation figure puts each ablation beside the recipe at one sparsity, seed 0, the
     task's longest training and no extra knobs; a task without both draws no panel."""
-    import bench.sparse as sparse
+    import bench.sparse_report as sparse
 
     def row(task, method, test, sparsity="0.9", seed="0", epochs="12.0", knobs=""):
         return dict(task=task, method=method, sparsity=sparsity, seed=seed, epochs=epochs,
@@ -446,7 +446,7 @@ def test_sparse_latency_figure_divides_each_rows_csr_time_by_its_own_teacher_tim
     """The latency figure: per batch and teacher runtime, one line per task of the recipe's
     CSR time over the dense teacher's time in the same row, by sparsity; ablations, other
     seeds, shorter trainings and rows without timings stay out."""
-    import bench.sparse as sparse
+    import bench.sparse_report as sparse
 
     def row(sparsity, csr, teacher, ort, method="sparsebert", seed="0", epochs="12.0"):
         times = {}
