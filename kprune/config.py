@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from kprune.data.tasks import REGISTRY
+from kprune.data.tasks import DEFAULT_TASKS, REGISTRY
 from kprune.errors import KPruneError
 from kprune.pruning.methods import METHODS, SPARSIFY_METHODS
 
@@ -375,7 +375,11 @@ class PrepareConfig(_Section):
     """The registered tasks' splits (params.yaml ``prepare``)."""
 
     NAME = "prepare"
-    tasks: tuple[str, ...] = knob(tuple(REGISTRY), "registered tasks to prepare", tuple(REGISTRY))
+    tasks: tuple[str, ...] = knob(
+        DEFAULT_TASKS,
+        "registered tasks to prepare (snli: after `kprune fetch --task snli`)",
+        tuple(REGISTRY),
+    )
     seed: int = knob(0, "seed of the stratified train/dev/test split")
 
 
@@ -432,7 +436,7 @@ class BenchConfig(_Section):
     """The benchmark grid (params.yaml ``bench``)."""
 
     NAME = "bench"
-    tasks: tuple[str, ...] = knob(tuple(REGISTRY), "tasks of the grid", tuple(REGISTRY))
+    tasks: tuple[str, ...] = knob(DEFAULT_TASKS, "tasks of the grid", tuple(REGISTRY))
     methods: tuple[str, ...] = knob(
         tuple(METHODS), "methods of the grid (every registered one)", tuple(METHODS)
     )

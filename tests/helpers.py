@@ -29,7 +29,7 @@ def tiny_config(
     hidden: int = 32,
     ffn: int = 64,
 ):
-    from transformers import BertConfig, DistilBertConfig, RobertaConfig
+    from transformers import BertConfig, DistilBertConfig, MPNetConfig, RobertaConfig
 
     common = {"vocab_size": len(VOCAB), "num_labels": num_labels}
     if family == "bert":
@@ -41,19 +41,22 @@ def tiny_config(
             max_position_embeddings=128,
             **common,
         )
+    # RoBERTa and MPNet: positions counted from the padding id, as their tokenizers pad
+    roberta_like = {
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "intermediate_size": ffn,
+        "max_position_embeddings": 130,
+        "pad_token_id": 0,
+        "bos_token_id": 2,
+        "eos_token_id": 3,
+        **common,
+    }
     if family == "roberta":
-        return RobertaConfig(
-            hidden_size=hidden,
-            num_hidden_layers=layers,
-            num_attention_heads=heads,
-            intermediate_size=ffn,
-            max_position_embeddings=130,
-            pad_token_id=0,
-            bos_token_id=2,
-            eos_token_id=3,
-            type_vocab_size=1,
-            **common,
-        )
+        return RobertaConfig(type_vocab_size=1, **roberta_like)
+    if family == "mpnet":
+        return MPNetConfig(**roberta_like)
     if family == "distilbert":
         return DistilBertConfig(
             dim=hidden,
@@ -79,6 +82,8 @@ def make_tiny_model(
         cfg.problem_type = "regression"
     cls = AutoModelForQuestionAnswering if head == "qa" else AutoModelForSequenceClassification
     model = cls.from_config(cfg)
+    if family == "mpnet":  # position biases as large as trained ones: a wrong column shows
+        torch.nn.init.normal_(model.mpnet.encoder.relative_attention_bias.weight, std=1.0)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     tiny_tokenizer().save_pretrained(folder)

@@ -24,7 +24,7 @@ from kprune.pruning.surgery import prune_model
 from kprune.pruning.tuning import NormalEquations
 from tests.helpers import make_tiny_model, make_tiny_teacher, sentiment_frame, tiny_tokenizer
 
-FAMILIES = ["bert", "roberta", "distilbert"]
+FAMILIES = ["bert", "roberta", "distilbert", "mpnet"]
 HEADS = [("seq", 2), ("seq", 1), ("qa", 2)]
 
 
@@ -87,7 +87,7 @@ def test_functional_forward_matches_transformers(tmp_path, family):
     with torch.no_grad():
         x = adapter.embed(model, inputs["input_ids"], torch.zeros_like(inputs["input_ids"]))
         for s in range(2 * layers):
-            view = adapter.view(adapter.layers(model)[s // 2])
+            view = adapter.views(model)[s // 2]
             _, y = sublayer(view, s % 2 == 0, x, valid[:, None, None, :], head_dim)
             x = layer_norm(view, s % 2 == 0, y)
         ours = adapter.logits(model, x)
@@ -343,7 +343,7 @@ def test_unsupported_architecture(tmp_path):
     ).save_pretrained(tmp_path / "gpt2")
     with pytest.raises(
         KPruneError,
-        match="unsupported architecture 'gpt2'; supported families: bert, distilbert, roberta",
+        match="unsupported architecture 'gpt2'; supported families: bert, distilbert, mpnet, roberta",
     ):
         load_model(str(tmp_path / "gpt2"))
 

@@ -21,6 +21,8 @@ from kprune.models.checkpoint import load_pruned
 from tests.helpers import make_pruned_folders
 from tests.test_portable import CASES
 
+NO_TYPES = ("distilbert", "mpnet")  # families whose forward takes no token types
+
 
 @pytest.fixture(scope="module")
 def pruned(tmp_path_factory):
@@ -44,16 +46,21 @@ def test_exported_graph_gives_torch_outputs(pruned, tmp_path, case):
     family = CASES[case][0]
     out = tmp_path / "m.onnx"
     record = export_onnx(folder, out, int8=case == 0)
-    assert record.attention_nodes == record.layers_with_heads == 2  # layer 1 has no heads
+    assert record.layers_with_heads == 2  # layer 1 has no heads
+    # MPNet's attention (its position bias added between the scaling and the softmax) is not
+    # recognised by the fusions: it runs unfused, as MatMul / Add / Softmax
+    assert record.attention_nodes == (0 if family == "mpnet" else 2)
     assert record.max_abs_diff <= record.tolerance
-    assert json.loads((tmp_path / "m.onnx.json").read_text())["attention_nodes"] == 2
+    assert json.loads((tmp_path / "m.onnx.json").read_text())["attention_nodes"] == (
+        record.attention_nodes
+    )
     model = load_pruned(folder)
     session = OrtModel(out)
-    names = ["input_ids", "attention_mask"] + ([] if family == "distilbert" else ["token_type_ids"])
+    names = ["input_ids", "attention_mask"] + ([] if family in NO_TYPES else ["token_type_ids"])
     assert session.input_names == names
     assert session.output_names == (["start_logits", "end_logits"] if head == "qa" else ["logits"])
     for batch, length in ((1, 7), (5, 23)):  # other sizes than the export's
-        x = _inputs(batch, length, family != "distilbert")
+        x = _inputs(batch, length, family not in NO_TYPES)
         with torch.no_grad():
             want = model(**x)
         want = (

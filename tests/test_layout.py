@@ -162,11 +162,12 @@ def test_the_data_files_name_the_registered_tasks_and_methods():
     """params.yaml and dvc.yaml cannot import the registries: they hold the same lists (the
     config's defaults are the registries themselves)."""
     from kprune.config import BenchConfig, PrepareConfig
-    from kprune.data.tasks import REGISTRY
+    from kprune.data.tasks import DEFAULT_TASKS
     from kprune.pruning.methods import METHODS
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     dvc_tasks = yaml.safe_load((ROOT / "dvc.yaml").read_text())["vars"][0]["tasks"]
-    assert list(REGISTRY) == params["prepare"]["tasks"] == params["bench"]["tasks"] == dvc_tasks
-    assert PrepareConfig().tasks == BenchConfig().tasks == tuple(REGISTRY)
+    assert list(DEFAULT_TASKS) == params["prepare"]["tasks"] == params["bench"]["tasks"]
+    assert list(DEFAULT_TASKS) == dvc_tasks
+    assert PrepareConfig().tasks == BenchConfig().tasks == DEFAULT_TASKS
     assert sorted(params["bench"]["methods"]) == sorted(METHODS) == sorted(BenchConfig().methods)

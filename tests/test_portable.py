@@ -27,6 +27,8 @@ CASES = [  # (family, head, labels)
     ("roberta", "qa", 2),
     ("distilbert", "seq", 2),
     ("distilbert", "qa", 2),
+    ("mpnet", "seq", 3),
+    ("mpnet", "qa", 2),
 ]
 
 # runs without kprune: a finder that refuses it, then plain transformers

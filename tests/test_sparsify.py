@@ -76,10 +76,10 @@ def test_magnitude_mask_keeps_the_largest_and_never_regrows():
         previous = mask
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta", "distilbert"])
+@pytest.mark.parametrize("family", ["bert", "roberta", "distilbert", "mpnet"])
 def test_attention_scores_are_the_pre_softmax_scores(tmp_path, family):
     """softmax(scores, padded keys masked) equals the attention probabilities of the eager
-    kernel, layer by layer and head by head."""
+    kernel, layer by layer and head by head (MPNet's position bias included)."""
     from transformers import AutoModelForSequenceClassification
 
     folder = make_tiny_model(tmp_path / family, family)
@@ -87,7 +87,7 @@ def test_attention_scores_are_the_pre_softmax_scores(tmp_path, family):
         folder, attn_implementation="eager"
     ).eval()
     batch = _batch()
-    if family == "distilbert":
+    if family in ("distilbert", "mpnet"):
         batch.pop("token_type_ids")
     scores = AttentionScores(model)
     with torch.no_grad():

@@ -108,3 +108,45 @@ def test_regression_split_is_stratified_on_bins():
     parts = stratified_split(df, "regression", seed=0)
     for part in parts.values():
         assert abs(part["label"].median() - 50) < 8
+
+
+def _snli_raw(folder, n_train=300, n_test=60):
+    """SNLI-shaped raw files: premise, hypothesis, gold label ('-' where annotators
+    disagreed), the training subset and the official test set."""
+    import json
+
+    labels = ("entailment", "neutral", "contradiction", "-")
+    folder.mkdir(parents=True)
+    for name, n in (("snli_train.jsonl", n_train), ("snli_test.jsonl", n_test)):
+        rows = [
+            {"sentence1": f"{name[5:9]} premise {i}", "sentence2": f"hypothesis {i % 7}",
+             "gold_label": labels[i % 4], "pairID": str(i)}
+            for i in range(n)
+        ]  # fmt: skip
+        (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def test_snli_keeps_the_official_test_set_and_carves_a_stratified_dev_from_train(tmp_path):
+    from kprune.data.prepare import prepare_all
+
+    _snli_raw(tmp_path / "extra" / "snli")
+    sizes = prepare_all(tmp_path / "raw", tmp_path / "tasks", ["snli"], 0, tmp_path / "extra")
+    task = load_task("snli", tmp_path / "tasks")
+    assert task.spec.pair and task.spec.num_labels == 3 and task.spec.metric == "accuracy"
+    test, train, dev = task.split("test"), task.split("train"), task.split("dev")
+    assert len(test) == 45 and test["text"].str.startswith("test").all()  # '-' pairs dropped
+    assert len(train) + len(dev) == 225 and not train["text"].str.startswith("test").any()
+    assert abs(len(dev) - 22.5) <= 1  # a tenth, every class in it
+    assert sorted(dev["label"].unique()) == [0, 1, 2]
+    assert set(train["text_pair"]) <= {f"hypothesis {i}" for i in range(7)}
+    assert sizes == {"snli": {"train": len(train), "dev": len(dev), "test": 45}}
+    again = prepare_all(tmp_path / "raw", tmp_path / "t2", ["snli"], 0, tmp_path / "extra")
+    assert again == sizes  # seeded
+
+
+def test_snli_before_its_fetch_says_how_to_fetch(tmp_path):
+    from kprune.data.prepare import prepare_all
+
+    with pytest.raises(KPruneError, match="run `kprune fetch --task snli`"):
+        prepare_all(tmp_path / "raw", tmp_path / "tasks", ["snli"], 0, tmp_path / "extra")

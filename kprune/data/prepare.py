@@ -6,9 +6,10 @@ import logging
 from pathlib import Path
 
 from kprune.atomic import atomic_path
+from kprune.data.fetch import EXTRA_ROOT
 from kprune.errors import KPruneError
-from kprune.data.splits import clean, stratified_split
-from kprune.data.tasks import REGISTRY, TaskSpec
+from kprune.data.splits import carve_dev, clean, stratified_split
+from kprune.data.tasks import DEFAULT_TASKS, REGISTRY, TaskSpec
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,10 @@ def prepare_task(spec: TaskSpec, raw_dir: Path, out_dir: Path, seed: int = 0) ->
         raise KPruneError(
             f"raw file for '{spec.name}' missing ({exc.filename}); rerun fetch"
         ) from None
-    df = clean(df)
-    splits = stratified_split(df, spec.kind, seed=seed)
+    if "split" in df.columns:  # an official test set: dev carved from the rest
+        splits = carve_dev(df, spec.kind, seed)
+    else:
+        splits = stratified_split(clean(df), spec.kind, seed=seed)
     with atomic_path(out_dir / spec.name, is_dir=True) as tmp:
         for split, part in splits.items():
             part.to_parquet(tmp / f"{split}.parquet", index=False)
@@ -36,11 +39,25 @@ def prepare_task(spec: TaskSpec, raw_dir: Path, out_dir: Path, seed: int = 0) ->
 
 
 def prepare_all(
-    raw_dir: str | Path, out_dir: str | Path, tasks: list[str] | None = None, seed: int = 0
+    raw_dir: str | Path,
+    out_dir: str | Path,
+    tasks: list[str] | None = None,
+    seed: int = 0,
+    extra_root: str | Path = EXTRA_ROOT,
 ) -> dict[str, dict[str, int]]:
-    """Prepare every registered task (or the named ones)."""
-    names = tasks or list(REGISTRY)
+    """Prepare the default fetch's tasks from ``raw_dir`` (or the named ones: a task of an
+    on-demand source reads the folder that source was fetched into, under ``extra_root``)."""
+    names = tasks or list(DEFAULT_TASKS)
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
         raise KPruneError(f"unknown task(s) {unknown}; registered: {sorted(REGISTRY)}")
-    return {n: prepare_task(REGISTRY[n], Path(raw_dir), Path(out_dir), seed) for n in names}
+    out = {}
+    for n in names:
+        spec = REGISTRY[n]
+        raw = Path(extra_root) / spec.source if spec.source else Path(raw_dir)
+        if spec.source and not raw.is_dir():
+            raise KPruneError(
+                f"task '{n}' reads {raw}, which does not exist; run `kprune fetch --task {n}`"
+            )
+        out[n] = prepare_task(spec, raw, Path(out_dir), seed)
+    return out

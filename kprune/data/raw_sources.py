@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import pandas as pd
 
 TREC_COARSE = ("ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM")
+SNLI_LABELS = ("entailment", "neutral", "contradiction")
 
 
 def read_rt(raw: Path) -> pd.DataFrame:
@@ -44,3 +46,25 @@ def read_sms_spam(raw: Path) -> pd.DataFrame:
     data = (raw / "sms-spam.csv").read_bytes().decode("utf-8", errors="replace")
     df = pd.read_csv(io.StringIO(data))
     return pd.DataFrame({"text": df["text"], "label": df["spam"].astype("int64")})
+
+
+def read_snli(raw: Path) -> pd.DataFrame:
+    """SNLI premise/hypothesis pairs: the 100,000-pair training subset and the official test
+    set (column ``split``: its dev split is carved from the training pairs); pairs without a
+    gold label ('-': the annotators did not agree) dropped."""
+    parts = []
+    for split, name in (("train", "snli_train.jsonl"), ("test", "snli_test.jsonl")):
+        rows = [json.loads(line) for line in (raw / name).read_text().splitlines() if line]
+        df = pd.DataFrame(rows)
+        df = df[df["gold_label"].isin(SNLI_LABELS)]
+        parts.append(
+            pd.DataFrame(
+                {
+                    "text": df["sentence1"],
+                    "text_pair": df["sentence2"],
+                    "label": df["gold_label"].map(SNLI_LABELS.index).astype("int64"),
+                    "split": split,
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)

@@ -52,3 +52,14 @@ def stratified_split(
         part = df[assign == split]
         out[split] = part.sample(frac=1.0, random_state=seed).reset_index(drop=True)
     return out
+
+
+def carve_dev(
+    df: pd.DataFrame, kind: str, seed: int = 0, dev_fraction: float = 0.1
+) -> dict[str, pd.DataFrame]:
+    """Splits of a table whose ``split`` column marks an official test set: the test rows
+    stay the test split, a seeded stratified ``dev_fraction`` of the others is dev."""
+    test = clean(df[df["split"] == "test"].drop(columns="split"))
+    rest = clean(df[df["split"] != "test"].drop(columns="split"))
+    parts = stratified_split(rest, kind, seed, (1 - dev_fraction, dev_fraction))
+    return {"train": parts["train"], "dev": parts["dev"], "test": test.reset_index(drop=True)}

@@ -1,8 +1,8 @@
 """Task registry and task loading: registered names, local files or folders, hub data sets.
 
 ``load_task(spec)`` accepts
-- a registered name (``rt``, ``vader-movie``, ``trec6``, ``sms-spam``): the prepared Parquet
-  splits under ``data/tasks/<name>/``;
+- a registered name (``rt``, ``vader-movie``, ``trec6``, ``sms-spam``; ``snli``, fetched on
+  demand): the prepared Parquet splits under ``data/tasks/<name>/``;
 - a local CSV/JSON/JSONL/Parquet file (split seeded and stratified) or a folder holding
   ``train`` and ``dev`` (and optionally ``test``) files;
 - ``hf:NAME[/CONFIG]`` for a ``datasets`` hub set (needs a network).
@@ -37,6 +37,9 @@ class TaskSpec:
     label_names: tuple[str, ...] = ()
     pair: bool = False
     raw_reader: Callable[[Path], pd.DataFrame] | None = field(default=None, compare=False)
+    # the on-demand fetch source (kprune.data.fetch.EXTRA) holding its raw files; None: the
+    # default fetch's folder
+    source: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -62,7 +65,19 @@ REGISTRY: dict[str, TaskSpec] = {
     "sms-spam": TaskSpec(
         "sms-spam", "classification", 2, "f1", ("ham", "spam"), False, raw_sources.read_sms_spam
     ),
+    "snli": TaskSpec(
+        "snli",
+        "classification",
+        3,
+        "accuracy",
+        raw_sources.SNLI_LABELS,
+        True,
+        raw_sources.read_snli,
+        source="snli",
+    ),
 }
+# the tasks of the default fetch (what `make run` and `dvc repro prepare` prepare)
+DEFAULT_TASKS = tuple(name for name, spec in REGISTRY.items() if spec.source is None)
 
 
 @dataclass

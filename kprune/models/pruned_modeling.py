@@ -22,6 +22,7 @@ import warnings
 import torch
 import transformers
 from torch import nn
+from transformers.models.mpnet import modeling_mpnet
 
 HEADS_KEY = "kprune_heads_per_layer"
 FFN_KEY = "kprune_ffn_per_layer"
@@ -32,7 +33,7 @@ class EmptyAttention(nn.Module):
 
     It returns a context with no features when the output projection lives outside the block
     (BERT, RoBERTa: a 0-input Linear then yields its bias), or the projection's bias
-    (DistilBERT, whose projection is inside).
+    (DistilBERT, MPNet: the projection is inside).
     """
 
     def __init__(self, bias: torch.Tensor | None):
@@ -44,6 +45,32 @@ class EmptyAttention(nn.Module):
         if self.bias is None:
             return hidden_states.new_zeros(*shape, 0), None
         return self.bias.expand(*shape, -1), None
+
+
+class KeptHeadsMPNetSelfAttention(modeling_mpnet.MPNetSelfAttention):
+    """MPNet's self-attention over some of its heads.
+
+    MPNet's encoder holds one relative-position bias table, one column per head, and adds the
+    same (B, H, T, T) bias to every layer's scores. ``head_index`` (a buffer saved with the
+    weights) names the original heads this layer kept; the bias is cut to their columns before
+    the heads add it.
+    """
+
+    def forward(self, hidden_states, attention_mask=None, position_bias=None, *args, **kwargs):
+        if position_bias is not None:
+            position_bias = position_bias.index_select(1, self.head_index)
+        return super().forward(hidden_states, attention_mask, position_bias, *args, **kwargs)
+
+
+def keep_mpnet_heads(attn: nn.Module, kept: torch.Tensor) -> None:
+    """Make ``attn`` (an MPNet self-attention whose Q/K/V/O now hold only the heads ``kept``,
+    indices among its current heads) a ``KeptHeadsMPNetSelfAttention`` over them."""
+    kept = kept.to(device=attn.q.weight.device, dtype=torch.long)
+    current = getattr(attn, "head_index", None)
+    attn.__class__ = KeptHeadsMPNetSelfAttention
+    attn.register_buffer("head_index", kept.clone() if current is None else current[kept])
+    attn.num_attention_heads = len(kept)
+    attn.all_head_size = len(kept) * attn.attention_head_size
 
 
 def _linear(in_features: int, out_features: int, like: nn.Linear) -> nn.Linear:
@@ -72,6 +99,11 @@ def _resize_bert_layer(layer: nn.Module, heads: int, ffn: int) -> None:
     dense = att.output.dense
     if width < dense.in_features:
         att.output.dense = _linear(width, dense.out_features, dense)
+    _resize_bert_ffn(layer, ffn)
+
+
+def _resize_bert_ffn(layer: nn.Module, ffn: int) -> None:
+    """BERT's FFN (MPNet's too): intermediate.dense and output.dense at ``ffn`` neurons."""
     up, down = layer.intermediate.dense, layer.output.dense
     if ffn < up.out_features:
         layer.intermediate.dense = _linear(up.in_features, ffn, up)
@@ -95,12 +127,30 @@ def _resize_distilbert_layer(layer: nn.Module, heads: int, ffn: int) -> None:
         layer.ffn.lin2 = _linear(ffn, down.out_features, down)
 
 
+def _resize_mpnet_layer(layer: nn.Module, heads: int, ffn: int) -> None:
+    att = layer.attention
+    sa = att.attn
+    width = heads * sa.attention_head_size
+    if heads == 0:
+        att.attn = EmptyAttention(sa.o.bias)
+    elif width < sa.q.out_features:
+        for name in ("q", "k", "v"):
+            setattr(sa, name, _linear(sa.q.in_features, width, getattr(sa, name)))
+        sa.o = _linear(width, sa.o.out_features, sa.o)
+        # which heads: a placeholder of the right size, the checkpoint's head_index replaces it
+        keep_mpnet_heads(sa, torch.arange(heads))
+    _resize_bert_ffn(layer, ffn)
+
+
 def encoder_layers(model: nn.Module) -> list[nn.Module]:
-    """The encoder layers of a BERT, RoBERTa, XLM-R or DistilBERT task model."""
+    """The encoder layers of a BERT, RoBERTa, XLM-R, DistilBERT or MPNet task model."""
     if hasattr(model, "distilbert"):
         return list(model.distilbert.transformer.layer)
-    backbone = getattr(model, "roberta", None) or model.bert
+    backbone = getattr(model, "roberta", None) or getattr(model, "mpnet", None) or model.bert
     return list(backbone.encoder.layer)
+
+
+_RESIZE = {"distilbert": _resize_distilbert_layer, "mpnet": _resize_mpnet_layer}
 
 
 def resize_to_config(model: nn.Module) -> nn.Module:
@@ -109,7 +159,7 @@ def resize_to_config(model: nn.Module) -> nn.Module:
     heads, ffn = getattr(config, HEADS_KEY, None), getattr(config, FFN_KEY, None)
     if heads is None or ffn is None:
         raise ValueError(f"config has no {HEADS_KEY} / {FFN_KEY}: not a kprune-pruned model")
-    resize = _resize_distilbert_layer if config.model_type == "distilbert" else _resize_bert_layer
+    resize = _RESIZE.get(config.model_type, _resize_bert_layer)
     layers = encoder_layers(model)
     if not len(layers) == len(heads) == len(ffn):
         raise ValueError(f"{len(layers)} layers, but the config names {len(heads)} widths")
@@ -140,3 +190,5 @@ PrunedDistilBertForSequenceClassification = _pruned(
     transformers.DistilBertForSequenceClassification
 )
 PrunedDistilBertForQuestionAnswering = _pruned(transformers.DistilBertForQuestionAnswering)
+PrunedMPNetForSequenceClassification = _pruned(transformers.MPNetForSequenceClassification)
+PrunedMPNetForQuestionAnswering = _pruned(transformers.MPNetForQuestionAnswering)

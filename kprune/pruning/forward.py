@@ -15,12 +15,17 @@ from kprune.models.adapters import LayerView
 def attention_context(
     view: LayerView, x: torch.Tensor, attend: torch.Tensor, head_dim: int
 ) -> torch.Tensor:
-    """Heads' context vectors, concatenated: (B, T, H*dh). ``attend``: (B, 1, 1, T) bool."""
+    """Heads' context vectors, concatenated: (B, T, H*dh). ``attend``: (B, 1, 1, T) bool.
+    A family's position bias (``view.position_bias``) is added to the scaled scores."""
     b, t, _ = x.shape
     q = view.q(x).view(b, t, -1, head_dim).transpose(1, 2)  # (B, H, T, dh)
     k = view.k(x).view(b, t, -1, head_dim).transpose(1, 2)
     v = view.v(x).view(b, t, -1, head_dim).transpose(1, 2)
-    ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attend)
+    mask = attend
+    if view.position_bias is not None:
+        bias = view.position_bias(t).to(q.dtype)
+        mask = torch.where(attend, bias, torch.finfo(q.dtype).min)
+    ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     return ctx.transpose(1, 2).reshape(b, t, -1)
 
 

@@ -68,7 +68,7 @@ def _nonfinite_units(k: Knowledge, layer: int, is_mha: bool) -> int:
 
 
 def _views(adapter: Adapter, model) -> list[LayerView]:
-    return [adapter.view(layer) for layer in adapter.layers(model)]
+    return adapter.views(model)
 
 
 def run_loop(

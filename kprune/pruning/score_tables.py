@@ -167,7 +167,7 @@ def measure_knowledge(
     adapter = get_adapter(model)
     sample = materialise(model, adapter, data, batch_size, device)
     m_model = copy.deepcopy(model).to(torch.bfloat16) if dtype == "bfloat16" else model
-    views = [adapter.view(layer) for layer in adapter.layers(m_model)]
+    views = adapter.views(m_model)
     head_fn = lambda h: adapter.logits(m_model, h)  # noqa: E731
     return measure(views, head_fn, sample, 0, adapter.dims(model), spec, at_teacher=True)
 

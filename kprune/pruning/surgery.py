@@ -57,7 +57,7 @@ def prune_model(model: nn.Module, masks: Masks) -> nn.Module:
             for lin in (view.q, view.k, view.v):
                 _set(layer, lin, shrink_linear(lin, dims, dim=0))
             _set(layer, view.attn_out, shrink_linear(view.attn_out, dims, dim=1))
-            adapter.set_num_heads(layer, len(heads))
+            adapter.keep_heads(layer, heads)
         neurons = torch.nonzero(masks.neurons[i]).flatten()
         if len(neurons) < view.ffn_in.out_features:
             _set(layer, view.ffn_in, shrink_linear(view.ffn_in, neurons, dim=0))

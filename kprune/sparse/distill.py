@@ -3,7 +3,8 @@
   L = w_att * sum_l MSE(A_l^S, A_l^T) + w_hid * sum_l MSE(H_l^S, H_l^T) + w_logit * L_pred
       + w_label * L_task
 
-A_l: layer l's pre-softmax attention scores, Q K^T / sqrt(d_h) per head, with the entries of
+A_l: layer l's pre-softmax attention scores, Q K^T / sqrt(d_h) per head (plus the relative
+position bias in a family that adds one, MPNet), with the entries of
 padded key positions set to zero in both (they carry the mask, not knowledge). H_l: the
 hidden states, l = 0 (embedding output) to L, matched one to one. L_pred: soft cross-entropy
 to the teacher's prediction at temperature t, -sum_c softmax(z^T/t)_c log softmax(z^S/t)_c
@@ -19,6 +20,7 @@ teacher's heads of the same original index; a layer without heads has no attenti
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -49,9 +51,11 @@ class AttentionScores:
         self._q: dict[int, torch.Tensor] = {}
         self._k: dict[int, torch.Tensor] = {}
         self._hooks = []
+        self._bias: dict[int, Callable[[int], torch.Tensor] | None] = {}
         for i, layer in enumerate(self.layers):
             if not adapter.has_heads(layer):
                 continue
+            self._bias[i] = adapter.position_bias(model, layer)
             view = adapter.view(layer)
             self._hooks.append(view.q.register_forward_hook(self._keep(self._q, i)))
             self._hooks.append(view.k.register_forward_hook(self._keep(self._k, i)))
@@ -75,7 +79,9 @@ class AttentionScores:
             b, t, width = q.shape
             q = q.view(b, t, width // self.head_dim, self.head_dim).transpose(1, 2)
             k = k.view(b, t, width // self.head_dim, self.head_dim).transpose(1, 2)
-            out.append(q @ k.transpose(-1, -2) / math.sqrt(self.head_dim))
+            scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)
+            bias = self._bias[i]  # a family's position bias is part of the scores
+            out.append(scores if bias is None else scores + bias(t).to(scores.dtype))
         return out
 
     def close(self) -> None:

@@ -6,9 +6,19 @@ from torch import nn
 
 from kprune.errors import KPruneError
 from kprune.models.adapters.base import Adapter, EmptyAttention, LayerView
-from kprune.models.adapters.families import BertAdapter, DistilBertAdapter, RobertaAdapter
+from kprune.models.adapters.families import (
+    BertAdapter,
+    DistilBertAdapter,
+    MPNetAdapter,
+    RobertaAdapter,
+)
 
-ADAPTERS: tuple[Adapter, ...] = (BertAdapter(), RobertaAdapter(), DistilBertAdapter())
+ADAPTERS: tuple[Adapter, ...] = (
+    BertAdapter(),
+    RobertaAdapter(),
+    DistilBertAdapter(),
+    MPNetAdapter(),
+)
 
 
 def supported_families() -> list[str]:

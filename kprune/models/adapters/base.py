@@ -7,7 +7,7 @@ short file that fills in these accessors.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -31,6 +31,9 @@ class LayerView:
     ffn_out: nn.Linear  # W_2: its input is the neurons' activations
     ffn_ln: nn.LayerNorm
     act: Callable[[torch.Tensor], torch.Tensor]
+    # the layer's additive attention-score bias for a length T, (1, kept heads, T, T), where
+    # the family has one (MPNet's relative positions); None: none
+    position_bias: Callable[[int], torch.Tensor] | None = None
 
 
 class Adapter:
@@ -48,6 +51,21 @@ class Adapter:
     def view(self, layer: nn.Module) -> LayerView:
         raise NotImplementedError
 
+    def views(self, model: nn.Module) -> list[LayerView]:
+        """Every layer's view, as the functional forward needs them (with the position bias
+        of a family that has one)."""
+        return [
+            replace(self.view(layer), position_bias=self.position_bias(model, layer))
+            for layer in self.layers(model)
+        ]
+
+    def position_bias(
+        self, model: nn.Module, layer: nn.Module
+    ) -> Callable[[int], torch.Tensor] | None:
+        """The additive bias ``layer``'s kept heads add to their attention scores at length
+        T, (1, heads, T, T); None for a family without one."""
+        return None
+
     def embed(self, model: nn.Module, input_ids: torch.Tensor, token_type_ids: torch.Tensor):
         raise NotImplementedError
 
@@ -57,6 +75,11 @@ class Adapter:
     def set_num_heads(self, layer: nn.Module, n: int) -> None:
         """Update the attention module's head-count attributes after surgery."""
         raise NotImplementedError
+
+    def keep_heads(self, layer: nn.Module, kept: torch.Tensor) -> None:
+        """After surgery kept the heads of indices ``kept`` (of the layer's current heads):
+        the head count, and whatever else a family keys by head."""
+        self.set_num_heads(layer, len(kept))
 
     def empty_attention(self, layer: nn.Module) -> None:
         """Replace a layer's attention by EmptyAttention (every head pruned)."""

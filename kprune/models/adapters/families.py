@@ -1,4 +1,4 @@
-"""BERT (and MiniLM), RoBERTa and DistilBERT adapters."""
+"""BERT (and MiniLM), RoBERTa, DistilBERT and MPNet adapters."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from kprune.models.adapters.base import Adapter, EmptyAttention, LayerView
+from kprune.models.pruned_modeling import keep_mpnet_heads
 
 
 class BertAdapter(Adapter):
@@ -104,3 +105,67 @@ class DistilBertAdapter(Adapter):
 
     def ffn(self, layer):
         return layer.ffn.lin1, layer.ffn.lin2
+
+
+class MPNetAdapter(Adapter):
+    """MPNet: BERT's layer with the output projection inside the self-attention, and one
+    relative-position bias table in the encoder, one column per head, that every layer adds to
+    its scores; after surgery each layer adds the columns of the heads it kept."""
+
+    family = "mpnet"
+    model_types = ("mpnet",)
+
+    def backbone(self, model: nn.Module) -> nn.Module:
+        return model.mpnet
+
+    def layers(self, model: nn.Module) -> list[nn.Module]:
+        return list(model.mpnet.encoder.layer)
+
+    def view(self, layer: nn.Module) -> LayerView:
+        a = layer.attention.attn
+        return LayerView(
+            a.q,
+            a.k,
+            a.v,
+            a.o,
+            layer.attention.LayerNorm,
+            layer.intermediate.dense,
+            layer.output.dense,
+            layer.output.LayerNorm,
+            layer.intermediate.intermediate_act_fn,
+        )
+
+    def position_bias(self, model, layer):
+        encoder = model.mpnet.encoder
+        index = getattr(layer.attention.attn, "head_index", None)
+
+        def bias(t: int) -> torch.Tensor:
+            # the encoder's own computation (1, H, T, T), cut to the layer's kept heads
+            shape = encoder.relative_attention_bias.weight.new_empty(1, t, 0)
+            values = encoder.compute_position_bias(shape)
+            return values if index is None else values.index_select(1, index)
+
+        return bias
+
+    def embed(self, model, input_ids, token_type_ids):
+        return model.mpnet.embeddings(input_ids=input_ids)
+
+    def seq_head(self, model, hidden):
+        return model.classifier(hidden)
+
+    def set_num_heads(self, layer, n):
+        a = layer.attention.attn
+        a.num_attention_heads = n
+        a.all_head_size = n * a.attention_head_size
+
+    def keep_heads(self, layer, kept):
+        keep_mpnet_heads(layer.attention.attn, kept)
+
+    def empty_attention(self, layer):
+        layer.attention.attn = EmptyAttention(layer.attention.attn.o.bias)
+
+    def has_heads(self, layer):
+        return not isinstance(layer.attention.attn, EmptyAttention)
+
+    def ffn(self, layer):
+        return layer.intermediate.dense, layer.output.dense
