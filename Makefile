@@ -31,7 +31,12 @@ run: setup
 	$(BIN)/dvc repro prepare
 	$(BIN)/python -m flows.compress
 
-# `make repro` (all stages) or `make repro STAGES=evaluate`: dvc with the project's python
+# `make repro`: the MiniLM teachers and the compress chain of params.yaml; `make repro
+# STAGES=finetune@mpnet-base-rt` any other stage (the MPNet and SNLI ones fetch on demand and
+# train for hours on a CPU): dvc with the project's python
+TEACHERS = $(foreach t,rt vader-movie trec6 sms-spam,finetune@minilm-l6-$(t))
+DEFAULT_STAGES = $(TEACHERS) evaluate export sparsify sparsify_pruned
+STAGES ?= $(DEFAULT_STAGES)
 repro: setup
 	$(BIN)/dvc repro $(STAGES)
 

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 from bench.models import cached_kprune, cached_onnx, latencies
-from bench.rows import append_row, is_busy, read_rows, utc_stamp
+from bench.rows import TEACHERS, TEACHERS_HELP, append_row, is_busy, read_rows, utc_stamp
 from kprune.atomic import write_text
 from kprune.entry import run_main
 from kprune.errors import KPruneError
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tokens", type=int, default=100_000, help="sample tokens of the pruning")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--teachers", default="data/teachers")
+    p.add_argument("--teachers", default=TEACHERS, help=TEACHERS_HELP)
     p.add_argument("--data-dir", default=None, help="prepared tasks (default data/tasks)")
     p.add_argument("--store", default="data/deploy", help="cached pruned models and ONNX files")
     p.add_argument("--out", default="docs/deploy", help="writes OUT.csv and OUT.md")

@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 from bench.grid import _call
-from bench.rows import append_row, of_current_scale, read_rows, utc_stamp
+from bench.rows import TEACHERS, TEACHERS_HELP, append_row, of_current_scale, read_rows, utc_stamp
 from kprune.entry import run_main
 
 COLUMNS = [
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--teachers", default="data/teachers", help="folder of <task> teachers")
+    p.add_argument("--teachers", default=TEACHERS, help=TEACHERS_HELP)
     p.add_argument("--data-dir", default="data/tasks")
     p.add_argument("--out", default="docs", help="folder of fidelity.csv and fidelity.md")
     p.add_argument("--task", default="rt")

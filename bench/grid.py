@@ -24,7 +24,16 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench.models import latencies
-from bench.rows import COLUMNS, append_row, is_stale, read_rows, tokens_asked, utc_stamp
+from bench.rows import (
+    COLUMNS,
+    TEACHERS,
+    TEACHERS_HELP,
+    append_row,
+    is_stale,
+    read_rows,
+    tokens_asked,
+    utc_stamp,
+)
 from kprune.config import BenchConfig
 from kprune.entry import peak_rss_mb, run_main
 from kprune.errors import KPruneError
@@ -268,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--quick", action="store_true", help="one task, two reductions, one seed")
-    p.add_argument("--teachers", default="data/teachers")
+    p.add_argument("--teachers", default=TEACHERS, help=TEACHERS_HELP)
     p.add_argument("--data-dir", default="data/tasks")
     p.add_argument(
         "--out",

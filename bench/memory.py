@@ -77,7 +77,7 @@ def measure(args: argparse.Namespace) -> dict:
     if not (tokenizer_from / "config.json").is_file():
         raise KPruneError(
             f"{tokenizer_from} is not a model folder; pass --tokenizer-from a fine-tuned "
-            "teacher (e.g. data/teachers/rt after `dvc repro`)"
+            "teacher (e.g. data/teachers/minilm-l6/rt after `dvc repro`)"
         )
     task = load_task(args.task, args.data_dir)
     code = code_digest()[:12]  # the source the subprocess is about to import
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", choices=sorted(SIZES), default="bert-base")
     p.add_argument("--task", default="rt")
     p.add_argument("--data-dir", default="data/tasks")
-    p.add_argument("--tokenizer-from", default="data/teachers/rt", help="a model folder")
+    p.add_argument("--tokenizer-from", default="data/teachers/minilm-l6/rt", help="a model folder")
     p.add_argument("--tokens", type=int, default=100_000)
     p.add_argument("--reduction", type=float, default=0.6)
     p.add_argument("--mode", choices=("oneshot", "iterative"), default="oneshot")

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--teacher", default="data/teachers/rt")
+    p.add_argument("--teacher", default="data/teachers/minilm-l6/rt")
     p.add_argument("--task", default="rt")
     p.add_argument("--data-dir", default="data/tasks")
     p.add_argument("--tokens", type=int, default=10_000)

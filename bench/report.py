@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.rows import COLUMNS, is_stale
+from bench.rows import COLUMNS, TEACHERS, is_stale
 from kprune.atomic import write_text
 from kprune.plots import metric_vs_flops_plot
 
@@ -284,7 +284,7 @@ def sparse_section(out: Path, teachers: Path) -> list[str]:
     return lines
 
 
-def write_report(rows: list[dict], out: Path, teachers: Path = Path("data/teachers")) -> list[Path]:
+def write_report(rows: list[dict], out: Path, teachers: Path = Path(TEACHERS)) -> list[Path]:
     if not rows:
         return []
     stale = [r for r in rows if is_stale(r)]

@@ -7,6 +7,10 @@ import os
 import time
 from pathlib import Path
 
+# the benchmarks read the teachers of one base model: data/teachers/<model>/<task>
+TEACHERS = "data/teachers/minilm-l6"
+TEACHERS_HELP = "folder of one base model's <task> teachers (data/teachers/<model>)"
+
 COLUMNS = [
     "task",
     "method",
@@ -35,6 +39,11 @@ COLUMNS = [
     "heads_kept",
     "neurons_kept",
 ]
+
+
+def model_of(teachers: str | Path) -> str:
+    """The base model of a teachers folder (data/teachers/<model>): the rows' ``model``."""
+    return Path(teachers).resolve().name
 
 
 def reads_scores(method: str) -> bool:

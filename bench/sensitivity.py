@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.rows import append_row, of_current_scale, read_rows, utc_stamp
+from bench.rows import TEACHERS, TEACHERS_HELP, append_row, of_current_scale, read_rows, utc_stamp
 from kprune.entry import run_main
 from kprune.errors import KPruneError
 
@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--teachers", default="data/teachers", help="folder of <task> teachers")
+    p.add_argument("--teachers", default=TEACHERS, help=TEACHERS_HELP)
     p.add_argument("--data-dir", default="data/tasks")
     p.add_argument("--out", default="docs", help="folder of sensitivity.csv/.md and plots")
     p.add_argument("--tasks", default="rt,vader-movie,trec6,sms-spam", help="comma-separated")

@@ -27,7 +27,7 @@ import os
 from pathlib import Path
 
 from bench.models import BATCHES, cached_kprune, cached_onnx, latencies
-from bench.rows import append_row, read_rows, utc_stamp, write_rows
+from bench.rows import TEACHERS, TEACHERS_HELP, append_row, read_rows, utc_stamp, write_rows
 from bench.sparse_report import write_report
 from kprune.data.tasks import REGISTRY
 from kprune.entry import run_main
@@ -351,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--device", default="auto")
-    p.add_argument("--teachers", default="data/teachers")
+    p.add_argument("--teachers", default=TEACHERS, help=TEACHERS_HELP)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--store", default="data/sparse-bench", help="cached K-prune models")
     p.add_argument("--out", default="docs/sparse", help="writes OUT.csv and OUT.md")

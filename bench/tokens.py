@@ -23,7 +23,16 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from bench.rows import COLUMNS, append_row, is_busy, is_stale, read_rows, tokens_asked
+from bench.rows import (
+    COLUMNS,
+    TEACHERS,
+    TEACHERS_HELP,
+    append_row,
+    is_busy,
+    is_stale,
+    read_rows,
+    tokens_asked,
+)
 from kprune.entry import run_main
 from kprune.errors import KPruneError
 
@@ -258,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reductions", default=",".join(map(str, REDUCTIONS)))
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--tokens", default=",".join(map(str, TOKENS)), help="sample sizes")
-    p.add_argument("--teachers", default="data/teachers")
+    p.add_argument("--teachers", default=TEACHERS, help=TEACHERS_HELP)
     p.add_argument("--data-dir", default="data/tasks")
     p.add_argument("--out", default="docs", help="folder of tokens.csv/.md and plots")
     p.add_argument("--grid", default="docs/benchmarks.csv", help="rows to copy in, not rerun")

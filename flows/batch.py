@@ -8,8 +8,8 @@ batch.yaml:
     reductions: [0.4, 0.6]            # default for every checkpoint
     # (params.yaml compress.sparsify: true adds SparseBERT on each teacher and pruned model)
     checkpoints:
-      - {checkpoint: data/teachers/rt, task: rt}
-      - {checkpoint: data/teachers/trec6, task: trec6, reductions: [0.5]}
+      - {checkpoint: data/teachers/minilm-l6/rt, task: rt}
+      - {checkpoint: data/teachers/minilm-l6/trec6, task: trec6, reductions: [0.5]}
 
 A failing checkpoint is retried (task retries), then reported; it does not stop the others.
 """

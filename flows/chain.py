@@ -21,6 +21,7 @@ from kprune.config import (
     PruneConfig,
     SparsifyConfig,
     section,
+    teacher_of,
 )
 
 Run = Callable[..., Any]
@@ -29,13 +30,14 @@ Run = Callable[..., Any]
 def teacher_chain(
     run: Run, task: str, files: str, data_dir: str | None, params: str, device: str
 ) -> Any:
-    """The teacher of the task: params.yaml's teacher.base_model fine-tuned with its finetune
-    section (a folder holding ``A.TEACHER``)."""
-    base = section(params, "teacher").base_model
+    """The teacher of the task from params.yaml's compress.model: its teachers entry's base
+    model fine-tuned with the entry's finetune knobs (a folder holding ``A.TEACHER``)."""
+    teacher = teacher_of(params, section(params, "compress").model, task)
+    base = teacher.base
     if Path(base).exists():  # a folder is hashed by content; a hub name by name
         base = str(Path(base).resolve())
-    cfg, store = section(params, "finetune"), str(settings.FLOW_DATA)
-    return run(t.finetune, base, task, files, data_dir, cfg, device, store)
+    store = str(settings.FLOW_DATA)
+    return run(t.finetune, base, task, files, data_dir, teacher.finetune, device, store)
 
 
 def measure_chain(

@@ -4,7 +4,7 @@ Without --checkpoint the teacher is fine-tuned first (params.yaml's teacher and 
 sections), as a cached task of the flow.
 
     python -m flows.compress                       # rt's teacher at params.yaml's reductions
-    python -m flows.compress --checkpoint data/teachers/trec6 --task trec6 --reductions 0.4 0.6
+    python -m flows.compress --checkpoint data/teachers/minilm-l6/trec6 --task trec6 --reductions 0.4 0.6
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def compress(
         all_params = {
             name: vars(section(params, name))
             for name in (
-                "teacher",
+                "compress",
                 "finetune",
                 "method",
                 "sample",

@@ -1,9 +1,9 @@
 """kprune: retraining-free structured pruning of fine-tuned encoders (K-prune).
 
-model, report = kprune.prune("data/teachers/rt", "rt", kprune.PruneConfig(reduction=0.6))
+model, report = kprune.prune("data/teachers/minilm-l6/rt", "rt", kprune.PruneConfig(reduction=0.6))
 kprune.save_pruned(model, "out/rt-0.6", report=report)
 model = kprune.load_pruned("out/rt-0.6")
-sparse, report = kprune.sparsify("data/teachers/rt", "rt", kprune.SparsifyConfig(sparsity=0.9))
+sparse, report = kprune.sparsify("data/teachers/minilm-l6/rt", "rt", kprune.SparsifyConfig(sparsity=0.9))
 """
 
 from kprune.errors import KPruneError

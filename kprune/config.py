@@ -384,11 +384,69 @@ class PrepareConfig(_Section):
 
 
 @dataclass(frozen=True)
-class TeacherConfig(_Section):
-    """What a teacher is fine-tuned from (params.yaml ``teacher``)."""
+class TeacherRun:
+    """One teacher of the finetune stage (params.yaml ``teachers.<key>``): the base model's
+    name (its folder under data/teachers) and folder (or hub name), the task, and the
+    ``finetune`` section with the knobs this teacher changes."""
 
-    NAME = "teacher"
-    base_model: str = knob("data/raw/minilm-l6", "pre-trained encoder: a folder or hub name")
+    model: str
+    base: str
+    task: str
+    finetune: FinetuneConfig
+
+    @property
+    def folder(self) -> str:
+        """Where the teacher is written: data/teachers/<model>/<task>."""
+        return teacher_folder(self.model, self.task)
+
+
+TEACHERS_ROOT = "data/teachers"
+
+
+def teacher_folder(model: str, task: str, root: str | Path = TEACHERS_ROOT) -> str:
+    """The folder of the teacher fine-tuned from base model ``model`` on ``task``: teachers of
+    one task from two base models never mix."""
+    return f"{Path(root)}/{model}/{task}"
+
+
+def teacher_runs(params: str | Path | dict[str, Any]) -> dict[str, TeacherRun]:
+    """Every teacher of params.yaml's ``teachers`` section, validated (keys, types, bounds
+    of the finetune knobs each changes)."""
+    data = params if isinstance(params, dict) else read_params(params)
+    entries = data.get("teachers") or {}
+    if not isinstance(entries, dict):
+        raise KPruneError(f"'teachers' in params must be a mapping of teachers, got {entries!r}")
+    base_cfg = data.get("finetune") or {}
+    runs = {}
+    for key, entry in entries.items():
+        where = f"teachers.{key}"
+        if not isinstance(entry, dict) or not {"model", "base", "task"} <= set(entry):
+            raise KPruneError(
+                f"'{where}' must be a mapping with model, base and task (and any finetune "
+                f"knobs it changes), got {entry!r}; fix params.yaml"
+            )
+        knobs = {k: v for k, v in entry.items() if k not in ("model", "base", "task")}
+        for name in ("model", "base", "task"):
+            if not isinstance(entry[name], str) or not entry[name]:
+                raise KPruneError(f"'{where}.{name}' must be a non-empty string; fix params.yaml")
+        if entry["task"] not in REGISTRY:
+            raise KPruneError(
+                f"'{where}.task' {entry['task']!r} is not a registered task; one of "
+                f"{', '.join(REGISTRY)}"
+            )
+        cfg = from_mapping(FinetuneConfig, {**base_cfg, **knobs}, where)
+        runs[key] = TeacherRun(entry["model"], entry["base"], entry["task"], cfg)
+    return runs
+
+
+def teacher_of(params: str | Path | dict[str, Any], model: str, task: str) -> TeacherRun:
+    """The teachers entry of (``model``, ``task``)."""
+    for run in teacher_runs(params).values():
+        if (run.model, run.task) == (model, task):
+            return run
+    raise KPruneError(
+        f"params.yaml has no teacher of {task} from {model}; add one to its teachers section"
+    )
 
 
 @dataclass(frozen=True)
@@ -421,6 +479,7 @@ class CompressConfig(_Section):
     """What `make run` and the compress flow compress (params.yaml ``compress``)."""
 
     NAME = "compress"
+    model: str = knob("minilm-l6", "base model of the teacher compressed (a teachers entry's)")
     task: str = knob("rt", "task whose teacher is compressed")
     reductions: tuple[float, ...] = knob((0.6,), "FLOPs reductions the flow prunes at")
     sparsify: bool = knob(False, "also SparseBERT on the teacher and on each K-prune model")
@@ -460,7 +519,6 @@ class BenchConfig(_Section):
 # params.yaml: every section, in the file's order
 SECTIONS: dict[str, type] = {
     "prepare": PrepareConfig,
-    "teacher": TeacherConfig,
     "finetune": FinetuneConfig,
     **PRUNE_SECTIONS,
     "evaluate": EvaluateConfig,
@@ -602,14 +660,15 @@ def section(params_path: str, name: str):
 def validate_params(params_path: str) -> None:
     """Every known section parses (unknown keys and wrong types name the key)."""
     data = read_params(params_path)
-    unknown = sorted(set(data) - set(SECTIONS))
+    unknown = sorted(set(data) - set(SECTIONS) - {"teachers"})
     if unknown:
         raise KPruneError(
             f"unknown section '{unknown[0]}' in {params_path}; known sections: "
-            f"{', '.join(SECTIONS)}"
+            f"{', '.join(SECTIONS)}, teachers"
         )
     for name, cls in SECTIONS.items():
         load_section(data, name, cls)
+    teacher_runs(data)
 
 
 def prune_config(params: str | Path | dict[str, Any]) -> PruneConfig:

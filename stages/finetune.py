@@ -1,16 +1,17 @@
-"""Stage finetune: base model + prepared task -> data/teachers/<task> checkpoint + metrics.json."""
+"""Stage finetune: one teachers entry of params.yaml (base model, task, finetune knobs) ->
+data/teachers/<model>/<task> checkpoint + metrics.json."""
 
 from __future__ import annotations
 
-from kprune.config import FinetuneConfig, section
+from kprune.config import FinetuneConfig, teacher_runs
 from kprune.data.tasks import load_task
+from kprune.errors import KPruneError
 from kprune.train.finetune import finetune, format_metrics
 from stages.common import exit_with, stage_main
 
 
 def add_args(p):
-    p.add_argument("--model", required=True, help="base model folder (or hub name)")
-    p.add_argument("--task", required=True)
+    p.add_argument("--teacher", required=True, help="a key of params.yaml's teachers section")
     p.add_argument("--data-dir", default=None, help="root of prepared tasks")
     p.add_argument("--out", required=True, help="teacher folder, replaced atomically")
 
@@ -28,8 +29,13 @@ def make(
 
 
 def run(args) -> None:
-    cfg = section(args.params, "finetune")
-    print(format_metrics(make(args.model, args.task, args.data_dir, args.out, cfg, args.device)))
+    runs = teacher_runs(args.params)
+    if args.teacher not in runs:
+        raise KPruneError(
+            f"no teacher '{args.teacher}' in {args.params}; its teachers: {', '.join(runs)}"
+        )
+    t = runs[args.teacher]
+    print(format_metrics(make(t.base, t.task, args.data_dir, args.out, t.finetune, args.device)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -138,7 +138,7 @@ def write_dvc_code_deps(path: Path = ROOT / "dvc.yaml") -> bool:
     current = None
     written: set[str] = set()
     for line in lines:
-        name = re.match(r"^  ([\w-]+):\s*$", line)
+        name = re.match(r"^  ([\w-]+):\s*(#.*)?$", line)  # a stage, maybe with a comment
         if name:
             current = name.group(1)
         item = re.match(r"^(\s+)- (\S+)\s*$", line)

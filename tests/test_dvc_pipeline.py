@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 ALL = {
     "fetch",
     "prepare",
-    "finetune@rt",
+    "finetune@minilm-l6-rt",
     "sample",
     "measure_rep",
     "measure_pred",
@@ -92,14 +92,19 @@ def _stale_pipeline(cwd) -> set[str]:
     return _stale(cwd, "evaluate", "--with-deps")
 
 
-def _get(repo: Path, section: str, key: str):
-    return yaml.safe_load((repo / "params.yaml").read_text())[section][key]
+def _get(repo: Path, section: str, key: str | None = None):
+    value = yaml.safe_load((repo / "params.yaml").read_text())[section]
+    return value if key is None else value[key]
 
 
-def _set(repo: Path, section: str, key: str, value) -> None:
+def _set(repo: Path, section: str, key: str | None, value) -> None:
+    """params.yaml's ``section.key`` (the whole section: ``key`` None) set to ``value``."""
     path = repo / "params.yaml"
     params = yaml.safe_load(path.read_text())
-    params[section][key] = value
+    if key is None:
+        params[section] = value
+    else:
+        params[section][key] = value
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -120,9 +125,10 @@ def repo(tmp_path_factory) -> Path:
     _git(["init", "-q", "-b", "main"], repo)
     _dvc(["init", "-q"], repo)
     _dvc(["config", "core.analytics", "false"], repo)
-    _set(repo, "prepare", "tasks", ["rt"])
     make_tiny_model(repo / "tiny-base")  # the real pipeline and data, a tiny base model
-    _set(repo, "teacher", "base_model", "tiny-base")
+    teachers = _get(repo, "teachers")
+    teachers["minilm-l6-rt"]["base"] = "tiny-base"
+    _set(repo, "teachers", None, teachers)
     _set(repo, "finetune", "max_train_examples", 256)
     _set(repo, "finetune", "epochs", 1.0)
     _set(repo, "sample", "tokens", 2000)
@@ -135,8 +141,8 @@ def repo(tmp_path_factory) -> Path:
 def test_first_run_runs_everything_then_nothing(repo):
     assert _repro_as_a_user(repo) == ALL
     assert _repro(repo) == set()
-    assert (repo / "data" / "eval" / "rt" / "metrics.json").exists()
-    assert (repo / "data" / "eval" / "rt" / "plots" / "kept_units.png").exists()
+    assert (repo / "data" / "eval" / "minilm-l6" / "rt" / "metrics.json").exists()
+    assert (repo / "data" / "eval" / "minilm-l6" / "rt" / "plots" / "kept_units.png").exists()
 
 
 def test_an_adapter_edit_marks_exactly_the_stages_that_run_through_it(repo):
@@ -150,7 +156,7 @@ def test_an_adapter_edit_marks_exactly_the_stages_that_run_through_it(repo):
         stale = _stale_pipeline(repo)
     finally:
         source.write_text(text)
-    assert stale == ALL - {"fetch", "prepare", "finetune@rt"}
+    assert stale == ALL - {"fetch", "prepare", "finetune@minilm-l6-rt"}
     assert _stale_pipeline(repo) == set()
 
 
@@ -179,12 +185,12 @@ def test_a_measure_knob_touches_only_its_own_table(repo, key, value, stage):
 
 def test_search_strategy_reruns_only_search_and_after_and_changes_the_masks(repo):
     _repro(repo)
-    masks = repo / "data" / "masks" / "rt" / "masks.json"
+    masks = repo / "data" / "masks" / "minilm-l6" / "rt" / "masks.json"
     before = json.loads(masks.read_text())["kept"]
     _set(repo, "search", "strategy", "uniform")
     assert _repro(repo) == {"search", "prune_tune", "evaluate"}
     assert json.loads(masks.read_text())["kept"] != before
-    report = json.loads((repo / "data" / "pruned" / "rt" / "report.json").read_text())
+    report = json.loads((repo / "data" / "pruned" / "minilm-l6" / "rt" / "report.json").read_text())
     assert report["config"]["search"]["strategy"] == "uniform"
 
 
@@ -222,12 +228,12 @@ def test_a_baseline_chosen_in_params_runs_through_dvc(repo):
     _repro(repo)
     _set(repo, "method", "name", "kwon")
     assert _repro(repo) == {"measure_rep", "measure_pred", "search", "prune_tune", "evaluate"}
-    masks = json.loads((repo / "data" / "masks" / "rt" / "masks.json").read_text())
+    masks = json.loads((repo / "data" / "masks" / "minilm-l6" / "rt" / "masks.json").read_text())
     assert masks["search"] == {"method": "kwon"}
-    report = json.loads((repo / "data" / "pruned" / "rt" / "report.json").read_text())
+    report = json.loads((repo / "data" / "pruned" / "minilm-l6" / "rt" / "report.json").read_text())
     assert (report["method"], report["mode"]) == ("kwon", "oneshot")
     assert report["flops_kept"] <= 1 - report["reduction"] + 1e-9
-    assert (repo / "data" / "eval" / "rt" / "metrics.json").exists()
+    assert (repo / "data" / "eval" / "minilm-l6" / "rt" / "metrics.json").exists()
     _set(repo, "method", "name", "kprune")
     _repro(repo)
 
@@ -236,7 +242,7 @@ def test_export_stage_writes_a_verified_onnx_graph_and_is_cached(repo):
     """``dvc repro export``: the pruned model as ONNX (fp32 and int8) with its verification
     record; a second repro runs nothing."""
     _dvc(["repro", "export"], repo)
-    folder = repo / "data" / "export" / "rt"
+    folder = repo / "data" / "export" / "minilm-l6" / "rt"
     record = json.loads((folder / "model.onnx.json").read_text())
     assert record["max_abs_diff"] <= record["tolerance"]
     assert (folder / "model.int8.onnx").is_file()
@@ -255,10 +261,10 @@ def test_sparsify_stages_are_cached_and_rerun_only_on_their_section(repo):
     for key, value in (("epochs", 0.05), ("sparsity", 0.5), ("mask_updates", 4)):
         _set(repo, "sparsify", key, value)
     assert {"sparsify", "sparsify_pruned"} <= _stages_run(["sparsify", "sparsify_pruned"], repo)
-    dense = json.loads((repo / "data" / "sparse" / "rt" / "report.json").read_text())
+    dense = json.loads((repo / "data" / "sparse" / "minilm-l6" / "rt" / "report.json").read_text())
     assert dense["method"] == "sparsebert" and dense["base"] == "tiny-base"
     assert dense["sparsity_reached"]["sparsity"] == pytest.approx(0.5, abs=1e-3)
-    both = repo / "data" / "sparse" / "rt-kprune"
+    both = repo / "data" / "sparse" / "minilm-l6" / "rt-kprune"
     combined = json.loads((both / "report.json").read_text())
     assert combined["method"] == "kprune+sparsebert" and (both / "kprune.json").is_file()
     assert combined["flops_kept"] < 1

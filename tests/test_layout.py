@@ -96,6 +96,7 @@ def test_score_tables_depend_on_the_knobs_the_flows_key_them_on(stage, knobs):
 
 def test_dvc_outputs_use_the_artifact_names():
     from kprune import artifacts
+    from kprune.data.tasks import DEFAULT_TASKS
 
     names = {v for k, v in vars(artifacts).items() if k.isupper()}
     outs = [
@@ -104,7 +105,8 @@ def test_dvc_outputs_use_the_artifact_names():
         for key in ("outs", "metrics")
         for o in s.get(key, [])
     ]
-    files = {n for n in outs if "$" not in n} - {"raw", "tasks"}  # not per-task folders
+    # not per-task files: the fetched data and the prepared tasks' folders
+    files = {n for n in outs if "$" not in n} - {"raw", *DEFAULT_TASKS}
     # the teacher, the model and the export are per-task folders themselves (the stage
     # writes ONNX inside)
     assert files == names - {artifacts.TEACHER, artifacts.MODEL, artifacts.ONNX}
@@ -162,12 +164,17 @@ def test_the_data_files_name_the_registered_tasks_and_methods():
     """params.yaml and dvc.yaml cannot import the registries: they hold the same lists (the
     config's defaults are the registries themselves)."""
     from kprune.config import BenchConfig, PrepareConfig
-    from kprune.data.tasks import DEFAULT_TASKS
+    from kprune.data.fetch import EXTRA
+    from kprune.data.tasks import DEFAULT_TASKS, REGISTRY
     from kprune.pruning.methods import METHODS
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    dvc_tasks = yaml.safe_load((ROOT / "dvc.yaml").read_text())["vars"][0]["tasks"]
+    prepared = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["prepare"]["outs"]
     assert list(DEFAULT_TASKS) == params["prepare"]["tasks"] == params["bench"]["tasks"]
-    assert list(DEFAULT_TASKS) == dvc_tasks
+    assert sorted(f"data/tasks/{t}" for t in DEFAULT_TASKS) == sorted(prepared)
+    extra = {t for t, spec in REGISTRY.items() if spec.source}
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert set(stages["prepare_extra"]["foreach"]) == extra
+    assert set(stages["fetch_extra"]["foreach"]) == set(EXTRA)
     assert PrepareConfig().tasks == BenchConfig().tasks == DEFAULT_TASKS
     assert sorted(params["bench"]["methods"]) == sorted(METHODS) == sorted(BenchConfig().methods)

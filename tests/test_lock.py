@@ -20,16 +20,23 @@ def _load(name: str) -> dict:
 
 
 def _expanded_stages() -> dict[str, dict]:
-    """dvc.yaml's stages with ``foreach`` expanded to ``name@item`` (code paths carry no
-    templates, so only the stage names need expanding)."""
-    spec = _load("dvc.yaml")
-    tasks = spec["vars"][0]["tasks"]
+    """dvc.yaml's stages with ``foreach`` expanded to ``name@key`` (over a list, or over
+    params.yaml's mapping it names), ``${key}`` and ``${item}`` put into their params (code
+    paths carry no templates)."""
+    spec, params = _load("dvc.yaml"), _load("params.yaml")
     out = {}
     for name, stage in spec["stages"].items():
-        if "foreach" in stage:
-            out.update({f"{name}@{item}": stage["do"] for item in tasks})
-        else:
+        if "foreach" not in stage:
             out[name] = stage
+            continue
+        items = stage["foreach"]
+        keys = params[items[2:-1]] if isinstance(items, str) else items  # "${teachers}"
+        for key in keys:
+            do = dict(stage["do"])
+            do["params"] = [
+                p.replace("${key}", key).replace("${item}", key) for p in do.get("params", [])
+            ]
+            out[f"{name}@{key}"] = do
     return out
 
 

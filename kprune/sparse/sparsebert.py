@@ -7,7 +7,7 @@ step: teacher and student forward on a training batch, the distillation loss of
 kprune.sparse.distill, one AdamW step, pruned weights back to zero; at ``mask_updates`` evenly spaced
 steps the magnitude mask is raised along the cubic schedule of kprune.sparse.schedule.
 
-    model, report = kprune.sparsify("data/teachers/rt", "rt", SparsifyConfig(sparsity=0.9))
+    model, report = kprune.sparsify("data/teachers/minilm-l6/rt", "rt", SparsifyConfig(sparsity=0.9))
 """
 
 from __future__ import annotations
