@@ -20,7 +20,15 @@ import os
 from pathlib import Path
 
 from bench.models import cached_kprune, cached_onnx, latencies
-from bench.rows import TEACHERS, TEACHERS_HELP, append_row, is_busy, read_rows, utc_stamp
+from bench.rows import (
+    TEACHERS,
+    TEACHERS_HELP,
+    append_row,
+    is_busy,
+    model_of,
+    read_rows,
+    utc_stamp,
+)
 from kprune.atomic import write_text
 from kprune.entry import run_main
 from kprune.errors import KPruneError
@@ -29,6 +37,7 @@ RUNS = ("rt:0.6", "vader-movie:0.6", "trec6:0.6", "sms-spam:0.6", "rt:0.4", "rt:
 VARIANTS = ("dense-torch", "pruned-torch", "pruned-ort-fp32", "pruned-ort-int8", "dense-ort-int8")
 COLUMNS = [
     "task",
+    "model",
     "reduction",
     "variant",
     "metric_name",
@@ -66,7 +75,8 @@ def measure_run(args, task_name: str, reduction: float, done: set, csv_path: Pat
     from kprune.models.loading import load_tokenizer
     from kprune.train.evaluation import evaluate_model
 
-    todo = [v for v in VARIANTS if (task_name, reduction, v) not in done]
+    model_name = model_of(args.teachers)
+    todo = [v for v in VARIANTS if (model_name, task_name, reduction, v) not in done]
     if not todo:
         return 0
     teacher = Path(args.teachers) / task_name
@@ -75,7 +85,8 @@ def measure_run(args, task_name: str, reduction: float, done: set, csv_path: Pat
     pruned = cached_kprune(
         args.store, args.teachers, task_name, reduction, args.tokens, data_dir=args.data_dir
     )
-    dense_onnx = cached_onnx(teacher, Path(args.store) / f"{task_name}-dense" / "model.onnx", True)
+    dense_dir = Path(args.store) / f"{model_name}-{task_name}-dense"
+    dense_onnx = cached_onnx(teacher, dense_dir / "model.onnx", True)
     pruned_onnx = cached_onnx(pruned, pruned / "onnx" / "model.onnx", True)
     config = load_model(teacher).config
     digest = code_digest()[:12]
@@ -95,6 +106,7 @@ def measure_run(args, task_name: str, reduction: float, done: set, csv_path: Pat
             ms = latencies(model, args.repeats, args.threads)
         row = {
             "task": task_name,
+            "model": model_name,
             "reduction": reduction,
             "variant": variant,
             "metric_name": task.spec.metric,
@@ -179,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.report_only:
             for task, reduction in _parse_runs(args.runs):
                 done = {
-                    (r["task"], float(r["reduction"]), r["variant"]) for r in read_rows(csv_path)
+                    (r["model"], r["task"], float(r["reduction"]), r["variant"])
+                    for r in read_rows(csv_path)
                 }
                 measure_run(args, task, reduction, done, csv_path)
         rows = read_rows(csv_path)

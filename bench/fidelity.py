@@ -27,11 +27,20 @@ import sys
 from pathlib import Path
 
 from bench.grid import _call
-from bench.rows import TEACHERS, TEACHERS_HELP, append_row, of_current_scale, read_rows, utc_stamp
+from bench.rows import (
+    TEACHERS,
+    TEACHERS_HELP,
+    append_row,
+    model_of,
+    of_current_scale,
+    read_rows,
+    utc_stamp,
+)
 from kprune.entry import run_main
 
 COLUMNS = [
     "task",
+    "model",
     "method",
     "reduction",
     "seed",
@@ -85,10 +94,11 @@ def run_rows(args) -> None:
     from kprune.pruning.knowledge import SCORE_SCALE
 
     csv_path = Path(args.out) / "fidelity.csv"
+    model = model_of(args.teachers)
     done = {
         (r["task"], method_of(r), float(r["reduction"]), int(r["seed"]), int(r["tokens_asked"]))
         for r in read_rows(csv_path)
-        if of_current_scale(r) and not args.again
+        if of_current_scale(r) and not args.again and r["model"] == model
     }
     session = utc_stamp()
     todo = [(m, r) for r in args.reductions for m in args.methods]
@@ -106,6 +116,7 @@ def run_rows(args) -> None:
         )
         row = {
             "task": args.task,
+            "model": model,
             "method": method,
             "reduction": reduction,
             "seed": args.seed,

@@ -30,6 +30,7 @@ from bench.rows import (
     TEACHERS_HELP,
     append_row,
     is_stale,
+    model_of,
     read_rows,
     tokens_asked,
     utc_stamp,
@@ -68,8 +69,9 @@ def worker(args: argparse.Namespace) -> None:
     )
     seconds = time.perf_counter() - t0
     tokenizer = load_tokenizer(teacher)
-    metric = evaluate_model(pruned, tokenizer, task, args.split, 128, "cpu")
-    dev = evaluate_model(pruned, tokenizer, task, "dev", 128, "cpu")  # for choosing settings
+    length = cfg.sample.max_length
+    metric = evaluate_model(pruned, tokenizer, task, args.split, length, "cpu")
+    dev = evaluate_model(pruned, tokenizer, task, "dev", length, "cpu")  # for choosing settings
     row = {
         "metric": metric[task.spec.metric],
         "dev_metric": dev[task.spec.metric],
@@ -166,7 +168,12 @@ def run_bench(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = csv_path or out_dir / "benchmarks.csv"
-    rows = [r for r in read_rows(csv_path) if tokens_asked(r) == p.tokens and not is_stale(r)]
+    model = model_of(teachers)
+    rows = [
+        r
+        for r in read_rows(csv_path)
+        if r["model"] == model and tokens_asked(r) == p.tokens and not is_stale(r)
+    ]
     finished = {(r["task"], r["method"], float(r["reduction"]), int(r["seed"])) for r in rows}
     by_key = {
         _key(r["task"], float(r["reduction"]), r["method"], int(r["seed"]), p.tokens): r
@@ -224,6 +231,7 @@ def run_bench(
                 continue
             row = {
                 "task": task,
+                "model": model,
                 "method": method,
                 "reduction": reduction,
                 "seed": seed,

@@ -35,7 +35,10 @@ def cached_kprune(
     from kprune.models.checkpoint import save_pruned
     from kprune.pruning.assemble import prune
 
-    folder = Path(store) / f"kprune-{task}-R{reduction}-t{tokens}-s{seed}"
+    folder = (
+        Path(store)
+        / f"kprune-{Path(teachers).resolve().name}-{task}-R{reduction}-t{tokens}-s{seed}"
+    )
     if not (folder / "kprune.json").exists():
         cfg = PruneConfig(reduction=reduction, tokens=tokens, seed=seed)
         model, report = prune(

@@ -13,6 +13,7 @@ TEACHERS_HELP = "folder of one base model's <task> teachers (data/teachers/<mode
 
 COLUMNS = [
     "task",
+    "model",
     "method",
     "reduction",
     "seed",

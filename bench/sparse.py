@@ -27,7 +27,15 @@ import os
 from pathlib import Path
 
 from bench.models import BATCHES, cached_kprune, cached_onnx, latencies
-from bench.rows import TEACHERS, TEACHERS_HELP, append_row, read_rows, utc_stamp, write_rows
+from bench.rows import (
+    TEACHERS,
+    TEACHERS_HELP,
+    append_row,
+    model_of,
+    read_rows,
+    utc_stamp,
+    write_rows,
+)
 from bench.sparse_report import write_report
 from kprune.data.tasks import REGISTRY
 from kprune.entry import run_main
@@ -47,6 +55,7 @@ PLAN = (
 )
 COLUMNS = [
     "task",
+    "model",
     "method",
     "sparsity",
     "reduction",
@@ -156,8 +165,9 @@ def knobs_of(text: str) -> dict:
     return {k: kinds[k](v) for k, v in pairs}
 
 
-def _key(task, method, sparsity, reduction, seed, epochs, knobs="") -> tuple:
+def _key(model, task, method, sparsity, reduction, seed, epochs, knobs="") -> tuple:
     return (
+        model,
         task,
         method,
         round(float(sparsity), 4),
@@ -168,7 +178,7 @@ def _key(task, method, sparsity, reduction, seed, epochs, knobs="") -> tuple:
     )
 
 
-KEY = ("task", "method", "sparsity", "reduction", "seed", "epochs", "knobs")
+KEY = ("model", "task", "method", "sparsity", "reduction", "seed", "epochs", "knobs")
 
 
 def _row_key(row: dict) -> tuple:
@@ -182,9 +192,9 @@ def _epochs(args) -> float:
     return float(args.epochs or SparsifyConfig().epochs)
 
 
-def _model_dir(args, task, method, sparsity, reduction, seed, epochs, knobs="") -> Path:
+def _model_dir(args, model, task, method, sparsity, reduction, seed, epochs, knobs="") -> Path:
     """Where a row's sparse model is kept, so that its latency can be measured again."""
-    name = f"{task}-{method}-s{sparsity}-R{reduction}-seed{seed}-e{float(epochs):g}"
+    name = f"{model}-{task}-{method}-s{sparsity}-R{reduction}-seed{seed}-e{float(epochs):g}"
     if knobs:
         name += "-" + str(knobs).replace(";", "-")
     return Path(args.store) / "models" / name
@@ -278,11 +288,14 @@ def run_one(
     model, report = sparsify(
         teacher, load_task(task, args.data_dir), cfg, start, device=args.device
     )
-    keep = _model_dir(args, task, method, sparsity, reduction, seed, cfg.epochs, knobs)
+    keep = _model_dir(
+        args, model_of(args.teachers), task, method, sparsity, reduction, seed, cfg.epochs, knobs
+    )
     save_sparse(model, keep, report)
     s = sparse_summary(report)
     return {
         "task": task,
+        "model": model_of(args.teachers),
         "method": s["method"],
         "sparsity": sparsity,
         "reduction": reduction,
@@ -377,7 +390,12 @@ def main(argv: list[str] | None = None) -> int:
             def wanted(row: dict) -> bool:
                 cell = (row["method"], round(float(row["sparsity"]), 6))
                 cell += (round(float(row["reduction"] or 0), 6),)
-                return (not args.tasks or row["task"] in tasks) and (not args.plan or cell in cells)
+                mine = row["model"] == model_of(args.teachers)  # the teachers timed against
+                return (
+                    mine
+                    and (not args.tasks or row["task"] in tasks)
+                    and (not args.plan or cell in cells)
+                )
 
             print(f"sparse: {retime(args, csv_path, wanted)} rows retimed")
         elif not args.report_only:
@@ -385,7 +403,10 @@ def main(argv: list[str] | None = None) -> int:
                 for task in tasks:
                     for seed in seeds:
                         done = {_row_key(r) for r in read_rows(csv_path)}
-                        key = _key(task, method, sparsity, reduction, seed, _epochs(args), knobs)
+                        key = _key(
+                            model_of(args.teachers), task, method, sparsity, reduction, seed,
+                            _epochs(args), knobs,
+                        )  # fmt: skip
                         if key in done:
                             continue
                         row = run_one(args, task, method, sparsity, reduction, seed, knobs)

@@ -55,6 +55,7 @@ def test_rows_of_an_older_score_scale_are_rerun_and_left_out(tmp_path):
     old = {c: "" for c in COLUMNS if c != "score_scale"}
     old.update(
         task="rt",
+        model="teachers",  # the base model: the name of the teachers' folder
         reduction=0.5,
         seed=0,
         metric_name="accuracy",
@@ -381,7 +382,7 @@ def test_sparse_bench_writes_resumable_rows_and_a_report(tmp_path, capsys):
         *first_two, third = list(csv.DictReader(fh))
     assert len(first_two) == 2 and third["knobs"] == "logit_weight=0.25"
     assert all(r["knobs"] == "" for r in first_two)
-    kept = root / "store" / "models" / "rt-sparsebert-s0.5-R0.0-seed0-e1-logit_weight=0.25"
+    kept = root / "store" / "models" / "teachers-rt-sparsebert-s0.5-R0.0-seed0-e1-logit_weight=0.25"
     assert json.loads((kept / "report.json").read_text())["config"]["logit_weight"] == 0.25
     assert "| sparsebert (1 ep) [logit_weight=0.25] |" in (root / "docs" / "sparse.md").read_text()
 
@@ -486,7 +487,8 @@ def test_tokens_study_copies_the_grids_runs_runs_the_rest_and_finds_enough(tmp_p
     (tmp_path / "params.yaml").write_text("bench:\n  threads: 1\n  repeats: 1\n")
     grid = tmp_path / "grid.csv"
     copied = dict.fromkeys(COLUMNS, "")
-    copied.update(task="rt", method="kprune", reduction=0.5, seed=0, metric_name="accuracy")
+    copied.update(task="rt", model="teachers", method="kprune", reduction=0.5, seed=0)
+    copied.update(metric_name="accuracy")
     copied.update(metric=0.625, dev_metric=0.75, dense_metric=0.8, prune_seconds=1.5)
     copied.update(tokens=612, tokens_asked=600, score_scale=SCORE_SCALE, threads=1, load_1m=0)
     append_row(grid, copied, COLUMNS)
