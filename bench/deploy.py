@@ -130,8 +130,8 @@ def measure_run(args, task_name: str, reduction: float, done: set, csv_path: Pat
 
 
 def report(rows: list[dict]) -> str:
-    """docs/deploy.md: per task and reduction, each variant's metric, latency and speed-up
-    over dense torch."""
+    """docs/deploy.md: per base model, task and reduction, each variant's metric, latency and
+    speed-up over dense torch."""
     lines = [
         "# Deployment: metric and CPU latency of the pruned model",
         "",
@@ -140,14 +140,14 @@ def report(rows: list[dict]) -> str:
         "same task. Rows measured with a 1-minute load above threads + 1 are marked *busy* "
         "(their times are not comparable).",
         "",
-        "| task | R | variant | test | Δ vs pruned torch | ms b1 | ms b32 | speed-up b1 | "
+        "| model | task | R | variant | test | Δ vs pruned torch | ms b1 | ms b32 | speed-up b1 | "
         "speed-up b32 | MB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     groups: dict = {}
     for r in rows:
-        groups.setdefault((r["task"], float(r["reduction"])), {})[r["variant"]] = r
-    for (task, reduction), by in sorted(groups.items()):
+        groups.setdefault((r["model"], r["task"], float(r["reduction"])), {})[r["variant"]] = r
+    for (model, task, reduction), by in sorted(groups.items()):
         dense, pruned = by.get("dense-torch"), by.get("pruned-torch")
         for v in VARIANTS:
             r = by.get(v)
@@ -159,7 +159,7 @@ def report(rows: list[dict]) -> str:
             ]
             delta = f"{float(r['test']) - float(pruned['test']):+.4f}" if pruned else "–"
             lines.append(
-                f"| {task} | {reduction} | {v}{' (busy)' if is_busy(r) else ''} | "
+                f"| {model} | {task} | {reduction} | {v}{' (busy)' if is_busy(r) else ''} | "
                 f"{float(r['test']):.4f} | {delta} | {float(r['ms_b1']):.1f} | "
                 f"{float(r['ms_b32']):.1f} | {sp[0]} | {sp[1]} | "
                 f"{int(float(r['bytes'])) / 1e6:.1f} |"

@@ -418,9 +418,13 @@ def main(argv: list[str] | None = None) -> int:
                             flush=True,
                         )
         fill_curves(args, csv_path)
-        rows = read_rows(csv_path)
+        # one page per base model: the default's OUT.md, another's OUT-<model>.md
+        model = model_of(args.teachers)
+        rows = [r for r in read_rows(csv_path) if r["model"] == model]
+        plots = md.parent / "plots"
+        if model != model_of(TEACHERS):
+            md, plots = md.with_name(f"{md.stem}-{model}.md"), plots / model
         if rows:
-            plots = md.parent / "plots"
             write_report(rows, md, Path(args.benchmarks), plots, Path(args.teachers))
         print(f"sparse: {len(rows)} rows -> {md}")
 

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from bench.models import BATCHES
-from bench.rows import is_busy, is_stale, read_rows
+from bench.rows import is_busy, is_stale, model_of, read_rows
 from kprune.atomic import write_text
 from kprune.report import COMBINED
 
@@ -44,9 +44,11 @@ def longest_seed0(rows: list[dict], task: str, keep=lambda row: True) -> tuple[l
 def kprune_points(bench_csv: Path, teachers_root: Path, dims_of) -> list[dict]:
     """K-prune's seed-0 rows of the grid with their nonzero encoder weights (every kept
     unit's weights; a structurally pruned model has no zeros of its own)."""
-    points = []
+    points, model = [], model_of(teachers_root)
     for r in read_rows(bench_csv):
         if r["method"] != "kprune" or str(r["seed"]) != "0" or is_stale(r):
+            continue
+        if r["model"] != model:  # another base model's teachers
             continue
         if not r.get("heads_kept") or not (Path(teachers_root) / r["task"]).is_dir():
             continue
@@ -147,14 +149,14 @@ def write_report(
                 x="nonzero_m",
                 xlabel="nonzero encoder matrix weights (M)",
             )
-            lines += ["", f"![{task}](plots/{path.name})"]
+            lines += ["", f"![{task}]({path.relative_to(out_md.parent)})"]
     ablations = ablation_plot_of(rows, plots / ABLATION_PLOT)
     if ablations:
         lines += [
             "",
             "The recipe against each ablation, test and dev (dashed: the dense teacher):",
             "",
-            f"![ablations](plots/{ablations.name})",
+            f"![ablations]({ablations.relative_to(out_md.parent)})",
         ]
     curves = curves_plot_of(rows, plots / "sparse_curves.png")
     if curves:
@@ -163,7 +165,7 @@ def write_report(
             "Dev metric after each epoch against the fraction of training done (dashed, right "
             "axis: the sparsity reached):",
             "",
-            f"![curves](plots/{curves.name})",
+            f"![curves]({curves.relative_to(out_md.parent)})",
         ]
     speed = latency_plot_of(rows, plots / LATENCY_PLOT)
     if speed:
@@ -172,7 +174,7 @@ def write_report(
             "The recipe's latency with CSR kernels divided by the dense teacher's, timed in the "
             "same row (dashed: equal time; rows marked *busy* above are less reliable):",
             "",
-            f"![latency](plots/{speed.name})",
+            f"![latency]({speed.relative_to(out_md.parent)})",
         ]
     write_text(out_md, "\n".join(lines) + "\n")
 

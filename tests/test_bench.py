@@ -36,7 +36,7 @@ def test_bench_rows_resume_and_report(tmp_path):
     assert row["prune_seconds"] == saved[0]["prune_seconds"]
     with open(out / "benchmarks.csv") as fh:
         saved = list(csv.DictReader(fh))
-    paths = write_report(saved, out)
+    paths = write_report(saved, out, tmp_path / "teachers")
     text = (out / "benchmarks.md").read_text()
     assert "| kprune |" in text and "| random |" in text and "| kprune-paper-pred |" in text
     assert "at or above the baseline" in text
@@ -82,7 +82,7 @@ def test_rows_of_an_older_score_scale_are_rerun_and_left_out(tmp_path):
     with open(out / "benchmarks.csv") as fh:
         saved = list(csv.DictReader(fh))
     assert len(saved) == 3  # the stale row is kept in the CSV
-    write_report(saved, out)
+    write_report(saved, out, tmp_path / "teachers")
     text = (out / "benchmarks.md").read_text()
     assert "1 stale rows left out" in text and "oldcode00000" in text
     assert "0.1230" not in text and "0.3210" in text  # the stale metric is in no table
@@ -233,7 +233,8 @@ def test_report_only_rewrites_from_the_csv_and_runs_nothing(tmp_path):
     out.mkdir()
     row = dict.fromkeys(COLUMNS, "")
     row.update(task="rt", method="kprune", reduction="0.5", seed="0", metric_name="accuracy")
-    row.update(metric="0.8", dense_metric="0.84", flops_kept="0.5", params_kept="0.7")
+    row.update(model="minilm-l6", metric="0.8", dense_metric="0.84", flops_kept="0.5")
+    row.update(params_kept="0.7")
     row.update(prune_seconds="1", peak_rss_mb="900", tokens="100", latency_ms_b32="1")
     row.update(dense_latency_ms_b32="2", threads="2", load_1m="1.5", score_scale=SCORE_SCALE)
     with open(out / "benchmarks.csv", "w", newline="") as fh:
@@ -248,10 +249,11 @@ def test_report_only_rewrites_from_the_csv_and_runs_nothing(tmp_path):
     from bench.rows import append_row
     from bench.sparse import COLUMNS as SPARSE_COLUMNS
 
-    sparse = dict(task="rt", method="sparsebert", sparsity=0.9, reduction=0, seed=0)
-    sparse.update(test=0.7, dense_test=0.84, nonzero_params=1_060_000)
+    # (the teachers of this tiny project: their folder's name is the rows' model)
+    sparse = dict(task="rt", model="teachers", method="sparsebert", sparsity=0.9, reduction=0)
+    sparse.update(seed=0, test=0.7, dense_test=0.84, nonzero_params=1_060_000)
     append_row(out / "sparse.csv", sparse, SPARSE_COLUMNS)
-    row.update(heads_kept="[1, 2]", neurons_kept="[3, 4]")
+    row.update(heads_kept="[1, 2]", neurons_kept="[3, 4]", model="teachers")
     with open(out / "benchmarks.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=COLUMNS)
         w.writeheader()
@@ -267,6 +269,13 @@ def test_report_only_rewrites_from_the_csv_and_runs_nothing(tmp_path):
     assert "(plots/sparse_latency.png)" in text and "sparse_ablations" not in text
     assert "| sparsebert | 0.9 | 0 | 0.7000 (1.06) |" in text
     assert "| kprune | 0 | 0.5 | 0.8000 (0.00) |" in text
+    # a second base model's rows get a page of their own, never mixed into this one
+    row.update(model="mpnet-base", metric="0.9")
+    append_row(out / "benchmarks.csv", row, COLUMNS)
+    assert main([*args, str(tmp_path / "teachers")]) == 0
+    assert "0.9000" not in (out / "benchmarks.md").read_text()
+    other = (out / "benchmarks-mpnet-base.md").read_text()
+    assert other.startswith("# Benchmarks: mpnet-base teachers") and "| kprune | 0.9000 |" in other
     from bench.sparse_report import kprune_points, teacher_dims
 
     teachers = tmp_path / "teachers"
@@ -345,10 +354,13 @@ def test_sparse_bench_writes_resumable_rows_and_a_report(tmp_path, capsys):
         assert float(r["ort_ms_b32"]) > 0 and float(r["dense_ort_ms_b1"]) > 0  # ONNX Runtime
         [(fraction, sparsity, _)] = json.loads(r["dev_curve"])  # one epoch: one point
         assert fraction == 1.0 and sparsity == pytest.approx(0.5, abs=0.01)
-    assert (root / "docs" / "plots" / "sparse_curves.png").is_file()
-    assert (root / "docs" / "plots" / "sparse_latency.png").is_file()
-    md = (root / "docs" / "sparse.md").read_text()
-    assert "kprune+sparsebert" in md and (root / "docs" / "plots" / "sparse_rt.png").is_file()
+    # the base model of this tiny project is not the default one: its page and figures are
+    # its own (docs/sparse-<model>.md, docs/plots/<model>/), linked from the page
+    plots = root / "docs" / "plots" / "teachers"
+    assert (plots / "sparse_curves.png").is_file() and (plots / "sparse_latency.png").is_file()
+    md = (root / "docs" / "sparse-teachers.md").read_text()
+    assert "kprune+sparsebert" in md and (plots / "sparse_rt.png").is_file()
+    assert "](plots/teachers/sparse_rt.png)" in md and not (root / "docs" / "sparse.md").exists()
     mtime = (root / "docs" / "sparse.csv").stat().st_mtime_ns
     assert main(args) == 0
     assert (root / "docs" / "sparse.csv").stat().st_mtime_ns == mtime  # nothing rerun
@@ -360,7 +372,7 @@ def test_sparse_bench_writes_resumable_rows_and_a_report(tmp_path, capsys):
         again = list(csv.DictReader(fh))
     assert again[1] == rows[1] and again[0]["latency_ms_b32"] != rows[0]["latency_ms_b32"]
     assert again[0]["retimed_at"] >= again[0]["finished_at"] and not rows[0]["retimed_at"]
-    assert "retimed |" in (root / "docs" / "sparse.md").read_text()
+    assert "retimed |" in (root / "docs" / "sparse-teachers.md").read_text()
 
     # --retime times every row again from its kept model; nothing else of a row changes
     from bench.rows import write_rows
@@ -384,7 +396,10 @@ def test_sparse_bench_writes_resumable_rows_and_a_report(tmp_path, capsys):
     assert all(r["knobs"] == "" for r in first_two)
     kept = root / "store" / "models" / "teachers-rt-sparsebert-s0.5-R0.0-seed0-e1-logit_weight=0.25"
     assert json.loads((kept / "report.json").read_text())["config"]["logit_weight"] == 0.25
-    assert "| sparsebert (1 ep) [logit_weight=0.25] |" in (root / "docs" / "sparse.md").read_text()
+    assert (
+        "| sparsebert (1 ep) [logit_weight=0.25] |"
+        in (root / "docs" / "sparse-teachers.md").read_text()
+    )
 
 
 def test_sparse_bench_knobs_are_checked_before_anything_runs():
