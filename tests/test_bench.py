@@ -3,6 +3,8 @@
 import csv
 from dataclasses import replace
 
+import pytest
+
 from bench.grid import run_bench
 from bench.report import write_report
 from kprune.config import BenchConfig
@@ -609,3 +611,21 @@ def test_tokens_study_copies_a_whole_split_run_to_the_other_seeds(tmp_path):
         ("trec6", "0.8", "100000", "0.82"),
     }
     assert all("whole split" in r["same_run_as"] for r in new)
+
+
+def test_throughput_row_says_what_it_measured(tmp_path):
+    """bench.throughput appends one row: the model's name and size, the step's shape, and
+    tokens per second consistent with the seconds per step; a missing folder is one line."""
+    from bench.throughput import main
+
+    folder = make_tiny_model(tmp_path / "tiny-base", "mpnet")
+    out = tmp_path / "throughput.csv"
+    args = ["--model", str(folder), "--batch", "4", "--length", "16", "--steps", "2"]
+    assert main([*args, "--threads", "1", "--out", str(out)]) == 0
+    with open(out) as fh:
+        [row] = list(csv.DictReader(fh))
+    assert row["model"] == "tiny-base" and int(row["params"]) > 1000
+    assert float(row["tokens_per_second"]) == pytest.approx(
+        4 * 16 / float(row["seconds_per_step"]), rel=0.05
+    )
+    assert main(["--model", str(tmp_path / "nope"), "--out", str(out)]) == 2
