@@ -127,9 +127,15 @@ def save_pruned(
 
 
 def teacher_tokenizer(report: dict | None):
-    """The tokenizer of the teacher folder ``report`` names (None: no folder named)."""
+    """The tokenizer of the teacher ``report`` names: its folder, or a hub name (None: none
+    named, a folder gone, or a hub name that cannot be reached)."""
     teacher = (report or {}).get("teacher")
-    return load_tokenizer(teacher) if teacher and Path(teacher).is_dir() else None
+    if not teacher or (not Path(teacher).is_dir() and Path(teacher).exists()):
+        return None
+    try:
+        return load_tokenizer(teacher)
+    except KPruneError:
+        return None
 
 
 def load_pruned(path: str | Path) -> nn.Module:
