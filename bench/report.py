@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.rows import COLUMNS, TEACHERS, is_stale, model_of
+from bench.rows import COLUMNS, TEACHERS, is_stale, main_model, model_of
 from kprune.atomic import write_text
 from kprune.plots import metric_vs_flops_plot
 
@@ -288,10 +288,12 @@ def sparse_section(out: Path, teachers: Path) -> list[str]:
 
 
 def write_report(rows: list[dict], out: Path, teachers: Path = Path(TEACHERS)) -> list[Path]:
-    """benchmarks.md from the rows of the base model of ``teachers`` (with the SparseBERT
+    """benchmarks.md from the rows of the main base model (``main_model``; with the SparseBERT
     section and benchmarks_notes.md), and benchmarks-<model>.md for each other base model's
     rows: a page never mixes two models' teachers."""
-    main = model_of(teachers)
+    main = main_model(rows, teachers)
+    if model_of(teachers) != main:  # the SparseBERT section reads the main model's teachers
+        teachers = Path(TEACHERS)
     paths = [out / "benchmarks.csv"] if rows else []
     for model in sorted({r["model"] for r in rows}, key=lambda m: (m != main, m)):
         mine = [r for r in rows if r["model"] == model]

@@ -47,6 +47,14 @@ def model_of(teachers: str | Path) -> str:
     return Path(teachers).resolve().name
 
 
+def main_model(rows: list[dict], teachers: str | Path) -> str:
+    """The base model whose rows a report's own page holds (benchmarks.md, sparse.md): the
+    default teachers' (MiniLM) when the rows have any, else that of ``teachers``; another
+    model's rows get pages of their own."""
+    default = model_of(TEACHERS)
+    return default if any(r["model"] == default for r in rows) else model_of(teachers)
+
+
 def reads_scores(method: str) -> bool:
     """K-prune and its ablations read the knowledge scores; the baselines do not."""
     return method == "kprune" or method.startswith("kprune-")

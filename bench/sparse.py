@@ -31,6 +31,7 @@ from bench.rows import (
     TEACHERS,
     TEACHERS_HELP,
     append_row,
+    main_model,
     model_of,
     read_rows,
     utc_stamp,
@@ -419,10 +420,10 @@ def main(argv: list[str] | None = None) -> int:
                         )
         fill_curves(args, csv_path)
         # one page per base model: the default's OUT.md, another's OUT-<model>.md
-        model = model_of(args.teachers)
-        rows = [r for r in read_rows(csv_path) if r["model"] == model]
+        model, every = model_of(args.teachers), read_rows(csv_path)
+        rows = [r for r in every if r["model"] == model]
         plots = md.parent / "plots"
-        if model != model_of(TEACHERS):
+        if model != main_model(every, args.teachers):
             md, plots = md.with_name(f"{md.stem}-{model}.md"), plots / model
         if rows:
             write_report(rows, md, Path(args.benchmarks), plots, Path(args.teachers))

@@ -356,13 +356,11 @@ def test_sparse_bench_writes_resumable_rows_and_a_report(tmp_path, capsys):
         assert float(r["ort_ms_b32"]) > 0 and float(r["dense_ort_ms_b1"]) > 0  # ONNX Runtime
         [(fraction, sparsity, _)] = json.loads(r["dev_curve"])  # one epoch: one point
         assert fraction == 1.0 and sparsity == pytest.approx(0.5, abs=0.01)
-    # the base model of this tiny project is not the default one: its page and figures are
-    # its own (docs/sparse-<model>.md, docs/plots/<model>/), linked from the page
-    plots = root / "docs" / "plots" / "teachers"
+    plots = root / "docs" / "plots"
     assert (plots / "sparse_curves.png").is_file() and (plots / "sparse_latency.png").is_file()
-    md = (root / "docs" / "sparse-teachers.md").read_text()
+    md = (root / "docs" / "sparse.md").read_text()
     assert "kprune+sparsebert" in md and (plots / "sparse_rt.png").is_file()
-    assert "](plots/teachers/sparse_rt.png)" in md and not (root / "docs" / "sparse.md").exists()
+    assert "](plots/sparse_rt.png)" in md
     mtime = (root / "docs" / "sparse.csv").stat().st_mtime_ns
     assert main(args) == 0
     assert (root / "docs" / "sparse.csv").stat().st_mtime_ns == mtime  # nothing rerun
@@ -374,7 +372,7 @@ def test_sparse_bench_writes_resumable_rows_and_a_report(tmp_path, capsys):
         again = list(csv.DictReader(fh))
     assert again[1] == rows[1] and again[0]["latency_ms_b32"] != rows[0]["latency_ms_b32"]
     assert again[0]["retimed_at"] >= again[0]["finished_at"] and not rows[0]["retimed_at"]
-    assert "retimed |" in (root / "docs" / "sparse-teachers.md").read_text()
+    assert "retimed |" in (root / "docs" / "sparse.md").read_text()
 
     # --retime times every row again from its kept model; nothing else of a row changes
     from bench.rows import write_rows
@@ -398,10 +396,7 @@ def test_sparse_bench_writes_resumable_rows_and_a_report(tmp_path, capsys):
     assert all(r["knobs"] == "" for r in first_two)
     kept = root / "store" / "models" / "teachers-rt-sparsebert-s0.5-R0.0-seed0-e1-logit_weight=0.25"
     assert json.loads((kept / "report.json").read_text())["config"]["logit_weight"] == 0.25
-    assert (
-        "| sparsebert (1 ep) [logit_weight=0.25] |"
-        in (root / "docs" / "sparse-teachers.md").read_text()
-    )
+    assert "| sparsebert (1 ep) [logit_weight=0.25] |" in (root / "docs" / "sparse.md").read_text()
 
 
 def test_sparse_bench_knobs_are_checked_before_anything_runs():
@@ -629,3 +624,13 @@ def test_throughput_row_says_what_it_measured(tmp_path):
         4 * 16 / float(row["seconds_per_step"]), rel=0.05
     )
     assert main(["--model", str(tmp_path / "nope"), "--out", str(out)]) == 2
+
+
+def test_the_own_pages_hold_the_default_teachers_rows_whatever_was_run_last():
+    """benchmarks.md / sparse.md hold MiniLM's rows even after a run on MPNet's teachers; a
+    CSV of one model's rows only gives that model the page."""
+    from bench.rows import main_model
+
+    both = [{"model": "minilm-l6"}, {"model": "mpnet-base"}]
+    assert main_model(both, "data/teachers/mpnet-base") == "minilm-l6"
+    assert main_model(both[1:], "data/teachers/mpnet-base") == "mpnet-base"
