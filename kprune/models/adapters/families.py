@@ -153,12 +153,7 @@ class MPNetAdapter(Adapter):
     def seq_head(self, model, hidden):
         return model.classifier(hidden)
 
-    def set_num_heads(self, layer, n):
-        a = layer.attention.attn
-        a.num_attention_heads = n
-        a.all_head_size = n * a.attention_head_size
-
-    def keep_heads(self, layer, kept):
+    def keep_heads(self, layer, kept):  # the head count too
         keep_mpnet_heads(layer.attention.attn, kept)
 
     def empty_attention(self, layer):
