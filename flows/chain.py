@@ -73,8 +73,9 @@ def reduction_chain(
     """Masks, pruned model, evaluation and ONNX export at ``cfg.search.reduction``."""
     sample, rep, pred = measured
     store = str(settings.FLOW_DATA)  # the flow's, not a Dask worker's
-    masks = run(t.search, checkpoint, sample, rep, pred, cfg, device, store)
-    pruned = run(t.prune_tune, checkpoint, sample, rep, pred, masks, cfg, device, store)
+    table = run(t.latency, checkpoint, cfg.latency, store) if cfg.search.budget == "latency" else ""
+    masks = run(t.search, checkpoint, sample, rep, pred, cfg, table, device, store)
+    pruned = run(t.prune_tune, checkpoint, sample, rep, pred, masks, cfg, table, device, store)
     max_length = cfg.sample.max_length
     evaluation = run(
         t.evaluate, checkpoint, pruned, task, files, data_dir, ev, max_length, device, store

@@ -245,6 +245,11 @@ def summary_row(
     }
     if export_dir is not None:
         row["artifacts"]["onnx"] = export_dir
+    budget = report.get("latency_budget")
+    if budget:  # the table the search read, and its target and prediction
+        row["artifacts"]["latency_table"] = report["config"]["latency"]["table"]
+        row["latency_target_ms"] = budget["target_ms"]
+        row["latency_predicted_ms"] = budget["predicted_ms"]
     return row
 
 

@@ -20,10 +20,14 @@ from kprune.config import (
     EvaluateConfig,
     ExportConfig,
     FinetuneConfig,
+    LatencyConfig,
     PruneConfig,
     SampleConfig,
     SparsifyConfig,
 )
+from kprune.models.checkpoint import load_model
+from kprune.pruning.budget import with_table
+from kprune.pruning.latency_table import cached_table
 from stages import evaluate as evaluate_stage
 from stages import export as export_stage
 from stages import finetune as finetune_stage
@@ -127,6 +131,24 @@ def measure_pred(
     return _measure("pred", teacher, sample_dir, cfg, device, store)
 
 
+@task(name="latency", **CACHED)
+def latency(teacher: str, cfg: LatencyConfig, store: str = "") -> str:
+    """The latency table of the teacher's shape on ``cfg``'s runtime: measured once per model
+    shape, runtime, library versions and CPU (shared by the teachers of one base model)."""
+    params = dict(locals())
+    tables = Path(store or settings.FLOW_DATA) / "latency-tables"
+
+    def build(d: Path) -> None:
+        table = cached_table(load_model(teacher), cfg.resolved(), tables, progress=True)
+        table.save(d / A.LATENCY_TABLE)
+
+    return _produce("latency", params, build)
+
+
+def _with_table(cfg: PruneConfig, latency_dir: str) -> PruneConfig:
+    return with_table(cfg, f"{latency_dir}/{A.LATENCY_TABLE}" if latency_dir else None)
+
+
 @task(name="search", **CACHED)
 def search(
     teacher: str,
@@ -134,10 +156,12 @@ def search(
     rep_dir: str,
     pred_dir: str,
     cfg: PruneConfig,
+    latency_dir: str = "",
     device: str = "auto",
     store: str = "",
 ) -> str:
-    """The method's masks: K-prune's from the score tables, a baseline's from the teacher."""
+    """The method's masks: K-prune's from the score tables, a baseline's from the teacher
+    (under a latency budget, the ``latency`` task's table in ``latency_dir``)."""
     params = dict(locals())
     return _produce(
         "search",
@@ -146,7 +170,7 @@ def search(
             f"{rep_dir}/{A.K_REP}",
             f"{pred_dir}/{A.K_PRED}",
             str(d / A.MASKS),
-            cfg,
+            _with_table(cfg, latency_dir),
             teacher,
             f"{sample_dir}/{A.SAMPLE}",
             device,
@@ -162,6 +186,7 @@ def prune_tune(
     pred_dir: str,
     masks_dir: str,
     cfg: PruneConfig,
+    latency_dir: str = "",
     device: str = "auto",
     store: str = "",
 ) -> str:
@@ -177,7 +202,9 @@ def prune_tune(
     return _produce(
         "prune_tune",
         params,
-        lambda d: prune_tune_stage.make(inp, str(d / A.MODEL), str(d / A.ITERATIONS), cfg, device),
+        lambda d: prune_tune_stage.make(
+            inp, str(d / A.MODEL), str(d / A.ITERATIONS), _with_table(cfg, latency_dir), device
+        ),
     )
 
 

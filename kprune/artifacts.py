@@ -6,6 +6,7 @@ TEACHER = "teacher"  # a fine-tuned teacher folder (weights, tokenizer, metrics.
 SAMPLE = "sample.safetensors"  # the drawn sample with the teacher's logits
 K_REP = "k_rep.parquet"  # iteration-0 representational knowledge
 K_PRED = "k_pred.parquet"  # iteration-0 predictive knowledge
+LATENCY_TABLE = "table.json"  # a latency budget's table (kprune.pruning.latency_table)
 MASKS = "masks.json"  # the search stage's masks (K-prune's one-shot search, or a baseline's)
 MODEL = "model"  # the pruned model folder (weights, kprune.json, report.json, tokenizer)
 ITERATIONS = "iterations.parquet"  # the loop's per-iteration score tables

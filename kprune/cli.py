@@ -9,8 +9,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from kprune.config import PruneConfig, SparsifyConfig, add_flags, knobs_from_args
-from kprune.data.tasks import REGISTRY
+from kprune.config import LatencyConfig, PruneConfig, SparsifyConfig, add_flags, knobs_from_args
+from kprune.data.tasks import METRIC_CHOICES, REGISTRY
 from kprune.entry import OneLineParser, peak_rss_mb, run_main
 from kprune.errors import KPruneError
 
@@ -30,13 +30,21 @@ def add_task_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--text-pair-field", help="second text column for pair tasks")
     p.add_argument("--label-field", help="label column of user data (default: guessed)")
     p.add_argument("--data-dir", help="root of prepared registered tasks (default data/tasks)")
+    p.add_argument(
+        "--metric",
+        choices=METRIC_CHOICES,
+        help="the task's main metric (reported, and what a tolerance is in): accuracy, f1 (of "
+        "label 1 when binary, macro otherwise), macro-f1, mcc for classification; spearman, "
+        "pearson for regression (default: the registered task's, or for your data f1 when "
+        "binary and accuracy otherwise)",
+    )
 
 
 def task_from_args(args: argparse.Namespace):
     from kprune.data.tasks import Fields, load_task
 
     fields = Fields(args.text_field, args.text_pair_field, args.label_field)
-    return load_task(args.task, args.data_dir, fields)
+    return load_task(args.task, args.data_dir, fields, metric=args.metric)
 
 
 def cmd_fetch(args: argparse.Namespace) -> None:
@@ -119,8 +127,13 @@ def cmd_prune(args: argparse.Namespace) -> None:
         from kprune.train.evaluation import compare_latency
 
         report["latency"] = compare_latency(
-            load_model(args.model), model.cpu(), threads=args.threads
+            load_model(args.model), model.cpu(), threads=cfg.latency.threads or None
         )
+        if "latency_budget" in report:  # the prediction against a measurement
+            from kprune.deploy.latency import latency_ms
+
+            measured = latency_ms(model.cpu(), cfg.latency.resolved())
+            report["latency_budget"]["measured_ms"] = round(measured, 4)
     report["peak_rss_mb"] = peak_rss_mb()
     out = Path(args.out)
     save_pruned(model, out, report=report)
@@ -132,7 +145,8 @@ def format_report(r: dict, out: Path | None = None) -> str:
     m = r.get("metric", "")
     before, after = (r.get("metric_before") or {}).get(m), (r.get("metric_after") or {}).get(m)
     lines = [
-        f"pruned '{r['task']}' at reduction {r['reduction']:.2f} in {r['seconds']:.1f} s",
+        f"pruned '{r['task']}' at reduction {r['reduction']:.2f} in {r['seconds']:.1f} s"
+        + (" (the latency budget's)" if r.get("latency_budget") else ""),
         f"  {m:10s} {before if before is None else f'{before:.4f}'} -> "
         f"{after if after is None else f'{after:.4f}'}",
         f"  FLOPs      {r['flops_before'] / 1e9:.3f} G -> {r['flops_after'] / 1e9:.3f} G "
@@ -151,6 +165,17 @@ def format_report(r: dict, out: Path | None = None) -> str:
                     f"{lat[f'pruned_ms_b{b}']:.1f} ms ({lat[f'speedup_b{b}']:.2f}x, length "
                     f"{lat['seq_len']}, {lat['threads']} threads)"
                 )
+    budget = r.get("latency_budget")
+    if budget:
+        rt = budget["runtime"]
+        measured = budget.get("measured_ms")
+        lines.append(
+            f"  latency    target {budget['target_ms']:.2f} ms on {rt['name']} (batch "
+            f"{rt['batch']}, length {rt['seq_len']}, {rt['threads']} threads): predicted "
+            f"{budget['predicted_ms']:.2f} ms"
+            + (f", measured {measured:.2f} ms" if measured is not None else "")
+            + f"; dense {budget['dense_measured_ms']:.2f} ms"
+        )
     if "peak_rss_mb" in r:
         lines.append(f"  peak RSS   {r['peak_rss_mb']:.0f} MB (the whole process)")
     if out is not None:
@@ -223,6 +248,31 @@ def cmd_doctor(args: argparse.Namespace) -> None:
     print(report())
 
 
+def cmd_latency(args: argparse.Namespace) -> None:
+    from kprune.config import FIELDS, LatencyConfig
+    from kprune.models.checkpoint import load_model
+    from kprune.pruning.latency_table import measure_table
+
+    config = LatencyConfig(
+        **{FIELDS[k]: v for k, v in knobs_from_args(args, LatencyConfig).items()}
+    )
+    if config.table:
+        raise KPruneError("kprune latency writes a table to --out; --latency-table is prune's")
+    rt = config.resolved()
+    table = measure_table(load_model(args.model), rt, repeats=args.repeats, progress=True)
+    out = table.save(Path(args.out))
+    dense = table.predicted_dense_ms
+    print(
+        f"latency table of {args.model} on {rt.key} -> {out}\n"
+        f"  dense: measured {table.dense_ms:.2f} ms, predicted {dense:.2f} ms "
+        f"({100 * (dense / table.dense_ms - 1):+.1f}%)\n"
+        f"  every unit pruned: {table.base_ms:.2f} ms (at most {table.dense_ms / table.base_ms:.1f}x)"
+        f"\n  one attention sublayer: {table.attention_ms[-1]:.3f} ms with {table.heads} heads, "
+        f"{table.attention_ms[1]:.3f} ms with 1\n"
+        f"  one FFN sublayer: {table.ffn_ms[-1]:.3f} ms with {table.neurons} neurons"
+    )
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     from kprune.deploy.export import export_onnx
 
@@ -288,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "prune",
-        help="prune a fine-tuned model to a FLOPs budget (K-prune, no retraining)",
+        help="prune a fine-tuned model to a FLOPs or latency budget (K-prune, no retraining)",
         description="Prune whole attention heads and FFN neurons of a fine-tuned encoder so that "
         "a fraction R of its FLOPs is removed, preserving the teacher's predictive and "
         "representational knowledge, and re-fitting each pruned sublayer by least squares.",
@@ -305,11 +355,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--latency",
         action="store_true",
-        help="also time dense vs pruned forward passes (batch 1 and 32, length 128)",
+        help="also time dense vs pruned forward passes in torch (batch 1 and 32, length 128, "
+        "--threads threads) and, with --budget latency, the pruned model on --runtime",
     )
-    p.add_argument("--threads", type=int, help="CPU threads for the latency measurement")
     p.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:N")
     p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser(
+        "latency",
+        help="measure a model's latency table on a runtime (for --budget latency)",
+        description="Time one-layer copies of the model with 0..H heads and 0..N neurons (a "
+        "grid of neuron counts) on the runtime, batch, length and threads given, and the model "
+        "with every unit pruned: the table `kprune prune --budget latency` predicts a pruned "
+        "model's latency from (pass it with --latency-table, or let prune measure and cache "
+        "it). Run it with the cores to itself.",
+    )
+    p.add_argument("model", help="fine-tuned model folder (the teacher)")
+    p.add_argument("--out", required=True, help="output JSON file")
+    p.add_argument("--repeats", type=int, default=10, help="timed passes per point (median)")
+    add_flags(p, sections={"latency": LatencyConfig})
+    p.set_defaults(func=cmd_latency)
 
     p = sub.add_parser(
         "export",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,13 +23,18 @@ from typing import Any, TypeVar
 import yaml
 
 from kprune.data.tasks import DEFAULT_TASKS, REGISTRY
+from kprune.deploy.runtime import RUNTIME_HELP, RUNTIMES, Runtime
 from kprune.errors import KPruneError
 from kprune.pruning.methods import METHODS, SPARSIFY_METHODS
 
 # examples x padded length per backward pass of the measurement (memory only)
 PASS_TOKENS = 1024
 PRED_FORMS = ("paper", "fisher")  # predictive knowledge a user may choose
-REP_FORMS = ("paper", "exact")  # exact: whole-head removal error (about d_h x paper)
+REP_FORMS = ("paper", "exact")
+BUDGETS = (
+    "flops",
+    "latency",
+)  # what the search's budget counts  # exact: whole-head removal error (about d_h x paper)
 
 
 def knob(
@@ -156,13 +162,71 @@ class SearchConfig(_Section):
         ("kpms", "uniform"),
         flag="--search-strategy",
     )
+    budget: str = knob(
+        "flops",
+        "what the search's budget counts: flops (the paper: the encoder's FLOPs, cut by "
+        "--reduction) or latency (the model's latency on --runtime, predicted from a measured "
+        "table of sublayer latencies: give --speedup or --latency-ms)",
+        BUDGETS,
+    )
+    speedup: float = knob(
+        0.0,
+        "latency budget: the pruned model's speed-up over the dense model on --runtime, e.g. "
+        "3 (0: not set)",
+    )
+    latency_ms: float = knob(
+        0.0, "latency budget: the pruned model's latency in ms on --runtime (0: not set)"
+    )
 
     def _check(self) -> None:
         if not 0 <= self.reduction < 1:
             self._fail(
                 "reduction", f"must be in [0, 1) (fraction of FLOPs removed), got {self.reduction}"
             )
-        self._at_least(0, "lam", "mu")
+        self._at_least(0, "lam", "mu", "latency_ms")
+        if self.speedup and self.speedup <= 1:
+            self._fail("speedup", f"must be > 1 (or 0: not set), got {self.speedup}")
+        targets = [n for n in ("speedup", "latency_ms") if getattr(self, n)]
+        if self.budget == "latency" and len(targets) != 1:
+            self._fail(
+                "budget",
+                "latency needs exactly one target: --speedup or --latency-ms"
+                + (" (both were given)" if targets else ""),
+            )
+        if self.budget == "flops" and targets:
+            self._fail(
+                "budget",
+                f"flops cuts FLOPs by --reduction and ignores --{targets[0].replace('_', '-')}; "
+                "use --budget latency for a latency target",
+            )
+        if self.budget == "latency" and self.strategy != "kpms":
+            self._fail("budget", "latency works with the kpms search strategy only")
+
+
+@dataclass(frozen=True)
+class LatencyConfig(_Section):
+    """Where a latency budget is measured: the runtime the model will serve on."""
+
+    NAME = "latency"
+    runtime: str = knob("torch", RUNTIME_HELP, RUNTIMES)
+    batch: int = knob(32, "batch size the latency is measured at")
+    seq_len: int = knob(128, "sequence length (tokens) the latency is measured at")
+    threads: int = knob(0, "threads of the runtime (0: every core of this machine)")
+    table: str = knob(
+        "",
+        "a latency table file (kprune latency); empty: measured on this machine and cached "
+        "in the user cache folder (~/.cache/kprune/latency)",
+        flag="--latency-table",
+        name="latency_table",
+    )
+
+    def _check(self) -> None:
+        self._at_least(1, "batch", "seq_len")
+        self._at_least(0, "threads")
+
+    def resolved(self) -> Runtime:
+        """The runtime setting, the thread count filled in."""
+        return Runtime(self.runtime, self.batch, self.seq_len, self.threads or os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -198,6 +262,7 @@ PRUNE_SECTIONS: dict[str, type] = {
     "measure": MeasureConfig,
     "search": SearchConfig,
     "prune_tune": PruneTuneConfig,
+    "latency": LatencyConfig,
 }
 # knob name -> its section and field (names are unique across the sections)
 KNOBS: dict[str, str] = {
@@ -224,6 +289,7 @@ class PruneConfig:
     measure: MeasureConfig
     search: SearchConfig
     prune_tune: PruneTuneConfig
+    latency: LatencyConfig
 
     def __init__(
         self,
@@ -232,6 +298,7 @@ class PruneConfig:
         measure: MeasureConfig | None = None,
         search: SearchConfig | None = None,
         prune_tune: PruneTuneConfig | None = None,
+        latency: LatencyConfig | None = None,
         **knobs: Any,
     ) -> None:
         if isinstance(method, str):  # the knob by name: PruneConfig(method="kwon")
@@ -242,6 +309,7 @@ class PruneConfig:
             "measure": measure,
             "search": search,
             "prune_tune": prune_tune,
+            "latency": latency,
         }
         parts = {name: given[name] or cls() for name, cls in PRUNE_SECTIONS.items()}
         per_section: dict[str, dict] = {}
@@ -255,6 +323,11 @@ class PruneConfig:
             parts[sec] = dataclasses.replace(parts[sec], **values)
         for name, part in parts.items():
             object.__setattr__(self, name, part)
+        if self.search.budget == "latency" and self.method.scorer is not None:
+            raise KPruneError(
+                f"method {self.method.name} cuts FLOPs; --budget latency works with K-prune's "
+                "search (kprune and its kprune-* ablations)"
+            )
 
     def replace(self, **knobs: Any) -> PruneConfig:
         """This config with some knobs changed (by name)."""

@@ -55,6 +55,8 @@ class Report(TypedDict, total=False):
     metric_before: dict[str, float] | None
     metric_after: dict[str, float] | None
     seconds: float
+    # a latency budget's target, prediction and table (kprune.pruning.budget)
+    latency_budget: dict[str, Any]
     # the CLI only
     latency: dict[str, Any]
     peak_rss_mb: float
@@ -69,12 +71,18 @@ def pruning_fields(
     mode: str | None,
     sublayers: list[dict],
     seconds: dict[str, float],
+    budget=None,
 ) -> Report:
-    """What a set of masks on ``model`` (still full size) amounts to."""
+    """What a set of masks on ``model`` (still full size) amounts to (with a latency
+    ``budget``, kprune.pruning.budget.Budget, its target and prediction)."""
     layers, heads = masks.heads.shape
     neurons = masks.neurons.shape[1]
     kept = masks.kept_per_layer()
+    latency = budget.fields(masks) if budget is not None else {}
+    if latency:  # no FLOPs budget: the reduction is what the latency target came to
+        reduction = round(1 - flops.kept(masks), 6)
     return Report(
+        **latency,
         kprune_version=__version__,
         mode=mode,
         reduction=reduction,

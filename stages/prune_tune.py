@@ -17,6 +17,7 @@ from kprune.device import resolve_device
 from kprune.models.checkpoint import load_model, save_pruned
 from kprune.models.loading import load_tokenizer
 from kprune.pruning.assemble import cut, prune_and_tune
+from kprune.pruning.budget import with_table
 from kprune.pruning.flops import flops_of
 from kprune.pruning.masks import load_masks
 from kprune.pruning.score_tables import read_knowledge, read_scores, write_scores
@@ -31,6 +32,9 @@ def add_args(p):
     p.add_argument("--pred", required=True)
     p.add_argument("--masks", required=True, help="masks of the search stage")
     p.add_argument("--reduction", type=float, help="overrides search.reduction")
+    p.add_argument(
+        "--latency-table", help="the latency stage's table (read with search.budget: latency)"
+    )
     p.add_argument("--out", required=True, help="pruned model folder")
     p.add_argument("--iterations", required=True, help="per-iteration score table (.parquet)")
 
@@ -84,6 +88,7 @@ def run(args) -> None:
     cfg = prune_config(args.params)
     if args.reduction is not None:
         cfg = cfg.replace(reduction=args.reduction)
+    cfg = with_table(cfg, args.latency_table)
     inp = Inputs(args.teacher, args.sample, args.rep, args.pred, args.masks)
     report = make(inp, args.out, args.iterations, cfg, args.device)
     print(

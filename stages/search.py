@@ -19,6 +19,7 @@ from kprune.device import resolve_device
 from kprune.errors import KPruneError
 from kprune.models.checkpoint import load_model
 from kprune.pruning.assemble import choose_masks
+from kprune.pruning.budget import with_table
 from kprune.pruning.flops import FlopsModel, flops_of
 from kprune.pruning.masks import save_masks
 from kprune.pruning.score_tables import read_knowledge
@@ -32,6 +33,9 @@ def add_args(p):
     p.add_argument("--teacher", help="teacher folder (needed by a baseline method)")
     p.add_argument("--sample", help="sample (needed by a baseline method)")
     p.add_argument("--reduction", type=float, help="overrides search.reduction")
+    p.add_argument(
+        "--latency-table", help="the latency stage's table (read with search.budget: latency)"
+    )
     p.add_argument("--out", required=True, help="masks file (.json)")
 
 
@@ -70,6 +74,7 @@ def run(args) -> None:
     cfg = prune_config(args.params)
     if args.reduction is not None:
         cfg = cfg.replace(reduction=args.reduction)
+    cfg = with_table(cfg, args.latency_table)
     kept = make(args.rep, args.pred, args.out, cfg, args.teacher, args.sample, args.device)
     r = cfg.search.reduction
     print(f"search {cfg.method.name} r={r}: heads {kept['heads']} neurons {kept['neurons']}")

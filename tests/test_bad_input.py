@@ -15,7 +15,13 @@ from kprune.config import PruneConfig
 from kprune.data.tasks import load_task
 from kprune.pruning.assemble import prune
 from tests.conftest import ROOT
-from tests.helpers import make_tiny_teacher, sentiment_frame, tiny_config, tiny_tokenizer
+from tests.helpers import (
+    make_tiny_teacher,
+    sentiment_frame,
+    tiny_config,
+    tiny_latency_table,
+    tiny_tokenizer,
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +41,10 @@ def env(tmp_path_factory):
         if "token" in f.name or f.name in ("vocab.txt", "special_tokens_map.json"):
             f.unlink()
     (root / "empty-folder").mkdir()
+    # latency tables: one of the tiny teacher's shape, one of another shape
+    table = tiny_latency_table()
+    (root / "table.json").write_text(json.dumps(table))
+    (root / "table-3-layers.json").write_text(json.dumps({**table, "layers": 3}))
     return root
 
 
@@ -75,6 +85,24 @@ CASES = [
     ({}, ["--reduction", "-0.2"], r"reduction must be in \[0, 1\)"),
     ({}, ["--reduction", "0.5", "--lam", "-1"], "lam must be >= 0"),
     ({}, ["--reduction", "0.5", "--gamma", "0"], "gamma must be > 0"),
+    ({}, ["--budget", "latency"], "latency needs exactly one target: --speedup or --latency-ms"),
+    ({}, ["--runtime", "tensorrt"], "--runtime: invalid choice: 'tensorrt'"),
+    ({}, ["--metric", "spearman"], "--metric spearman does not fit task 's' .classification."),
+    (
+        {},
+        ["--budget", "latency", "--latency-ms", "0.5", "--latency-table", "{env}/table.json"],
+        "target latency 0.5 ms is below what the model costs with every head and neuron pruned",
+    ),
+    (
+        {},
+        ["--budget", "latency", "--speedup", "2", "--latency-table", "{env}/table-3-layers.json"],
+        "the latency table is for 3 layers of 4 heads and 64 neurons, the model has 2",
+    ),
+    (
+        {},
+        ["--budget", "latency", "--speedup", "2", "--latency-table", "{env}/nowhere.json"],
+        "latency table .*nowhere.json does not exist",
+    ),
     (
         {},
         ["--reduction", "0.5", "--method", "obs"],
@@ -87,7 +115,7 @@ CASES = [
 def test_bad_input_is_one_line(env, kw, args, message):
     import re
 
-    proc, out = _prune_cli(env, *args, **kw)
+    proc, out = _prune_cli(env, *(a.replace("{env}", str(env)) for a in args), **kw)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("kprune: error:")]

@@ -504,7 +504,8 @@ def test_label_measurement_keeps_each_batch_gradient(teacher):
 @pytest.mark.parametrize("method", ["kprune", "magnitude"])
 def test_report_has_exactly_the_typed_keys(teacher, method):
     """Every key of a report is declared (and explained) in kprune.report.Report; K-prune and
-    a baseline fill the same ones (the CLI adds latency and peak RSS)."""
+    a baseline fill the same ones (the CLI adds latency and peak RSS; a latency budget its
+    record, tests/test_latency_budget.py)."""
     from typing import get_type_hints
 
     from kprune.report import Report
@@ -512,7 +513,7 @@ def test_report_has_exactly_the_typed_keys(teacher, method):
     folder, task = teacher
     cfg = PruneConfig(reduction=0.5, tokens=1500, max_length=16)
     _, r = prune(str(folder), task, cfg, device="cpu", progress=False, method=method)
-    assert set(r) == set(get_type_hints(Report)) - {"latency", "peak_rss_mb"}
+    assert set(r) == set(get_type_hints(Report)) - {"latency", "peak_rss_mb", "latency_budget"}
     assert r["teacher"] == str(folder)  # where the tokenizer of save_pruned comes from
     assert r["params_kept"] == r["params_after"] / r["params_before"] < 1
 

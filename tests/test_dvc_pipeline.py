@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
-from tests.helpers import make_tiny_model
+from tests.helpers import make_tiny_model, tiny_latency_table
 
 pytestmark = pytest.mark.integration
 ALL = {
@@ -26,6 +26,7 @@ ALL = {
     "sample",
     "measure_rep",
     "measure_pred",
+    "latency",
     "search",
     "prune_tune",
     "evaluate",
@@ -165,6 +166,30 @@ def test_search_knobs_rerun_only_downstream(repo):
     assert _stale_pipeline(repo) == {"search", "prune_tune"}  # the loop reads R, λ, μ too
     _set(repo, "search", "reduction", 0.5)
     assert _repro(repo) == {"search", "prune_tune", "evaluate"}
+
+
+def test_a_latency_budget_runs_the_latency_stage_and_meets_its_target(repo):
+    """search.budget: latency (here with a table given in params, as one measured elsewhere
+    would be): the latency stage writes the table, the search and the loop charge it, and
+    the pruned model's predicted latency meets the target."""
+    table = tiny_latency_table()
+    (repo / "table.json").write_text(json.dumps(table))
+    _set(repo, "search", "budget", "latency")
+    _set(repo, "search", "speedup", 1.6)
+    _set(repo, "latency", "table", "table.json")
+    try:
+        assert _repro(repo) == {"latency", "search", "prune_tune", "evaluate"}
+        written = json.loads((repo / "data/latency/minilm-l6/rt/table.json").read_text())
+        assert written["attention_ms"] == table["attention_ms"]
+        report = json.loads((repo / "data/pruned/minilm-l6/rt/report.json").read_text())
+        budget = report["latency_budget"]
+        assert budget["target_ms"] == pytest.approx(9.2 / 1.6)
+        assert budget["predicted_ms"] <= budget["target_ms"] * (1 + 1e-9)
+    finally:
+        _set(repo, "latency", "table", "")
+        _set(repo, "search", "speedup", 0.0)
+        _set(repo, "search", "budget", "flops")
+        _repro(repo)  # back to the FLOPs pipeline for the tests after this one
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,12 @@ from kprune.errors import KPruneError
 from kprune.data.splits import SPLITS, clean, stratified_split
 
 KINDS = ("classification", "regression", "qa")
+# the main metrics a user may choose (--metric), per task kind (kprune.train.metrics)
+METRICS = {
+    "classification": ("accuracy", "f1", "macro-f1", "mcc"),
+    "regression": ("spearman", "pearson"),
+}
+METRIC_CHOICES = tuple(m for names in METRICS.values() for m in names)
 DATA_SUFFIXES = (".parquet", ".csv", ".tsv", ".json", ".jsonl")
 
 
@@ -109,9 +115,32 @@ def default_data_root() -> Path:
 
 
 def load_task(
-    spec: str, data_root: str | Path | None = None, fields: Fields | None = None, seed: int = 0
+    spec: str,
+    data_root: str | Path | None = None,
+    fields: Fields | None = None,
+    seed: int = 0,
+    metric: str | None = None,
 ) -> TaskData:
-    """Resolve a ``--task`` value into a TaskData with train/dev/test splits."""
+    """Resolve a ``--task`` value into a TaskData with train/dev/test splits (its main metric
+    ``metric`` if given, else the task's own)."""
+    task = _load(spec, data_root, fields, seed)
+    return with_metric(task, metric) if metric else task
+
+
+def with_metric(task: TaskData, metric: str) -> TaskData:
+    """``task`` reporting ``metric`` as its main metric (one of its kind's ``METRICS``)."""
+    allowed = METRICS.get(task.spec.kind, ())
+    if metric not in allowed:
+        choice = f"use one of {', '.join(allowed)}" if allowed else "leave out --metric"
+        raise KPruneError(
+            f"--metric {metric} does not fit task '{task.spec.name}' ({task.spec.kind}); {choice}"
+        )
+    return replace(task, spec=replace(task.spec, metric=metric))
+
+
+def _load(
+    spec: str, data_root: str | Path | None, fields: Fields | None, seed: int
+) -> TaskData:
     fields = fields or Fields()
     if not spec or not spec.strip():
         raise KPruneError("empty --task; pass a registered name, a data file or folder, or hf:NAME")

@@ -27,6 +27,7 @@ from kprune.errors import KPruneError
 from kprune.models.checkpoint import check_task_fits, load_model
 from kprune.models.loading import frozen, load_tokenizer
 from kprune.pruning.baselines import baseline_masks, tune_baseline
+from kprune.pruning.budget import search_budget
 from kprune.pruning.flops import FlopsModel, flops_of
 from kprune.pruning.knowledge import Knowledge, MeasureSpec
 from kprune.pruning.loop import prune_tune, takes_teacher_logits
@@ -70,7 +71,10 @@ def choose_masks(
         knowledge = measure_knowledge(
             model, data, spec, config.sample.batch_size, device, config.measure.dtype
         )
-    masks = search_masks(knowledge, flops, config.search.reduction, SearchSpec.of(config))
+    (layers, heads), neurons = knowledge.rep_heads.shape, knowledge.rep_neurons.shape[1]
+    plan = search_budget(config, flops, (layers, heads, 0, 0, neurons), model)
+    spec = SearchSpec.of(config)
+    masks = search_masks(knowledge, plan.cost, config.search.reduction, spec, plan.amount)
     return masks, {"oneshot_measure_search": time.perf_counter() - t}
 
 

@@ -24,6 +24,7 @@ from kprune.data.sample import Sample, SampleData, fill_teacher_logits, material
 from kprune.errors import KPruneError
 from kprune.models.adapters import Adapter, LayerView, get_adapter
 from kprune.models.loading import frozen
+from kprune.pruning.budget import search_budget
 from kprune.pruning.flops import FlopsModel, flops_of
 from kprune.pruning.forward import advance, layer_norm, sublayer, unit_inputs
 from kprune.pruning.knowledge import Knowledge, MeasureSpec, measure
@@ -315,9 +316,8 @@ def prune_tune(
     adapter = get_adapter(model)
     sample = materialise(model, adapter, data, config.sample.batch_size, device)
     dims = adapter.dims(model)
-    layers, heads, _, _, neurons = dims
     flops = flops_of(model, data)
-    budget = flops.budget(reduction, layers, heads, neurons)
+    plan = search_budget(config, flops, dims, model)
     opts = LoopOptions(
         MeasureSpec.of(config, kind),
         SearchSpec.of(config),
@@ -336,8 +336,8 @@ def prune_tune(
         teacher,
         adapter,
         sample,
-        budget,
-        flops,
+        plan.amount,
+        plan.cost,
         opts,
         initial=initial,
         fixed_masks=masks if mode == "oneshot" else None,
@@ -354,6 +354,6 @@ def prune_tune(
     )
     seconds = {"materialise": round(t_sample, 3), **loop.seconds}
     report = pruning_fields(
-        model, data, flops, loop.masks, reduction, mode, loop.sublayers, seconds
+        model, data, flops, loop.masks, reduction, mode, loop.sublayers, seconds, plan
     )
     return PruneTuneResult(model, loop.masks, report, iterations)

@@ -15,7 +15,10 @@ import torch
 from kprune import config as C
 from kprune.pruning.flops import FlopsModel
 from kprune.pruning.knowledge import Knowledge
+from kprune.pruning.latency_table import LatencyCost
 from kprune.pruning.masks import Masks
+
+Cost = FlopsModel | LatencyCost  # what a search budget counts
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,7 @@ class SearchSpec:
         return cls(q.lam, q.mu, q.use_pred, q.use_rep, q.strategy)
 
 
-def unit_scores(k: Knowledge, flops: FlopsModel, spec: SearchSpec):
+def unit_scores(k: Knowledge, flops: Cost, spec: SearchSpec):
     """(head scores [L, H], neuron scores [L, N]) from the knowledge tables."""
     kh = (k.pred_heads if spec.use_pred else 0) + (spec.lam * k.rep_heads if spec.use_rep else 0)
     kn = (k.pred_neurons if spec.use_pred else 0) + (
@@ -50,8 +53,8 @@ def _finite(scores):
     return torch.where(torch.isfinite(scores), scores, torch.full_like(scores, float("-inf")))
 
 
-def finished_flops(masks: Masks, target: int, flops: FlopsModel) -> float:
-    """FLOPs kept in the sublayers below ``target`` (their masks are final)."""
+def finished_flops(masks: Masks, target: int, flops: Cost) -> float:
+    """FLOPs (or ms: a latency budget) kept in the sublayers below ``target`` (their masks are final)."""
     layer, is_mha = target // 2, target % 2 == 0
     heads_done = layer if is_mha else layer + 1
     return flops.of_masks(masks.heads[:heads_done], masks.neurons[:layer])
@@ -82,21 +85,39 @@ def uniform(
 
 
 def kpms(
-    k: Knowledge, masks: Masks, target: int, budget: float, flops: FlopsModel, spec: SearchSpec
+    k: Knowledge, masks: Masks, target: int, budget: float, flops: Cost, spec: SearchSpec
 ) -> torch.Tensor:
-    """0/1 mask of the target sublayer's units (heads for even targets, neurons for odd)."""
+    """0/1 mask of the target sublayer's units (heads for even targets, neurons for odd).
+    ``flops`` is what the budget counts: the FLOPs model (the paper) or a latency table's
+    ``LatencyCost``, whose charges depend on how many units of a sublayer are taken."""
     layer, is_mha = target // 2, target % 2 == 0
     if spec.strategy == "uniform":
         return uniform(k, masks, target, budget / flops.whole(masks), flops, spec)
     head_scores, neuron_scores = unit_scores(k, flops, spec)
     first_head_layer = layer if is_mha else layer + 1
+    if isinstance(flops, LatencyCost):
+        head_scores = _flat_part_first(head_scores, flops.flat("head"))
+        neuron_scores = _flat_part_first(neuron_scores, flops.flat("neuron"))
     hs = head_scores[first_head_layer:].flatten()
     ns = neuron_scores[layer:].flatten()
     scores = torch.cat([hs, ns]).double()
-    costs = torch.cat([torch.full_like(hs, flops.head), torch.full_like(ns, flops.neuron)])
     remaining = budget - finished_flops(masks, target, flops)
     order = torch.argsort(-scores, stable=True)
-    keep_sorted = torch.cumsum(costs[order].double(), 0) <= remaining * (1 + 1e-9)
+    if isinstance(flops, LatencyCost):
+        heads, neurons = head_scores.shape[1], neuron_scores.shape[1]
+        sublayer = torch.cat(
+            [
+                torch.arange(first_head_layer, len(head_scores)).repeat_interleave(heads),
+                torch.arange(layer, len(neuron_scores)).repeat_interleave(neurons),
+            ]
+        )
+        is_head = torch.arange(len(scores)) < len(hs)
+        charged = flops.charges(sublayer[order], is_head[order])
+    else:
+        costs = torch.cat([torch.full_like(hs, flops.head), torch.full_like(ns, flops.neuron)])
+        charged = costs[order].double()
+    keep_sorted = torch.cumsum(charged, 0) <= remaining * (1 + 1e-9)
+    keep_sorted = torch.cummin(keep_sorted.int(), 0).values.bool()  # a prefix of the order
     keep = torch.zeros_like(scores, dtype=torch.bool)
     keep[order[keep_sorted]] = True
     if is_mha:
@@ -106,12 +127,28 @@ def kpms(
     return keep[len(hs) : len(hs) + neurons].float()
 
 
-def search_masks(k: Knowledge, flops: FlopsModel, reduction: float, spec: SearchSpec) -> Masks:
-    """One-shot KPMS: the bottom-up search with one set of scores gives every layer's mask."""
+def _flat_part_first(scores: torch.Tensor, flat: int) -> torch.Tensor:
+    """Scores [L, units] where each sublayer's ``flat`` best units share its best unit's
+    score: once a sublayer keeps one unit, the rest of its table's flat part costs nothing,
+    so it is taken with it (and a sublayer that keeps none saves its whole cost)."""
+    if flat <= 1:
+        return scores
+    ranked = torch.argsort(-scores, dim=1, stable=True)[:, :flat]
+    out = scores.clone()
+    out.scatter_(1, ranked, scores.max(dim=1, keepdim=True).values.expand(-1, flat))
+    return out
+
+
+def search_masks(
+    k: Knowledge, flops: Cost, reduction: float, spec: SearchSpec, budget: float | None = None
+) -> Masks:
+    """One-shot KPMS: the bottom-up search with one set of scores gives every layer's mask,
+    at the FLOPs budget of ``reduction`` (or at ``budget``, what ``flops`` counts)."""
     layers, heads = k.rep_heads.shape
     neurons = k.rep_neurons.shape[1]
     masks = Masks.ones(layers, heads, neurons)
-    budget = flops.budget(reduction, layers, heads, neurons)
+    if budget is None:
+        budget = flops.budget(reduction, layers, heads, neurons)
     for s in range(2 * layers):
         unit = kpms(k, masks, s, budget, flops, spec)
         (masks.heads if s % 2 == 0 else masks.neurons)[s // 2] = unit
