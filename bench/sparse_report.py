@@ -50,9 +50,12 @@ def kprune_points(bench_csv: Path, teachers_root: Path, dims_of) -> list[dict]:
             continue
         if r["model"] != model:  # another base model's teachers
             continue
-        if not r.get("heads_kept") or not (Path(teachers_root) / r["task"]).is_dir():
+        if not r.get("heads_kept"):
             continue
-        head_dim, hidden = dims_of(r["task"])
+        try:
+            head_dim, hidden = dims_of(r["task"])
+        except FileNotFoundError:  # neither the teacher nor its base model is here
+            continue
         heads, neurons = json.loads(r["heads_kept"]), json.loads(r["neurons_kept"])
         nonzero = 4 * head_dim * hidden * sum(heads) + 2 * hidden * sum(neurons)
         points.append({**r, "nonzero_params": nonzero})
@@ -60,8 +63,16 @@ def kprune_points(bench_csv: Path, teachers_root: Path, dims_of) -> list[dict]:
 
 
 def teacher_dims(teachers: Path, task: str) -> tuple[int, int]:
-    """(head dim, hidden) of a task's teacher."""
-    c = json.loads((teachers / task / "config.json").read_text())
+    """(head dim, hidden) of a task's teacher: its config, or (a checkout without the
+    teacher) its base model's, which fine-tuning leaves the same shape."""
+    path = Path(teachers) / task / "config.json"
+    if not path.exists():
+        from kprune.config import teacher_runs
+
+        model = model_of(teachers)
+        bases = [t.base for t in teacher_runs("params.yaml").values() if t.model == model]
+        path = Path(bases[0] if bases else path) / "config.json"
+    c = json.loads(path.read_text())
     hidden = c.get("hidden_size") or c["dim"]
     return hidden // (c.get("num_attention_heads") or c["n_heads"]), hidden
 
