@@ -178,14 +178,14 @@ def main(argv: list[str] | None = None) -> int:
         csv_path, md = Path(f"{args.out}.csv"), Path(f"{args.out}-results.md")
         if not args.report_only:
             speedups = [float(s) for s in args.speedups.split(",")]
+            done = {
+                (r["model"], r["task"], r["runtime"], r["batch"], r["speedup"])
+                for r in read_rows(csv_path)
+            }
             for task in args.tasks.split(","):
                 for name, batch in parse_runtimes(args.runtimes):
                     for speedup in speedups:
                         key = (model_of(args.teachers), task, name, str(batch), str(speedup))
-                        done = {
-                            (r["model"], r["task"], r["runtime"], r["batch"], r["speedup"])
-                            for r in read_rows(csv_path)
-                        }
                         if key in done:
                             continue
                         try:

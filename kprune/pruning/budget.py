@@ -21,6 +21,7 @@ from kprune.errors import KPruneError
 from kprune.pruning.flops import FlopsModel
 from kprune.pruning.latency_table import LatencyCost, LatencyTable, cached_table
 from kprune.pruning.masks import Masks
+from kprune.pruning.search import Cost
 
 
 def cache_folder() -> Path:
@@ -38,7 +39,7 @@ class Budget:
     """What the search charges (``cost``) and how much the kept units may cost (``amount``:
     FLOPs, or ms above the empty model's latency)."""
 
-    cost: FlopsModel | LatencyCost
+    cost: Cost
     amount: float
     target_ms: float | None = None  # a latency budget's target
 
