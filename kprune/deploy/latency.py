@@ -41,9 +41,15 @@ def median_ms(forward: Callable[[], object], repeats: int, warmup: int) -> float
 
 
 def _torch_ms(model: nn.Module, rt: Runtime, repeats: int, warmup: int) -> float:
-    from kprune.train.evaluation import latency_ms as torch_latency_ms
-
-    return torch_latency_ms(model, rt.batch, rt.seq_len, repeats, warmup, threads=rt.threads)
+    batch = random_batch(model, rt.batch, rt.seq_len)
+    old = torch.get_num_threads()
+    torch.set_num_threads(rt.threads)
+    try:
+        model = model.eval()
+        with torch.no_grad():
+            return median_ms(lambda: model(**batch), repeats, warmup)
+    finally:
+        torch.set_num_threads(old)
 
 
 def onnx_file(model: nn.Module, folder: Path, int8: bool) -> Path:

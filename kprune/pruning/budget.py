@@ -21,7 +21,6 @@ from kprune.errors import KPruneError
 from kprune.pruning.flops import FlopsModel
 from kprune.pruning.latency_table import LatencyCost, LatencyTable, cached_table
 from kprune.pruning.masks import Masks
-from kprune.pruning.search import Cost
 
 
 def cache_folder() -> Path:
@@ -39,7 +38,7 @@ class Budget:
     """What the search charges (``cost``) and how much the kept units may cost (``amount``:
     FLOPs, or ms above the empty model's latency)."""
 
-    cost: Cost
+    cost: FlopsModel | LatencyCost
     amount: float
     target_ms: float | None = None  # a latency budget's target
 
