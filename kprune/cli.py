@@ -364,9 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "latency",
         help="measure a model's latency table on a runtime (for --budget latency)",
-        description="Time one-layer copies of the model with 0..H heads and 0..N neurons (a "
-        "grid of neuron counts) on the runtime, batch, length and threads given, and the model "
-        "with every unit pruned: the table `kprune prune --budget latency` predicts a pruned "
+        description="Time copies of the model whose every layer keeps 1..H heads and no "
+        "neurons, or a grid of neuron counts and no heads, each paired with the copy of empty "
+        "layers, on the runtime, batch, length and threads given: the table `kprune prune --budget latency` predicts a pruned "
         "model's latency from (pass it with --latency-table, or let prune measure and cache "
         "it). Run it with the cores to itself.",
     )

@@ -13,7 +13,8 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -40,18 +41,6 @@ def median_ms(forward: Callable[[], object], repeats: int, warmup: int) -> float
     return statistics.median(times)
 
 
-def _torch_ms(model: nn.Module, rt: Runtime, repeats: int, warmup: int) -> float:
-    batch = random_batch(model, rt.batch, rt.seq_len)
-    old = torch.get_num_threads()
-    torch.set_num_threads(rt.threads)
-    try:
-        model = model.eval()
-        with torch.no_grad():
-            return median_ms(lambda: model(**batch), repeats, warmup)
-    finally:
-        torch.set_num_threads(old)
-
-
 def onnx_file(model: nn.Module, folder: Path, int8: bool) -> Path:
     """``model`` exported and fused as ``kprune export`` does it (its int8 graph with
     ``int8``), written in ``folder``; not verified (for timing only)."""
@@ -71,25 +60,44 @@ def onnx_file(model: nn.Module, folder: Path, int8: bool) -> Path:
     return q8
 
 
-def session_ms(path: Path, rt: Runtime, vocab: int, repeats: int, warmup: int) -> float:
-    """Median ms of one run of the ONNX graph at ``path`` on ``rt``'s batch and length."""
+@contextmanager
+def runner(model: nn.Module, rt: Runtime) -> Iterator[Callable[[], object]]:
+    """A call that runs one forward pass of ``model`` (on the CPU) on ``rt``, with no
+    arguments, usable while the context is open: torch with ``rt.threads`` threads, or an
+    ONNX Runtime session of the model exported (and quantized for ``ort-int8``) into a
+    temporary folder. Random token ids, no padding."""
+    if rt.name == "torch":
+        batch = random_batch(model, rt.batch, rt.seq_len)
+        model = model.eval()
+        old = torch.get_num_threads()
+        torch.set_num_threads(rt.threads)
+
+        def forward() -> object:
+            with torch.no_grad():
+                return model(**batch)
+
+        try:
+            yield forward
+        finally:
+            torch.set_num_threads(old)
+        return
     from kprune.deploy.export import OrtModel
 
-    ort_model = OrtModel(path, threads=rt.threads)
-    gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(5, vocab, (rt.batch, rt.seq_len), generator=gen)
-    feed = {"input_ids": ids.numpy(), "attention_mask": torch.ones_like(ids).numpy()}
-    if "token_type_ids" in ort_model.input_names:
-        feed["token_type_ids"] = torch.zeros_like(ids).numpy()
-    feed = {k: v for k, v in feed.items() if k in ort_model.input_names}
-    session = ort_model.session
-    return median_ms(lambda: session.run(None, feed), repeats, warmup)
+    with tempfile.TemporaryDirectory(prefix="kprune-latency-") as tmp:
+        path = onnx_file(model, Path(tmp), int8=rt.name == "ort-int8")
+        ort_model = OrtModel(path, threads=rt.threads)
+        ids = random_batch(model, rt.batch, rt.seq_len)["input_ids"]
+        feed = {
+            "input_ids": ids.numpy(),
+            "attention_mask": torch.ones_like(ids).numpy(),
+            "token_type_ids": torch.zeros_like(ids).numpy(),
+        }
+        feed = {k: v for k, v in feed.items() if k in ort_model.input_names}
+        session = ort_model.session
+        yield lambda: session.run(None, feed)
 
 
 def latency_ms(model: nn.Module, rt: Runtime, repeats: int = 10, warmup: int = 2) -> float:
     """Median ms of one forward pass of ``model`` (on the CPU) on runtime ``rt``."""
-    if rt.name == "torch":
-        return _torch_ms(model, rt, repeats, warmup)
-    with tempfile.TemporaryDirectory(prefix="kprune-latency-") as tmp:
-        path = onnx_file(model, Path(tmp), int8=rt.name == "ort-int8")
-        return session_ms(path, rt, model.config.vocab_size, repeats, warmup)
+    with runner(model, rt) as forward:
+        return median_ms(forward, repeats, warmup)

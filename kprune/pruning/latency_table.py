@@ -9,10 +9,11 @@ latency is
 
     base + sum over layers of attention[h_l] + ffn[n_l]
 
-and nothing else (``predict_ms``). The entries are measured on one-layer copies of the model
-(``measure_table``): one with h heads and no neurons, one with n neurons and no heads, each
-minus the one-layer copy with neither; timing noise is removed by making each table
-non-decreasing (pooled adjacent violators). Empty sublayers cost 0 by construction.
+and nothing else (``predict_ms``). The entries are measured on shaped copies of the model
+(``measure_table``): the model with every layer keeping h heads and no neurons, or n neurons
+and no heads, timed in pairs with the model of empty layers, the difference divided by the
+number of layers; what noise is left is removed by making each table non-decreasing (pooled
+adjacent violators). Empty sublayers cost 0 by construction.
 
 ``LatencyCost`` is the table as K-prune's mask search uses it (``kprune.pruning.search``):
 units are ranked by knowledge per unit of latency (the slope of the table's linear part),
@@ -26,6 +27,9 @@ import copy
 import hashlib
 import json
 import platform
+import statistics
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,7 +37,7 @@ import torch
 from torch import nn
 
 from kprune.atomic import write_json
-from kprune.deploy.latency import Runtime, latency_ms
+from kprune.deploy.latency import Runtime, latency_ms, runner
 from kprune.errors import KPruneError
 from kprune.models.adapters import get_adapter
 from kprune.pruning.masks import Masks
@@ -191,6 +195,10 @@ class LatencyCost:
         return torch.where(is_head, heads - heads_before, neurons - neurons_before)
 
 
+# How entries are timed (``measure_table``); a new method makes cached tables stale.
+METHOD = "paired-full-depth"
+
+
 def table_key(model: nn.Module, rt: Runtime, ffn_points: int = FFN_POINTS) -> str:
     """What a table depends on: the model's shape and family (its config without weights),
     the runtime setting, the FFN counts timed, the library versions that compute it and the
@@ -210,6 +218,7 @@ def table_key(model: nn.Module, rt: Runtime, ffn_points: int = FFN_POINTS) -> st
             "config": config,
             "runtime": asdict(rt),
             "ffn_points": ffn_points,
+            "method": METHOD,
             "versions": versions,
             "cpu": _cpu_name(),
         },
@@ -259,40 +268,68 @@ def _shaped(model: nn.Module, layers: int, heads: int, neurons: int) -> nn.Modul
     return prune_model(copied, masks)
 
 
+def _elapsed_ms(forward: Callable[[], object]) -> float:
+    t = time.perf_counter()
+    forward()
+    return (time.perf_counter() - t) * 1000
+
+
 def measure_table(
     model: nn.Module,
     rt: Runtime,
     repeats: int = 10,
     progress: bool = False,
     ffn_points: int = FFN_POINTS,
+    warmup: int = 2,
 ) -> LatencyTable:
     """The latency table of ``model``'s shape on ``rt``, timed on CPU copies (``model`` is not
-    changed or moved)."""
+    changed or moved).
+
+    Each entry is timed on a full-depth copy whose every layer has that shape, paired with
+    the empty copy: ``repeats`` rounds each time both (in alternating order), and the entry is
+    the median of the rounds' differences divided by the number of layers. Pairing cancels
+    the machine's drift between entries; full depth multiplies a sublayer's cost by the
+    number of layers against the same timer noise, and times it among neighbours as the
+    pruned model will run it."""
     from tqdm.auto import tqdm
 
     layers, heads, _, _, neurons = get_adapter(model).dims(model)
     counts = sorted({0, 1, *(round(neurons * i / ffn_points) for i in range(ffn_points + 1))})
-    points = [(0, 0), *((h, 0) for h in range(1, heads + 1)), *((0, n) for n in counts[1:])]
-    bar = tqdm(total=len(points) + 2, desc=f"latency table {rt.key}", disable=not progress)
+    points = [*((h, 0) for h in range(1, heads + 1)), *((0, n) for n in counts[1:])]
+    bar = tqdm(total=len(points) + 1, desc=f"latency table {rt.key}", disable=not progress)
+    empty_times: list[float] = []
+    with runner(_shaped(model, layers, 0, 0), rt) as empty:
 
-    def time_of(m: nn.Module) -> float:
-        ms = latency_ms(m, rt, repeats=repeats)
-        bar.update()
-        return ms
+        def per_layer(shape: tuple[int, int]) -> float:
+            with runner(_shaped(model, layers, *shape), rt) as forward:
+                for _ in range(warmup):
+                    empty()
+                    forward()
+                diffs = []
+                for r in range(repeats):
+                    if r % 2:
+                        ms = _elapsed_ms(forward)
+                        base = _elapsed_ms(empty)
+                    else:
+                        base = _elapsed_ms(empty)
+                        ms = _elapsed_ms(forward)
+                    empty_times.append(base)
+                    diffs.append(ms - base)
+            bar.update()
+            return max(statistics.median(diffs), 0.0) / layers
 
-    one = {p: time_of(_shaped(model, 1, *p)) for p in points}
-    base_ms = time_of(_shaped(model, layers, 0, 0))
-    dense_ms = time_of(_shaped(model, layers, heads, neurons))
+        one = {p: per_layer(p) for p in points}
+    dense_ms = latency_ms(_shaped(model, layers, heads, neurons), rt, repeats, warmup)
+    bar.update()
     bar.close()
-    empty = one[(0, 0)]
-    attention = _isotonic([0.0, *(max(one[(h, 0)] - empty, 0.0) for h in range(1, heads + 1))])
-    ffn = _isotonic([0.0, *(max(one[(0, n)] - empty, 0.0) for n in counts[1:])])
+    attention = _isotonic([0.0, *(one[(h, 0)] for h in range(1, heads + 1))])
+    ffn = _isotonic([0.0, *(one[(0, n)] for n in counts[1:])])
     return LatencyTable(
         runtime=asdict(rt),
         layers=layers,
         heads=heads,
         neurons=neurons,
-        base_ms=base_ms,
+        base_ms=statistics.median(empty_times),
         attention_ms=[0.0, *attention[1:]],
         ffn_counts=counts,
         ffn_ms=[0.0, *ffn[1:]],
