@@ -9,7 +9,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from kprune.config import LatencyConfig, PruneConfig, SparsifyConfig, add_flags, knobs_from_args
+from kprune.config import (
+    PRUNE_SECTIONS,
+    LatencyConfig,
+    PruneConfig,
+    SparsifyConfig,
+    TargetConfig,
+    add_flags,
+    knobs_from_args,
+)
 from kprune.data.tasks import METRIC_CHOICES, REGISTRY
 from kprune.entry import OneLineParser, peak_rss_mb, run_main
 from kprune.errors import KPruneError
@@ -138,6 +146,47 @@ def cmd_prune(args: argparse.Namespace) -> None:
     out = Path(args.out)
     save_pruned(model, out, report=report)
     print(format_report(report, out))
+
+
+def cmd_compress(args: argparse.Namespace) -> None:
+    from kprune.target import compress
+
+    cfg = PruneConfig(**knobs_from_args(args))
+    target = TargetConfig(**knobs_from_args(args, TargetConfig))
+    outcome = compress(args.model, task_from_args(args), args.out, cfg, target, args.device)
+    print(format_outcome(outcome, target, Path(args.out)))
+    if not outcome.passed:
+        c = outcome.chosen
+        print(
+            f"kprune: no candidate stays within {target.max_drop:g} points of the teacher; "
+            f"wrote the closest (R = {c.reduction:.3f}, drop {c.drop:.2f} points): raise "
+            "--max-drop, or sample more tokens",
+            file=sys.stderr,
+        )
+        raise SystemExit(1)
+
+
+def format_outcome(outcome, target: TargetConfig, out: Path) -> str:
+    """Human summary of a target search."""
+    c, m = outcome.chosen, outcome.metric_name
+    s = outcome.seconds
+    files = ", ".join(sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir()))
+    return "\n".join(
+        [
+            f"within {target.max_drop:g} points of the teacher's dev {m} "
+            f"{outcome.teacher_metric:.4f}, on {c.runtime}:",
+            f"  chosen    R = {c.reduction:.3f} ({c.mode}, {c.budget} budget), recipe "
+            f"{c.recipe}: dev {m} {c.metric:.4f} (drop {c.drop:.2f} points)"
+            + ("" if outcome.passed else ", NOT within the tolerance"),
+            f"  latency   {c.latency_ms:.2f} ms: {c.speedup:.2f}x the dense teacher in torch "
+            f"({outcome.dense_torch_ms:.2f} ms)",
+            f"  searched  {len(outcome.candidates) - 1} candidates in {s['total']:.0f} s "
+            f"(teacher {s['teacher']:.0f}, sample and scores {s['sample_and_scores']:.0f}, "
+            f"estimate {s['estimate']:.0f}, confirm {s['confirm']:.0f}, recipes "
+            f"{s['recipes']:.0f})",
+            f"  wrote     {out}: {files}",
+        ]
+    )
 
 
 def format_report(r: dict, out: Path | None = None) -> str:
@@ -360,6 +409,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:N")
     p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser(
+        "compress",
+        help="the fastest model within a metric tolerance of the teacher, on its runtime",
+        description="Search the FLOPs reduction (one-shot prunes from shared scores, then "
+        "iterative K-prune) and, for ort-int8, the quantization recipe (dynamic, static, "
+        "operators kept in fp32) for the fastest model whose dev metric is within --max-drop "
+        "points of the teacher's, timed on --runtime at --batch, --seq-len, --threads. Writes "
+        "the pruned folder, its ONNX graphs, trace.csv, trace.png and target.json to --out. "
+        "Exit status 1 when no candidate passes (the closest is written). Run it with the "
+        "cores to itself: it times every candidate.",
+    )
+    p.add_argument("model", help="fine-tuned model folder (the teacher)")
+    add_task_args(p)
+    p.add_argument("--out", required=True, help="output folder")
+    # what the search sets itself
+    searched = ("reduction", "speedup", "latency_ms", "mode")
+    add_flags(p, sections={**PRUNE_SECTIONS, "target": TargetConfig}, skip=searched)
+    p.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:N")
+    p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser(
         "latency",

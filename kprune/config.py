@@ -550,6 +550,42 @@ class CompressConfig(_Section):
 
 
 @dataclass(frozen=True)
+class TargetConfig(_Section):
+    """Compression to a target (``kprune compress``, params.yaml ``target``): the fastest
+    model on the runtime of the ``latency`` section whose dev metric is within ``max_drop``
+    points of the teacher's."""
+
+    NAME = "target"
+    max_drop: float = knob(
+        1.0, "tolerance: points (100 x the main metric) the dev metric may lose to the teacher"
+    )
+    max_reduction: float = knob(0.9, "the highest reduction the search tries")
+    estimate_steps: int = knob(
+        4, "bisection steps of the cheap estimate (one-shot prunes from the shared scores)"
+    )
+    confirm_prunes: int = knob(2, "iterative prunes that confirm and refine the estimate")
+    recipes: tuple[str, ...] = knob(
+        ("dynamic", "static", "fallback"),
+        "int8 recipes tried in order until one passes (fallback: operators kept in fp32)",
+        ("dynamic", "static", "fallback"),
+    )
+    fallback_trials: int = knob(
+        12,
+        "operators whose fp32 fallback is measured one by one (from the output back: the "
+        "classifier, then the last layers)",
+    )
+    repeats: int = knob(10, "timed passes per latency (the median)")
+
+    def _check(self) -> None:
+        self._at_least(0, "max_drop", "estimate_steps", "confirm_prunes", "fallback_trials")
+        self._at_least(1, "repeats")
+        if not 0 < self.max_reduction < 1:
+            self._fail("max_reduction", f"must be in (0, 1), got {self.max_reduction}")
+        if self.confirm_prunes + self.estimate_steps == 0:
+            self._fail("confirm_prunes", "and estimate_steps cannot both be 0")
+
+
+@dataclass(frozen=True)
 class BenchConfig(_Section):
     """The benchmark grid (params.yaml ``bench``)."""
 
@@ -584,6 +620,7 @@ SECTIONS: dict[str, type] = {
     "export": ExportConfig,
     "sparsify": SparsifyConfig,
     "compress": CompressConfig,
+    "target": TargetConfig,
     "bench": BenchConfig,
 }
 
@@ -598,13 +635,17 @@ def add_flags(
     parser: argparse.ArgumentParser,
     required: tuple[str, ...] = (),
     sections: dict[str, type] = PRUNE_SECTIONS,
+    skip: tuple[str, ...] = (),
 ) -> None:
-    """One flag per knob of ``sections``, its help and default taken from the config classes.
-    Flags not given stay out of the namespace (``knobs_from_args`` then keeps the default)."""
+    """One flag per knob of ``sections`` (but the knobs named in ``skip``), its help and
+    default taken from the config classes. Flags not given stay out of the namespace
+    (``knobs_from_args`` then keeps the default)."""
     for name, cls in sections.items():
         group = parser.add_argument_group(f"{name} (params.yaml section '{name}')")
         for f in dataclasses.fields(cls):
             meta, default, dest = f.metadata, f.default, _knob_name(f)
+            if dest in skip:
+                continue
             flag = _flag(f)
             # argparse expands %-formats in help: a literal % is written %%
             text = f"{meta['help']} (default: {default})".replace("%", "%%")
@@ -614,10 +655,12 @@ def add_flags(
                     flag, dest=dest, action=action, default=argparse.SUPPRESS, help=text
                 )
                 continue
+            many = isinstance(default, tuple)
             group.add_argument(
                 flag,
                 dest=dest,
-                type=type(default),
+                nargs="+" if many else None,
+                type=type(default[0]) if many and default else str if many else type(default),
                 choices=meta.get("choices") or None,
                 metavar=dest.upper() if meta.get("choices") and len(meta["choices"]) > 4 else None,
                 required=dest in required,
@@ -630,7 +673,7 @@ def knobs_from_args(args: argparse.Namespace, section: type | None = None) -> di
     """The knobs given on the command line (by ``add_flags``' flags): the pruning knobs, or
     those of one ``section`` class."""
     names = KNOBS if section is None else {_knob_name(f) for f in dataclasses.fields(section)}
-    return {k: v for k, v in vars(args).items() if k in names}
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items() if k in names}
 
 
 # The params file.

@@ -20,7 +20,7 @@ def run_main(fn: Callable[[], int | None]) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    for noisy in ("httpx", "urllib3", "filelock", "transformers"):
+    for noisy in ("httpx", "urllib3", "filelock", "transformers", "onnxscript", "onnx_ir"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         from transformers.utils import logging as hf_logging

@@ -247,3 +247,37 @@ def _save(fig, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
+
+
+def pareto_plot(
+    frame,
+    teacher_metric: float,
+    max_drop: float,
+    metric: str,
+    runtime: str,
+    path: str | Path,
+) -> None:
+    """Dev metric against latency of every candidate of a target search: the Pareto front
+    joined, the tolerance as a line, the chosen point starred (``frame``: the trace)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    stages = {"teacher": "black", "estimate": "C0", "confirm": "C1", "recipe": "C2"}
+    timed = frame[frame["latency_ms"].notna() & frame["metric"].notna()]
+    for stage, color in stages.items():
+        part = timed[timed["stage"] == stage]
+        if len(part):
+            ax.scatter(part["latency_ms"], part["metric"], color=color, s=22, label=stage)
+    front = timed[timed["pareto"]].sort_values("latency_ms")
+    ax.plot(front["latency_ms"], front["metric"], color="grey", lw=1, label="Pareto front")
+    chosen = timed[timed["chosen"]]
+    ax.scatter(
+        chosen["latency_ms"], chosen["metric"], marker="*", s=220, color="gold",
+        edgecolors="black", zorder=5, label="chosen",
+    )  # fmt: skip
+    ax.axhline(teacher_metric - max_drop / 100, color="red", ls="--", lw=1, label="tolerance")
+    ax.set_xlabel(f"latency (ms) on {runtime}; the teacher in torch")
+    ax.set_ylabel(f"dev {metric}")
+    ax.legend(fontsize=8)
+    ax.set_title(f"candidates within {max_drop:g} points of the teacher")
+    fig.tight_layout()
+    _save(fig, path)

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from kprune.atomic import write_json
+from kprune.deploy.quantize import Recipe, quantize
 from kprune.errors import KPruneError
 from kprune.extras import ONNX, require
 from kprune.models.adapters import get_adapter
@@ -93,6 +94,7 @@ class OrtModel(nn.Module):
         require(ONNX, "onnxruntime", purpose="running an ONNX graph")
         import onnxruntime as ort
 
+        self.path = Path(path)
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
@@ -254,7 +256,7 @@ def export_onnx(
         files = {out: fp32}
         if int8:
             q8 = Path(tmp) / "model.int8.onnx"
-            _quantize(fp32, q8, _empty_weight_nodes(graph))
+            quantize(fp32, q8, Recipe())
             record.int8 = {
                 "onnx": str(int8_path(out)),
                 "max_abs_diff": _max_diff(OrtModel(q8).run(**batch), want),
@@ -272,36 +274,6 @@ def export_onnx(
 
 def int8_path(out: Path) -> Path:
     return out.with_name(out.stem + ".int8.onnx")
-
-
-def _quantize(fp32: Path, q8: Path, exclude: list[str]) -> None:
-    import logging
-
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # it logs every float tensor at INFO and advice at WARNING
-    try:
-        # per output channel: on the pruned rt models it lost less than one scale per
-        # tensor (R = 0.6: test 0.8290 against 0.8212; sms-spam F1 0.9423 against 0.9216)
-        quantize_dynamic(
-            str(fp32),
-            str(q8),
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            nodes_to_exclude=exclude,
-        )
-    finally:
-        root.setLevel(level)
-
-
-def _empty_weight_nodes(model) -> list[str]:
-    """Nodes of the ONNX ``model`` with a zero-size weight (a sublayer pruned to nothing): the
-    per-channel quantizer cannot take them, and there is nothing to gain there."""
-    graph = model.graph
-    empty = {t.name for t in graph.initializer if 0 in t.dims}
-    return [n.name for n in graph.node if empty & set(n.input)]
 
 
 def _metrics(model, tokenizer, task, files: dict[Path, Path]) -> dict:

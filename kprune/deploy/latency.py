@@ -46,7 +46,8 @@ def onnx_file(model: nn.Module, folder: Path, int8: bool) -> Path:
     ``int8``), written in ``folder``; not verified (for timing only)."""
     import onnx
 
-    from kprune.deploy.export import _empty_weight_nodes, _export_graph, _quantize
+    from kprune.deploy.export import _export_graph
+    from kprune.deploy.quantize import Recipe, quantize
 
     names = ("input_ids", "attention_mask")
     probe = random_batch(model, 2, 16)
@@ -56,7 +57,7 @@ def onnx_file(model: nn.Module, folder: Path, int8: bool) -> Path:
     if not int8:
         return fp32
     q8 = folder / "model.int8.onnx"
-    _quantize(fp32, q8, _empty_weight_nodes(graph))
+    quantize(fp32, q8, Recipe())
     return q8
 
 
@@ -81,20 +82,37 @@ def runner(model: nn.Module, rt: Runtime) -> Iterator[Callable[[], object]]:
         finally:
             torch.set_num_threads(old)
         return
-    from kprune.deploy.export import OrtModel
-
     with tempfile.TemporaryDirectory(prefix="kprune-latency-") as tmp:
         path = onnx_file(model, Path(tmp), int8=rt.name == "ort-int8")
-        ort_model = OrtModel(path, threads=rt.threads)
-        ids = random_batch(model, rt.batch, rt.seq_len)["input_ids"]
-        feed = {
-            "input_ids": ids.numpy(),
-            "attention_mask": torch.ones_like(ids).numpy(),
-            "token_type_ids": torch.zeros_like(ids).numpy(),
-        }
-        feed = {k: v for k, v in feed.items() if k in ort_model.input_names}
-        session = ort_model.session
-        yield lambda: session.run(None, feed)
+        with graph_runner(path, rt, model.config.vocab_size) as forward:
+            yield forward
+
+
+@contextmanager
+def graph_runner(path: Path, rt: Runtime, vocab: int) -> Iterator[Callable[[], object]]:
+    """A call that runs the ONNX graph at ``path`` once on ``rt``'s threads, batch and length
+    (random token ids below ``vocab``, no padding), usable while the context is open."""
+    from kprune.deploy.export import OrtModel
+
+    ort_model = OrtModel(path, threads=rt.threads)
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, vocab, (rt.batch, rt.seq_len), generator=gen)
+    feed = {
+        "input_ids": ids.numpy(),
+        "attention_mask": torch.ones_like(ids).numpy(),
+        "token_type_ids": torch.zeros_like(ids).numpy(),
+    }
+    feed = {k: v for k, v in feed.items() if k in ort_model.input_names}
+    session = ort_model.session
+    yield lambda: session.run(None, feed)
+
+
+def graph_latency_ms(
+    path: Path, rt: Runtime, vocab: int, repeats: int = 10, warmup: int = 2
+) -> float:
+    """Median ms of one run of the ONNX graph at ``path`` on ``rt``."""
+    with graph_runner(path, rt, vocab) as forward:
+        return median_ms(forward, repeats, warmup)
 
 
 def latency_ms(model: nn.Module, rt: Runtime, repeats: int = 10, warmup: int = 2) -> float:
