@@ -17,6 +17,7 @@ A failing checkpoint is retried (task retries), then reported; it does not stop 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ import yaml
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows import settings
+from flows import tasks as t
 from flows.chain import measure_chain, reduction_chain, sparse_chain
 from flows.compress import format_sparse, format_table, sparse_row, summary_row, task_files
 from kprune.config import from_mapping, prune_config, section, validate_params
@@ -78,6 +81,10 @@ def batch(
     set); collect rows and failures."""
     cfg, ev, ex = prune_config(params), section(params, "evaluate"), section(params, "export")
     sparse_cfg = section(params, "sparsify") if section(params, "compress").sparsify else None
+    # checkpoints run concurrently: a timing beside other tasks would time their load too, so
+    # the evaluations leave it out and each pruned model is timed after everything else
+    untimed = dataclasses.replace(ev, latency=False)
+    store = str(settings.FLOW_DATA)  # the flow's, not a Dask worker's
     chains = []
     for item in items:
         ckpt = str(Path(item.checkpoint).resolve())
@@ -88,7 +95,7 @@ def batch(
         for r in item.reductions:
             at_r = cfg.replace(reduction=r)
             masks, pruned, evaluation, exported = reduction_chain(
-                _submit, ckpt, item.task, files, data_dir, measured, at_r, ev, ex, device
+                _submit, ckpt, item.task, files, data_dir, measured, at_r, untimed, ex, device
             )
             per_r.append((r, masks, pruned, evaluation, exported))
         sparse = {}
@@ -98,13 +105,22 @@ def batch(
                 _submit, ckpt, item.task, files, data_dir, pruned_by_r, sparse_cfg, device
             )
         chains.append((item, sample, rep, pred, per_r, sparse))
+    for _, _, _, _, per_r, sparse in chains:  # every task first: nothing computes after
+        for *_, exported in per_r:
+            exported.wait()
+        for fut in sparse.values():
+            fut.wait()
     results: dict = {"ok": {}, "failed": {}, "sparse": {}}
     for item, sample, rep, pred, per_r, sparse in chains:
         key = f"{item.checkpoint} ({item.task})"
+        ckpt = str(Path(item.checkpoint).resolve())
         rows, errors = [], []
         for r, masks, pruned, evaluation, exported in per_r:
-            exported.wait()
             if exported.state.is_completed():
+                timed = None
+                if ev.latency:  # one at a time, on cores nothing else uses
+                    timed = t.timing.submit(ckpt, pruned.result(), ev, store)
+                    timed.wait()
                 rows.append(
                     summary_row(
                         r,
@@ -113,16 +129,16 @@ def batch(
                         masks.result(),
                         rep.result(),
                         pred.result(),
-                        0.0,
-                        0.0,
+                        None,
+                        None,
                         exported.result(),
+                        timed.result() if timed is not None else None,
                     )
                 )
             else:
                 chain = [exported, evaluation, pruned, masks, pred, rep, sample]
                 errors.append(f"r={r}: {_reason(chain)}")
         for r, fut in sparse.items():
-            fut.wait()
             if fut.state.is_completed():
                 results["sparse"].setdefault(key, []).append(sparse_row(r, fut.result()))
             else:

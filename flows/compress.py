@@ -195,13 +195,20 @@ def summary_row(
     masks_dir: str,
     rep_dir: str,
     pred_dir: str,
-    seconds: float,
-    shared: float,
+    seconds: float | None,
+    shared: float | None,
     export_dir: str | None = None,
+    timing_dir: str | None = None,
 ) -> dict:
+    """A reduction's row: its evaluation, pruning report, export record and (a flow that
+    deferred its timings) the timing in ``timing_dir``; ``None`` seconds: not measured (a
+    batch's tasks overlap, so no wall time is one reduction's)."""
     ev = json.loads((Path(eval_dir) / A.EVAL_METRICS).read_text())
     report = json.loads((Path(pruned_dir) / A.MODEL / "report.json").read_text())
-    lat = ev.get("latency") or {}
+    if timing_dir is not None:
+        lat = json.loads((Path(timing_dir) / A.TIMING).read_text())
+    else:
+        lat = ev.get("latency") or {}
     onnx: dict = {}
     if export_dir is not None:  # the export's verification, as metrics
         record = json.loads((Path(export_dir) / f"{A.ONNX}.json").read_text())
@@ -229,8 +236,8 @@ def summary_row(
         "speedup_b1": lat.get("speedup_b1"),
         "latency": lat,
         "prune_seconds": sum(report["seconds_per_phase"].values()),
-        "wall_seconds": round(seconds, 2),
-        "shared_seconds": round(shared, 2),
+        "wall_seconds": None if seconds is None else round(seconds, 2),
+        "shared_seconds": None if shared is None else round(shared, 2),
         "seconds": report["seconds_per_phase"],
         "artifacts": {
             "evaluation": eval_dir,
@@ -245,6 +252,8 @@ def summary_row(
     }
     if export_dir is not None:
         row["artifacts"]["onnx"] = export_dir
+    if timing_dir is not None:
+        row["artifacts"]["timing"] = timing_dir
     budget = report.get("latency_budget")
     if budget:  # the table the search read, and its target and prediction
         row["artifacts"]["latency_table"] = report["config"]["latency"]["table"]
@@ -286,15 +295,22 @@ def format_table(rows: list[dict], task: str) -> str:
     lines = [f"K-prune of '{task}'", head, "-" * len(head)]
     for r in rows:
         sp = f"{r['speedup_b32']:.2f}x" if r.get("speedup_b32") else "n/a"
+        wall = "-" if r["wall_seconds"] is None else f"{r['wall_seconds']:.1f}"
         lines.append(
             f"{r['reduction']:>9.2f}  {r['metric_before']:>16.4f}  {r['metric_after']:>15.4f}  "
             f"{100 * r['flops_kept']:>9.1f}%  {100 * r['params_kept']:>10.1f}%  {sp:>11}  "
-            f"{r['prune_seconds']:>8.1f}  {r['wall_seconds']:>7.1f}"
+            f"{r['prune_seconds']:>8.1f}  {wall:>7}"
         )
-    lines.append(
-        f"(sample + measurement: {rows[0]['shared_seconds']:.1f} s wall, shared by all "
-        "reductions; cached stages take ~0 s)"
-    )
+    if rows[0]["shared_seconds"] is not None:
+        lines.append(
+            f"(sample + measurement: {rows[0]['shared_seconds']:.1f} s wall, shared by all "
+            "reductions; cached stages take ~0 s)"
+        )
+    else:  # a batch: its checkpoints' tasks overlap
+        lines.append(
+            "(tasks of the batch overlap: no wall time per reduction; timings ran one at a "
+            "time after all other tasks, the load beside each in the row's latency)"
+        )
     return "\n".join(lines)
 
 

@@ -239,6 +239,20 @@ def evaluate(
     )
 
 
+@task(name="timing", **CACHED)
+def timing(teacher: str, pruned_dir: str, cfg: EvaluateConfig, store: str = "") -> str:
+    """Dense and pruned torch latency, for a flow that defers its timings until nothing
+    else runs (the batch flow), with the machine's load beside them."""
+    params = dict(locals())
+    return _produce(
+        "timing",
+        params,
+        lambda d: evaluate_stage.time_folders(
+            teacher, f"{pruned_dir}/{A.MODEL}", cfg, str(d / A.TIMING)
+        ),
+    )
+
+
 @task(name="export", **CACHED)
 def export(
     pruned_dir: str,

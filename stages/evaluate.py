@@ -48,9 +48,21 @@ def evaluate(
         report, task, cfg.split, before, after, count_params(dense), count_params(pruned)
     )
     if cfg.latency:
-        result["latency"] = compare_latency(
-            dense.cpu(), pruned.cpu(), seq_len=cfg.seq_len, threads=cfg.threads, repeats=cfg.repeats
-        )
+        result["latency"] = time_both(dense, pruned, cfg)
+    return result
+
+
+def time_both(dense, pruned, cfg: EvaluateConfig) -> dict:
+    """Dense and pruned torch latency on the CPU (``cfg``'s length, threads, repeats)."""
+    return compare_latency(
+        dense.cpu(), pruned.cpu(), seq_len=cfg.seq_len, threads=cfg.threads, repeats=cfg.repeats
+    )
+
+
+def time_folders(teacher: str, pruned_dir: str, cfg: EvaluateConfig, out: str) -> dict:
+    """``time_both`` of a teacher folder and a pruned folder, written to ``out`` (JSON)."""
+    result = time_both(load_model(teacher), load_model(pruned_dir), cfg)
+    write_json(out, result)
     return result
 
 

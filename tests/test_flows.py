@@ -1,6 +1,7 @@
 """Prefect flows end to end on tiny checkpoints, with a real MLflow server and a real Dask
 cluster on loopback. Each flow runs as a user would run it: ``python -m flows.<name>``."""
 
+import json
 import os
 import re
 import shutil
@@ -211,6 +212,13 @@ def test_batch_on_a_dask_cluster_isolates_a_failing_checkpoint(project):
     assert "teacher (" in out and "teacher2 (" in out
     assert re.search(r"FAILED .*missing.*does not exist", out), out
     assert set(store.glob("*")) - before  # teacher2 at 0.4, in the project's store
+    # timings deferred until every task had finished, one per pruned model, load recorded
+    assert "timings ran one at a time after all other tasks" in out
+    timings = list((project / "data" / "flows" / "timing").glob("*/latency.json"))
+    assert len(timings) >= 2
+    for path in timings:
+        lat = json.loads(path.read_text())
+        assert {"load_before", "load_after", "speedup_b32"} <= set(lat)
 
 
 def test_two_batch_flows_on_the_same_data_do_not_clobber(project):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -76,12 +77,16 @@ def compare_latency(
     threads: int | None = None,
     repeats: int = 10,
 ) -> dict:
-    """Median latency (ms) of dense and pruned models at each batch size, and the speedups."""
+    """Median latency (ms) of dense and pruned models at each batch size, and the speedups,
+    with the machine's 1-minute load average before and after (other work on the cores
+    slows both models, and not by the same factor)."""
     out: dict = {"seq_len": seq_len, "threads": threads or torch.get_num_threads()}
+    out["load_before"] = round(os.getloadavg()[0], 2)
     for b in batches:
         d = latency_ms(dense, b, seq_len, repeats, threads=threads)
         p = latency_ms(pruned, b, seq_len, repeats, threads=threads)
         out[f"dense_ms_b{b}"] = round(d, 3)
         out[f"pruned_ms_b{b}"] = round(p, 3)
         out[f"speedup_b{b}"] = round(d / p, 3)
+    out["load_after"] = round(os.getloadavg()[0], 2)
     return out
