@@ -80,7 +80,7 @@ def reduction_chain(
     evaluation = run(
         t.evaluate, checkpoint, pruned, task, files, data_dir, ev, max_length, device, store
     )
-    exported = run(t.export, pruned, task, files, data_dir, ex, store)
+    exported = run(t.export, pruned, task, files, data_dir, ex, store, ev.metric)
     return masks, pruned, evaluation, exported
 
 

@@ -261,13 +261,17 @@ def export(
     data_dir: str | None,
     cfg: ExportConfig,
     store: str = "",
+    metric: str = "",
 ) -> str:
-    """ONNX for ONNX Runtime (fused, verified against torch), int8 copy, dev metric of each."""
+    """ONNX for ONNX Runtime (fused, verified against torch), int8 copy, dev ``metric`` of
+    each (empty: the task's own)."""
     params = dict(locals())
     return _produce(
         "export",
         params,
-        lambda d: export_stage.make(f"{pruned_dir}/{A.MODEL}", task_name, data_dir, str(d), cfg),
+        lambda d: export_stage.make(
+            f"{pruned_dir}/{A.MODEL}", task_name, data_dir, str(d), cfg, metric
+        ),
     )
 
 

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from kprune.data.tasks import DEFAULT_TASKS, REGISTRY
+from kprune.data.tasks import DEFAULT_TASKS, METRIC_CHOICES, REGISTRY
 from kprune.deploy.runtime import RUNTIME_HELP, RUNTIMES, Runtime
 from kprune.errors import KPruneError
 from kprune.pruning.methods import METHODS, SPARSIFY_METHODS
@@ -514,6 +514,13 @@ class EvaluateConfig(_Section):
 
     NAME = "evaluate"
     split: str = knob("dev", "split the metric is computed on", ("dev", "test"))
+    metric: str = knob(
+        "",
+        "the task's main metric, reported and compared (empty: the registered task's own, "
+        "or for your data f1 when binary and accuracy otherwise)",
+        ("", *METRIC_CHOICES),
+        flag="--eval-metric",
+    )
     latency: bool = knob(True, "time both models on the CPU")
     threads: int = knob(2, "torch threads of the timing")
     repeats: int = knob(10, "timed repeats per batch size (the median is reported)")

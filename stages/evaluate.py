@@ -38,7 +38,7 @@ def evaluate(
 ) -> dict:
     """Metrics of the pruned model and its teacher on one split, with FLOPs/params/latency."""
     dev = resolve_device(device)
-    task = load_task(task_name, data_dir)
+    task = load_task(task_name, data_dir, metric=cfg.metric or None)
     report = json.loads((Path(pruned_dir) / "report.json").read_text())
     tok = load_tokenizer(teacher)
     dense, pruned = load_model(teacher).to(dev), load_model(pruned_dir).to(dev)

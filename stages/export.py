@@ -19,17 +19,26 @@ def add_args(p):
     p.add_argument("--out", required=True, help="output folder (model.onnx, its record, int8)")
 
 
-def make(pruned_dir: str, task_name: str, data_dir: str | None, out: str, cfg: ExportConfig):
-    """Export into folder ``out``; returns the export record."""
+def make(
+    pruned_dir: str,
+    task_name: str,
+    data_dir: str | None,
+    out: str,
+    cfg: ExportConfig,
+    metric: str = "",
+):
+    """Export into folder ``out`` (the dev ``metric`` of each graph: empty, the task's
+    own); returns the export record."""
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    task = load_task(task_name, data_dir)
+    task = load_task(task_name, data_dir, metric=metric or None)
     return export_onnx(pruned_dir, folder / A.ONNX, int8=cfg.int8, opset=cfg.opset, task=task)
 
 
 def run(args) -> None:
     cfg = section(args.params, "export")
-    r = make(args.pruned, args.task, args.data_dir, args.out, cfg)
+    metric = section(args.params, "evaluate").metric
+    r = make(args.pruned, args.task, args.data_dir, args.out, cfg, metric)
     print(
         f"export: {r.onnx} ({r.attention_nodes} fused attention nodes, max diff "
         f"{r.max_abs_diff:.1e}){'; int8 too' if r.int8 else ''}"

@@ -49,3 +49,29 @@ def test_metric_choice_changes_the_main_metric(sentiment_csv):
     assert load_task(str(sentiment_csv), metric="macro-f1").spec.metric == "macro-f1"
     with pytest.raises(KPruneError, match="--metric spearman does not fit task .* accuracy, f1"):
         with_metric(task, "spearman")
+
+
+def test_the_pipelines_evaluation_and_export_report_the_chosen_metric(tmp_path):
+    """params.yaml evaluate.metric reaches the evaluate stage (its main metric) and the export
+    stage (the dev metric of each graph)."""
+    from kprune.config import EvaluateConfig, ExportConfig, PruneConfig
+    from kprune.models.checkpoint import save_pruned
+    from kprune.pruning.assemble import prune
+    from stages import evaluate as evaluate_stage
+    from stages import export as export_stage
+    from tests.helpers import make_tiny_teacher
+
+    teacher = make_tiny_teacher(tmp_path)
+    csv = str(tmp_path / "s.csv")
+    model, report = prune(teacher, csv, PruneConfig(tokens=1500, max_length=16), progress=False)
+    save_pruned(model, tmp_path / "pruned", report=report)
+    cfg = EvaluateConfig(metric="mcc", latency=False)
+    result = evaluate_stage.evaluate(str(teacher), str(tmp_path / "pruned"), csv, None, cfg, 16)
+    assert result["metric"] == "mcc"
+    assert result["metric_after"] == result["all_metrics_after"]["mcc"]
+    record = export_stage.make(
+        str(tmp_path / "pruned"), csv, None, str(tmp_path / "onnx"), ExportConfig(int8=False), "mcc"
+    )
+    assert record.metric["name"] == "mcc"
+    with pytest.raises(KPruneError, match="evaluate.metric must be one of"):
+        EvaluateConfig(metric="bleu")
