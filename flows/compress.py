@@ -17,6 +17,8 @@ from pathlib import Path
 
 from prefect import flow
 
+from flows import settings
+from flows import tasks as t
 from flows.chain import measure_chain, reduction_chain, sparse_chain, teacher_chain
 from kprune import artifacts as A
 from kprune.config import prune_config, read_params, section, validate_params
@@ -117,6 +119,12 @@ def compress(
         sp = section(params, "sparsify")
         done = sparse_chain(call, checkpoint, task, files, data_dir, pruned_dirs, sp, device)
         sparse_rows = [sparse_row(r, folder) for r, folder in done.items()]
+    target_dir = None
+    if section(params, "compress").target:  # it times its candidates: after all the rest
+        target_dir = call(
+            t.target, checkpoint, task, files, data_dir, cfg, section(params, "target"),
+            ev.metric, device, str(settings.FLOW_DATA),
+        )  # fmt: skip
     plot = None
     if rows:
         slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(task).stem)
@@ -148,9 +156,13 @@ def compress(
                 "evaluate",
                 "export",
                 "sparsify",
+                "latency",
+                "target",
             )
         }
-        tracking = log_compress_runs(rows + sparse_rows, all_params, checkpoint, task, plot)
+        tracking = log_compress_runs(
+            rows + sparse_rows, all_params, checkpoint, task, plot, target_dir
+        )
     return {
         "task": task,
         "teacher": {**teacher, "path": checkpoint},
@@ -159,7 +171,27 @@ def compress(
         "states": call.entries,
         "tracking": tracking,
         "plot": str(plot) if plot else None,
+        "target": target_summary(target_dir),
     }
+
+
+def target_summary(target_dir: str | None) -> dict | None:
+    """The target search's summary (its target.json), with the folder it is in."""
+    if target_dir is None:
+        return None
+    folder = Path(target_dir) / A.TARGET
+    return {**json.loads((folder / "target.json").read_text()), "folder": str(folder)}
+
+
+def format_target(record: dict) -> str:
+    c = record["chosen"]
+    verdict = "within" if record["passed"] else "NOT within"
+    return (
+        f"target: {verdict} {record['max_drop']:g} points of dev {record['metric']} "
+        f"{record['teacher_dev']:.4f} on {c['runtime']}: R = {c['reduction']:.3f} ({c['mode']}), "
+        f"recipe {c['recipe']}, dev {c['metric']:.4f} (drop {c['drop']:.2f}), "
+        f"{c['speedup']:.2f}x dense torch; {record['folder']}"
+    )
 
 
 def format_states(entries: list[tuple[str, str, float]]) -> str:
@@ -173,6 +205,8 @@ def format_result(result: dict) -> str:
     lines += [f"  {teacher['path']}", "", format_table(result["rows"], result["task"])]
     if result.get("sparse_rows"):
         lines.append(format_sparse(result["sparse_rows"]))
+    if result.get("target"):
+        lines.append(format_target(result["target"]))
     lines.append(format_states(result["states"]))
     if result.get("plot"):
         lines.append(f"plot: {result['plot']}")

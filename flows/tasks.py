@@ -24,6 +24,7 @@ from kprune.config import (
     PruneConfig,
     SampleConfig,
     SparsifyConfig,
+    TargetConfig,
 )
 from kprune.models.checkpoint import load_model
 from kprune.pruning.budget import with_table
@@ -36,6 +37,7 @@ from stages import prune_tune as prune_tune_stage
 from stages import sample as sample_stage
 from stages import search as search_stage
 from stages import sparsify as sparsify_stage
+from stages import target as target_stage
 
 # not part of what a task computes: where it runs, and where its outputs are stored (the
 # flow's folder, passed along because a Dask worker's own working folder is not the project)
@@ -249,6 +251,30 @@ def timing(teacher: str, pruned_dir: str, cfg: EvaluateConfig, store: str = "") 
         params,
         lambda d: evaluate_stage.time_folders(
             teacher, f"{pruned_dir}/{A.MODEL}", cfg, str(d / A.TIMING)
+        ),
+    )
+
+
+@task(name="target", **CACHED)
+def target(
+    teacher: str,
+    task_name: str,
+    task_files: str,
+    data_dir: str | None,
+    cfg: PruneConfig,
+    target_cfg: TargetConfig,
+    metric: str = "",
+    device: str = "auto",
+    store: str = "",
+) -> str:
+    """The fastest model within the tolerance on the runtime (``kprune.target``): its folder
+    (model, graphs, trace.csv, trace.png, target.json) in the returned folder's ``target``."""
+    params = dict(locals())
+    return _produce(
+        "target",
+        params,
+        lambda d: target_stage.make(
+            teacher, task_name, data_dir, str(d / A.TARGET), cfg, target_cfg, metric, device
         ),
     )
 

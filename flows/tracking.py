@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 from flows import settings
+from kprune import artifacts as A
 
 log = logging.getLogger("kprune.tracking")
 EXPERIMENT = os.environ.get("KPRUNE_EXPERIMENT", "kprune")
@@ -82,9 +83,15 @@ def _flatten(prefix: str, obj, out: dict) -> None:
 
 
 def log_compress_runs(
-    rows: list[dict], params: dict, checkpoint: str, task: str, summary_plot: Path | None = None
+    rows: list[dict],
+    params: dict,
+    checkpoint: str,
+    task: str,
+    summary_plot: Path | None = None,
+    target_dir: str | None = None,
 ) -> dict:
-    """One parent run for the flow call and a child run per reduction. Returns run ids/URI."""
+    """One parent run for the flow call and a child run per reduction (and, with a target
+    search in ``target_dir``, one for it). Returns run ids/URI."""
     import mlflow
 
     uri = use_experiment()
@@ -111,7 +118,104 @@ def log_compress_runs(
                 version = register_pruned(child.info, row, checkpoint, task)
                 if version is not None:
                     ids.setdefault("registered", []).append(version)
+        if target_dir is not None:
+            ids["target"] = _log_target(Path(target_dir) / A.TARGET, flat, tags, checkpoint, task)
     return ids
+
+
+def _log_target(folder: Path, flat: dict, tags: dict, checkpoint: str, task: str) -> dict:
+    """A child run for the target search (its trace, plot and summary as artifacts, the
+    chosen model logged and registered with the target and recipe as tags) and, under it, a
+    run per candidate."""
+    import mlflow
+    import pandas as pd
+
+    record = json.loads((folder / "target.json").read_text())
+    chosen = record["chosen"]
+    ids: dict = {"candidates": []}
+    name = f"{task} target {record['max_drop']:g} points on {chosen['runtime']}"
+    run_tags = {**tags, "kind": "target", "recipe": chosen["recipe"]}
+    with mlflow.start_run(run_name=name, nested=True, tags=run_tags) as run:
+        ids["run"] = run.info.run_id
+        mlflow.log_params({**flat, "target.runtime": chosen["runtime"]})
+        mlflow.log_metrics(
+            {
+                "passed": float(record["passed"]),
+                "teacher_dev": float(record["teacher_dev"]),
+                "chosen_reduction": float(chosen["reduction"]),
+                "chosen_dev": float(chosen["metric"]),
+                "chosen_drop": float(chosen["drop"]),
+                "chosen_latency_ms": float(chosen["latency_ms"]),
+                "chosen_speedup": float(chosen["speedup"]),
+                **{f"seconds_{k}": float(v) for k, v in record["seconds"].items()},
+            }
+        )
+        for file in ("trace.csv", "trace.png", "target.json"):
+            mlflow.log_artifact(str(folder / file), "target")
+        mlflow.log_artifacts(str(folder / A.MODEL), A.MODEL)
+        for graph in sorted(folder.glob("*.onnx")):
+            mlflow.log_artifact(str(graph), "onnx")
+        trace = pd.read_csv(folder / "trace.csv")
+        for row in trace.to_dict("records"):
+            label = f"{row['stage']} R={row['reduction']} {row['recipe']}"
+            with mlflow.start_run(run_name=label, nested=True) as cand:
+                mlflow.log_params({k: row[k] for k in CANDIDATE_PARAMS})
+                mlflow.log_metrics(
+                    {k: float(row[k]) for k in CANDIDATE_METRICS if pd.notna(row[k])}
+                )
+                ids["candidates"].append(cand.info.run_id)
+        version = _register_target(run.info, record, checkpoint, task)
+        ids["registered"] = version
+    return ids
+
+
+CANDIDATE_PARAMS = ("stage", "reduction", "budget", "mode", "runtime", "recipe", "fallback")
+CANDIDATE_METRICS = (
+    "metric", "drop", "passes", "latency_ms", "speedup", "flops_kept", "seconds", "pareto",
+    "chosen",
+)  # fmt: skip
+
+
+def _register_target(run_info, record: dict, checkpoint: str, task: str) -> str:
+    """The chosen model as a version of the teacher and task's registered model, tagged with
+    the target, the recipe and where the trace is."""
+    from mlflow import MlflowClient
+
+    from flows.keys import code_digest
+
+    client, name = MlflowClient(), registered_name(checkpoint, task)
+    _ensure_registered(client, name, checkpoint, task)
+    c = record["chosen"]
+    tags = {
+        "teacher": checkpoint,
+        "task": task,
+        "method": "kprune-target",
+        "target_max_drop": str(record["max_drop"]),
+        "target_runtime": c["runtime"],
+        "target_passed": str(record["passed"]),
+        "recipe": c["recipe"],
+        "fallback": c["fallback"] or "-",
+        "reduction": str(c["reduction"]),
+        "metric": record["metric"],
+        record["metric"]: str(c["metric"]),
+        "trace": f"{run_info.artifact_uri}/target/trace.csv",
+        "code_digest": code_digest(),
+    }
+    version = client.create_model_version(
+        name, source=f"{run_info.artifact_uri}/{A.MODEL}", run_id=run_info.run_id, tags=tags
+    )
+    return f"{name}/{version.version}"
+
+
+def _ensure_registered(client, name: str, checkpoint: str, task: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(
+            name, description=f"kprune-pruned models of {checkpoint} on task {task}"
+        )
 
 
 def registered_name(checkpoint: str, task: str) -> str:
@@ -124,19 +228,13 @@ def register_pruned(run_info, row: dict, checkpoint: str, task: str) -> str | No
     """Register the pruned model logged in this run (its ``model`` artifact) as a new
     version of the teacher and task's registered model; returns "name/version"."""
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
     from flows.keys import code_digest
 
     if "model" not in row.get("artifacts", {}):
         return None
     client, name = MlflowClient(), registered_name(checkpoint, task)
-    try:
-        client.get_registered_model(name)
-    except MlflowException:
-        client.create_registered_model(
-            name, description=f"kprune-pruned models of {checkpoint} on task {task}"
-        )
+    _ensure_registered(client, name, checkpoint, task)
     tags = {
         "teacher": checkpoint,
         "task": task,

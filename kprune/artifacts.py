@@ -12,5 +12,6 @@ MODEL = "model"  # the pruned model folder (weights, kprune.json, report.json, t
 ITERATIONS = "iterations.parquet"  # the loop's per-iteration score tables
 EVAL_METRICS = "metrics.json"  # the evaluation of a pruned model against its teacher
 EVAL_PLOTS = "plots"
+TARGET = "target"  # a target search's folder (kprune.target: model, graphs, trace, summary)
 TIMING = "latency.json"  # a deferred timing of a pruned model against its teacher
 ONNX = "model.onnx"  # the exported graph (its record: model.onnx.json; int8: model.int8.onnx)

@@ -549,6 +549,11 @@ class CompressConfig(_Section):
     task: str = knob("rt", "task whose teacher is compressed")
     reductions: tuple[float, ...] = knob((0.6,), "FLOPs reductions the flow prunes at")
     sparsify: bool = knob(False, "also SparseBERT on the teacher and on each K-prune model")
+    target: bool = knob(
+        False,
+        "also the search for the fastest model within target.max_drop points of the teacher "
+        "on the latency section's runtime (kprune compress): about three prunes' time",
+    )
 
     def _check(self) -> None:
         for r in self.reductions:

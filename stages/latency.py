@@ -1,6 +1,6 @@
 """Stage latency: the latency table a latency budget reads -> JSON.
 
-With ``search.budget: latency`` it times one-layer copies of the teacher on the runtime of
+With ``search.budget: latency`` it times shaped copies of the teacher on the runtime of
 the ``latency`` section (kprune.pruning.latency_table); run it with the cores to itself. A
 table measured elsewhere (``latency.table``, written by ``kprune latency``) is checked
 against the teacher's shape and copied instead. With

@@ -341,3 +341,31 @@ def test_make_run_leaves_a_fresh_clone_clean(repo, tmp_path):
     assert _run(["git", "status", "--porcelain"], fresh) == ""
     teacher = next((fresh / "data" / "flows" / "finetune").glob("*/teacher"))
     assert (teacher / "metrics.json").is_file()
+
+
+def test_the_target_stage_searches_only_when_asked(repo):
+    """compress.target false: the target stage records that nothing was asked; true: it
+    searches (its own knobs in the target and latency sections) and is cached after."""
+    _repro(repo)
+    folder = repo / "data" / "target" / "minilm-l6" / "rt"
+    assert _stages_run(["target"], repo) == {"target"}
+    assert json.loads((folder / "target.json").read_text())["searched"] is False
+    _set(repo, "compress", "target", True)
+    _set(repo, "target", "estimate_steps", 1)
+    _set(repo, "target", "confirm_prunes", 1)
+    _set(repo, "target", "repeats", 2)
+    _set(repo, "latency", "batch", 2)
+    _set(repo, "latency", "seq_len", 16)
+    try:
+        assert _stages_run(["target"], repo) == {"target"}
+        record = json.loads((folder / "target.json").read_text())
+        assert record["chosen"]["stage"] in ("estimate", "confirm")
+        assert record["candidates"] == 2 and (folder / "trace.csv").exists()
+        assert (folder / "model" / "kprune.json").exists()
+        assert _stages_run(["target"], repo) == set()
+    finally:
+        _set(repo, "compress", "target", False)
+        for key, value in (("estimate_steps", 4), ("confirm_prunes", 2), ("repeats", 10)):
+            _set(repo, "target", key, value)
+        _set(repo, "latency", "batch", 32)
+        _set(repo, "latency", "seq_len", 128)

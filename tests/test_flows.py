@@ -158,6 +158,53 @@ def test_compress_tracks_to_a_real_mlflow_server(project, mlflow_server):
     assert v.run_id in {r.info.run_id for r in children}
 
 
+def test_compress_with_a_target_tracks_its_candidates_and_registers_the_choice(
+    project, mlflow_server, tmp_path
+):
+    """compress.target: true adds the target search as a cached task; its run holds the
+    trace, a nested run per candidate, and the chosen model registered with its target."""
+    from mlflow.tracking import MlflowClient
+
+    root = tmp_path / "targeted"
+    root.mkdir()
+    shutil.copytree(project / "teacher", root / "tteacher")
+    shutil.copy(project / "s.csv", root / "s.csv")
+    params = {
+        **PARAMS,
+        "compress": {"task": "rt", "reductions": [], "target": True},
+        "target": {"max_drop": 2.0, "estimate_steps": 2, "confirm_prunes": 1, "repeats": 2},
+        "latency": {"runtime": "torch", "batch": 2, "seq_len": 16, "threads": 1},
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    args = ["--checkpoint", str(root / "tteacher"), "--task", str(root / "s.csv")]
+    proc = _run("flows.compress", [*args, "--params", "params.yaml"], root,
+                MLFLOW_TRACKING_URI=mlflow_server)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "target: within 2 points" in proc.stdout
+    assert ("target", "completed") in _states(proc.stdout)
+    client = MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name("kprune")
+    runs = client.search_runs([exp.experiment_id], "tags.kind = 'target'")
+    assert len(runs) == 1
+    run = runs[0]
+    trace_rows = len(
+        (root / "data" / "flows" / "target").glob("*/target/trace.csv").__next__().read_text()
+        .strip().splitlines()
+    ) - 1  # fmt: skip
+    nested = client.search_runs(
+        [exp.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'"
+    )
+    assert len(nested) == trace_rows >= 4
+    files = {a.path for a in client.list_artifacts(run.info.run_id, "target")}
+    assert {"target/trace.csv", "target/trace.png", "target/target.json"} <= files
+    versions = client.search_model_versions("name = 'kprune-s-tteacher'")
+    (version,) = versions
+    assert version.tags["method"] == "kprune-target" and version.tags["recipe"] == "fp32"
+    assert version.tags["target_max_drop"] == "2.0" and version.run_id == run.info.run_id
+    again = _run("flows.compress", [*args, "--params", "params.yaml"], root)
+    assert ("target", "cached") in _states(again.stdout)
+
+
 def test_lambda_change_reuses_cached_stages_and_survives_mlflow_outage(project):
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["search"]["lam"] = 1e-3
