@@ -6,7 +6,8 @@
 
 batch.yaml:
     reductions: [0.4, 0.6]            # default for every checkpoint
-    # (params.yaml compress.sparsify: true adds SparseBERT on each teacher and pruned model)
+    # (params.yaml compress.sparsify: true adds SparseBERT on each teacher and pruned model;
+    # compress.target: true, the search for the fastest model within target.max_drop)
     checkpoints:
       - {checkpoint: data/teachers/minilm-l6/rt, task: rt}
       - {checkpoint: data/teachers/minilm-l6/trec6, task: trec6, reductions: [0.5]}
@@ -29,7 +30,15 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows import settings
 from flows import tasks as t
 from flows.chain import measure_chain, reduction_chain, sparse_chain
-from flows.compress import format_sparse, format_table, sparse_row, summary_row, task_files
+from flows.compress import (
+    format_sparse,
+    format_table,
+    format_target,
+    sparse_row,
+    summary_row,
+    target_summary,
+    task_files,
+)
 from kprune.config import from_mapping, prune_config, section, validate_params
 from kprune.entry import run_main
 from kprune.errors import KPruneError
@@ -110,7 +119,8 @@ def batch(
             exported.wait()
         for fut in sparse.values():
             fut.wait()
-    results: dict = {"ok": {}, "failed": {}, "sparse": {}}
+    results: dict = {"ok": {}, "failed": {}, "sparse": {}, "target": {}}
+    target_cfg = section(params, "target") if section(params, "compress").target else None
     for item, sample, rep, pred, per_r, sparse in chains:
         key = f"{item.checkpoint} ({item.task})"
         ckpt = str(Path(item.checkpoint).resolve())
@@ -143,6 +153,16 @@ def batch(
                 results["sparse"].setdefault(key, []).append(sparse_row(r, fut.result()))
             else:
                 errors.append(f"sparsify{'' if r is None else f' r={r}'}: {_reason([fut])}")
+        if target_cfg is not None:  # it times its candidates: one search at a time, last
+            found = t.target.submit(
+                ckpt, item.task, task_files(item.task, data_dir), data_dir, cfg, target_cfg,
+                ev.metric, device, store,
+            )  # fmt: skip
+            found.wait()
+            if found.state.is_completed():
+                results["target"][key] = target_summary(found.result())
+            else:
+                errors.append(f"target: {_reason([found])}")
         if rows:
             results["ok"][key] = rows
         if errors:
@@ -168,6 +188,8 @@ def format_results(results: dict) -> str:
         lines.append(format_table(rows, key))
         if results.get("sparse", {}).get(key):
             lines.append(format_sparse(results["sparse"][key]))
+    for key, record in results.get("target", {}).items():
+        lines.append(f"{key} {format_target(record)}")
     for key, errors in results["failed"].items():
         lines.append(f"FAILED {key}: " + "; ".join(errors))
     return "\n".join(lines)

@@ -26,6 +26,12 @@ PARAMS = {
     "evaluate": {"latency": True, "threads": 1, "repeats": 2, "seq_len": 16},
 }
 
+# a quick target search: two one-shot estimates and one iterative prune, timed in torch
+TARGET_PARAMS = {
+    "target": {"max_drop": 2.0, "estimate_steps": 2, "confirm_prunes": 1, "repeats": 2},
+    "latency": {"runtime": "torch", "batch": 2, "seq_len": 16, "threads": 1},
+}
+
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
@@ -172,8 +178,7 @@ def test_compress_with_a_target_tracks_its_candidates_and_registers_the_choice(
     params = {
         **PARAMS,
         "compress": {"task": "rt", "reductions": [], "target": True},
-        "target": {"max_drop": 2.0, "estimate_steps": 2, "confirm_prunes": 1, "repeats": 2},
-        "latency": {"runtime": "torch", "batch": 2, "seq_len": 16, "threads": 1},
+        **TARGET_PARAMS,
     }
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     args = ["--checkpoint", str(root / "tteacher"), "--task", str(root / "s.csv")]
@@ -244,6 +249,9 @@ def test_batch_on_a_dask_cluster_isolates_a_failing_checkpoint(project):
     )
     store = project / "data" / "flows" / "prune_tune"
     before = set(store.glob("*")) if store.exists() else set()
+    targeted = {**PARAMS, **TARGET_PARAMS}
+    targeted["compress"] = {**PARAMS["compress"], "target": True}
+    (project / "params-target.yaml").write_text(yaml.safe_dump(targeted))
     # the workers start in this process's working folder, not the project: the flow must
     # tell them where its outputs go
     with LocalCluster(
@@ -251,7 +259,7 @@ def test_batch_on_a_dask_cluster_isolates_a_failing_checkpoint(project):
     ) as cluster:
         proc = _run(
             "flows.batch",
-            ["batch.yaml", "--params", "params.yaml", "--dask", cluster.scheduler_address],
+            ["batch.yaml", "--params", "params-target.yaml", "--dask", cluster.scheduler_address],
             project,
         )
     assert proc.returncode == 1, proc.stderr[-3000:]
@@ -261,6 +269,9 @@ def test_batch_on_a_dask_cluster_isolates_a_failing_checkpoint(project):
     assert set(store.glob("*")) - before  # teacher2 at 0.4, in the project's store
     # timings deferred until every task had finished, one per pruned model, load recorded
     assert "timings ran one at a time after all other tasks" in out
+    # each checkpoint searched to its target (the missing one fails there too)
+    assert re.search(r"teacher \(.*\) target: within 2 points", out), out
+    assert re.search(r"teacher2 \(.*\) target: within 2 points", out), out
     timings = list((project / "data" / "flows" / "timing").glob("*/latency.json"))
     assert len(timings) >= 2
     for path in timings:
