@@ -189,6 +189,13 @@ def format_outcome(outcome, target: TargetConfig, out: Path) -> str:
     )
 
 
+def cmd_verify(args: argparse.Namespace) -> None:
+    from kprune.models.checkpoint import verify
+
+    for line in verify(args.folder):
+        print(f"ok  {line}")
+
+
 def format_report(r: dict, out: Path | None = None) -> str:
     """Human summary of a prune report."""
     m = r.get("metric", "")
@@ -485,6 +492,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(p, sections={"sparsify": SparsifyConfig})
     p.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:N")
     p.set_defaults(func=cmd_sparsify)
+
+    p = sub.add_parser(
+        "verify",
+        help="check a pruned folder before loading it: hashes, shapes, modeling code",
+        description="Check a pruned folder (for one someone else sent you): kprune.json, the "
+        "sha256 of every weight file and no unhashed one beside them, every tensor's shape "
+        "against the kept units, and that pruned_modeling.py (the code "
+        "trust_remote_code=True runs) is byte for byte this kprune's, with no other Python "
+        "file. One line per check; exit 2 at the first problem.",
+    )
+    p.add_argument("folder", help="a pruned model folder")
+    p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("evaluate", help="evaluate a (pruned) model on a task split")
     p.add_argument("model", help="model folder (pruned or not) or hub name")

@@ -138,6 +138,65 @@ def teacher_tokenizer(report: dict | None):
         return None
 
 
+def hashed_weights(folder: Path, record: dict) -> list[Path]:
+    """The weight files ``record`` (kprune.json) lists, each checked against its hash; one
+    line if one is missing, fails its hash, or a weight file it does not list lies beside
+    them (it would be loaded over the hashed tensors)."""
+    expected = record.get("weights_sha256") or {}
+    present = sorted(f.name for f in folder.glob("*.safetensors"))
+    if not present:
+        raise KPruneError(f"{folder} has no .safetensors weights; prune again")
+    extra = [name for name in present if expected and name not in expected]
+    if extra:
+        raise KPruneError(
+            f"{folder / extra[0]} is not one of the weight files {RECORD} hashes; remove it "
+            "(kprune loads only the hashed weights) or prune again"
+        )
+    missing = [name for name in expected if name not in present]
+    if missing:
+        raise KPruneError(f"{folder / missing[0]} is missing; prune again")
+    for name in present:
+        f = folder / name
+        if name in expected and sha256_of(f) != expected[name]:
+            raise KPruneError(f"{f} fails its content hash (corrupt or truncated); prune again")
+    return [folder / name for name in present]
+
+
+def verify(path: str | Path) -> list[str]:
+    """Check a pruned folder someone sent: its record, the hashes of its weights, that every
+    tensor has the kept units' shape (by loading it), and that its modeling file (what
+    ``trust_remote_code=True`` runs) is byte for byte this kprune's. Returns what was
+    checked, one line each; raises KPruneError (one line) at the first problem."""
+    folder = Path(path)
+    model = load_pruned(folder)  # record, hashes, shapes
+    record = json.loads((folder / RECORD).read_text())
+    lines = [
+        f"{RECORD}: written by kprune {record.get('kprune_version', '?')}, family "
+        f"{record.get('family', '?')}",
+        f"weights: {len(record.get('weights_sha256') or {})} file(s) match their sha256",
+        f"shapes: every tensor fits the kept units ({sum(p.numel() for p in model.parameters()):,}"
+        " parameters)",
+    ]
+    modeling = folder / MODELING_FILE
+    if not modeling.is_file():
+        lines.append(f"{MODELING_FILE}: absent (plain transformers loading needs it)")
+    elif sha256_of(modeling) != sha256_of(Path(pruned_modeling.__file__)):
+        raise KPruneError(
+            f"{modeling} differs from this kprune's {MODELING_FILE}: trust_remote_code=True "
+            "would run code kprune did not write; do not load it with transformers, or "
+            "compare it by hand"
+        )
+    else:
+        lines.append(f"{MODELING_FILE}: identical to this kprune's (what trust_remote_code runs)")
+    extra_code = sorted(p.name for p in folder.glob("*.py") if p.name != MODELING_FILE)
+    if extra_code:
+        raise KPruneError(
+            f"{folder / extra_code[0]}: a Python file kprune does not write; remove it before "
+            "loading with trust_remote_code=True"
+        )
+    return lines
+
+
 def load_pruned(path: str | Path) -> nn.Module:
     """Load a model written by ``save_pruned`` into an ordinary transformers model."""
     import transformers
@@ -157,22 +216,29 @@ def load_pruned(path: str | Path) -> nn.Module:
     if cls is None:
         raise KPruneError(f"{folder}: unknown architecture {config.architectures}")
     model = cls(config)
-    masks = Masks.from_dict(record["kept"], record["heads"], record["neurons"])
-    prune_model(model, masks)
-    weights = sorted(folder.glob("*.safetensors"))
-    if not weights:
-        raise KPruneError(f"{folder} has no .safetensors weights; prune again")
-    expected = record.get("weights_sha256", {})
-    for f in weights:
-        if f.name in expected and sha256_of(f) != expected[f.name]:
-            raise KPruneError(f"{f} fails its content hash (corrupt or truncated); prune again")
+    try:
+        masks = Masks.from_dict(record["kept"], record["heads"], record["neurons"])
+        prune_model(model, masks)
+    except (KeyError, IndexError, ValueError, TypeError, RuntimeError) as exc:
+        raise KPruneError(
+            f"{record_path} does not describe kept units of this model "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            "it was edited: prune again"
+        ) from None
     state: dict = {}
-    for f in weights:
+    for f in hashed_weights(folder, record):
         try:
             state.update(load_file(f))
         except Exception as exc:
             raise KPruneError(f"{f} is unreadable ({type(exc).__name__}); prune again") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a tensor's shape is not the kept units'
+        first = next((x for x in str(exc).splitlines() if "size mismatch" in x), str(exc))
+        raise KPruneError(
+            f"{folder}: the weights do not fit the kept units of {RECORD} "
+            f"({first.strip().rstrip('.')}); one of them was edited: prune again"
+        ) from None
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
         raise KPruneError(
