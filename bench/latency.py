@@ -46,10 +46,20 @@ COLUMNS = [
     "flops_test",
     "flops_measured_ms",
     "tokens",
+    "table_method",
     "code_digest",
     "finished_at",
     "load_1m",
 ]
+OLD_METHOD = "one-layer"  # rows from before the column: tables timed on one-layer copies
+
+
+def is_stale(row: dict) -> bool:
+    """A row whose latency table was timed another way than this code's: its prediction
+    says nothing about the current tables (kept in the CSV, rerun, left out of the report)."""
+    from kprune.pruning.latency_table import METHOD
+
+    return (row.get("table_method") or OLD_METHOD) != METHOD
 
 
 def parse_runtimes(text: str) -> list[tuple[str, int]]:
@@ -77,7 +87,7 @@ def measure(args, task_name: str, name: str, batch: int, speedup: float) -> dict
     from kprune.models.checkpoint import load_model
     from kprune.models.loading import load_tokenizer
     from kprune.pruning.assemble import prune
-    from kprune.pruning.latency_table import cached_table
+    from kprune.pruning.latency_table import METHOD, cached_table
     from kprune.train.evaluation import evaluate_model
 
     teacher = str(Path(args.teachers) / task_name)
@@ -117,6 +127,7 @@ def measure(args, task_name: str, name: str, batch: int, speedup: float) -> dict
         "flops_test": evaluate_model(flops_model, tok, task, "test")[metric],
         "flops_measured_ms": round(latency_ms(flops_model, rt, repeats=args.repeats), 4),
         "tokens": args.tokens,
+        "table_method": METHOD,
         "code_digest": code_digest()[:12],
         "finished_at": utc_stamp(),
         "load_1m": round(os.getloadavg()[0], 2),
@@ -128,7 +139,10 @@ def rt_knobs(rt) -> dict:
 
 
 def report(rows: list[dict]) -> str:
-    """docs/latency-results.md: each row's prediction against its measurement."""
+    """docs/latency-results.md: each row's prediction against its measurement (rows of an
+    older table method left out and counted)."""
+    stale = [r for r in rows if is_stale(r)]
+    rows = [r for r in rows if not is_stale(r)]
     lines = [
         "# Latency budget: predicted against measured",
         "",
@@ -150,6 +164,13 @@ def report(rows: list[dict]) -> str:
             f"{float(r['error_pct']):+.1f}% | {float(r['test']):.4f} | "
             f"{float(r['flops_test']):.4f} | {float(r['flops_measured_ms']):.2f} |"
         )
+    if stale:
+        codes = ", ".join(sorted({r.get("code_digest") or "?" for r in stale}))
+        lines += [
+            "",
+            f"{len(stale)} row(s) whose latency table was timed another way (code {codes}) "
+            "are kept in the CSV and left out here.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -181,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             done = {
                 (r["model"], r["task"], r["runtime"], r["batch"], r["speedup"])
                 for r in read_rows(csv_path)
+                if not is_stale(r)
             }
             for task in args.tasks.split(","):
                 for name, batch in parse_runtimes(args.runtimes):

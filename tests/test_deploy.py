@@ -49,3 +49,11 @@ def test_latency_bench_predicts_measures_and_resumes(tmp_path):
     assert latency_main(args) == 0
     assert len(read_rows(out.with_suffix(".csv"))) == len(rows)
     assert "predicted against measured" in (tmp_path / "latency-results.md").read_text()
+    # a row whose table was timed another way is stale: out of the report, measured again
+    from bench.rows import write_rows
+
+    write_rows(out.with_suffix(".csv"), [{**r, "table_method": "one-layer"}], list(r))
+    assert latency_main([*args, "--report-only"]) == 0
+    text = (tmp_path / "latency-results.md").read_text()
+    assert "1 row(s) whose latency table was timed another way" in text
+    assert "| rt |" not in text
