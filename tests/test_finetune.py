@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from transformers import AutoModelForSequenceClassification
 
 from kprune.config import FinetuneConfig
@@ -79,3 +80,44 @@ def test_cli_bad_task_path_is_one_line(tiny_bert, tmp_path):
 def test_cli_unknown_task(tiny_bert, tmp_path):
     proc = _cli("finetune", str(tiny_bert), "--task", "imdb", "--out", str(tmp_path / "o"))
     assert proc.returncode == 2 and "unknown task 'imdb'" in proc.stderr
+
+
+def test_a_killed_finetune_resumes_at_its_last_epoch_and_matches(tiny_bert, tmp_path):
+    """SIGKILL after an epoch: the rerun resumes from the state saved after that epoch and
+    ends with the weights of a run that was never stopped; the state file is then gone."""
+    import os
+    import signal
+    import time
+
+    from safetensors.torch import load_file
+
+    from kprune.train.finetune import partial_path
+    from tests.helpers import sentiment_frame
+
+    csv = tmp_path / "s.csv"
+    sentiment_frame(900).to_csv(csv, index=False)
+    cfg = FinetuneConfig(epochs=3, batch_size=16, lr=3e-3, max_length=16)
+    finetune(str(tiny_bert), load_task(str(csv)), tmp_path / "a", cfg, "cpu", progress=False)
+    out = tmp_path / "b"
+    cmd = [sys.executable, "-m", "kprune.cli", "finetune", str(tiny_bert), "--task", str(csv),
+           "--epochs", "3", "--batch-size", "16", "--lr", "0.003", "--max-length", "16",
+           "--device", "cpu", "--out", str(out)]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not partial_path(out).exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert partial_path(out).exists() and not out.exists()
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resuming" in again.stderr
+    assert not partial_path(out).exists()
+    want, got = (
+        load_file(tmp_path / "a" / "model.safetensors"),
+        load_file(out / "model.safetensors"),
+    )
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import time
@@ -61,9 +63,16 @@ def finetune(
     )
     history = []
     start = time.perf_counter()
-    step = 0
+    step = epoch = 0
+    partial = partial_path(out_dir)
+    key = _run_key(model_source, task, cfg, len(train), len(dev_enc))
+    resumed = _load_partial(partial, key, model, optimizer, sched)
+    if resumed is not None:
+        epoch, step, history = resumed["epoch"], resumed["step"], resumed["history"]
+        start -= resumed["seconds"]
+        log.info("resuming %s from epoch %d (step %d of %d)", partial, epoch, step, total)
     bar = tqdm(total=total, desc=f"finetune {task.spec.name}", disable=None if progress else True)
-    epoch = 0
+    bar.update(step)
     while step < total:
         model.train()
         running = 0.0
@@ -88,6 +97,8 @@ def finetune(
         history.append({"epoch": epoch, "step": step, "loss": running, **dev_metrics})
         log.info("epoch %d: dev %s", epoch, dev_metrics)
         bar.write(f"epoch {epoch}: loss {running:.4f} dev {_fmt(dev_metrics)}")
+        if step < total:  # a stop from here on resumes at the next epoch
+            _save_partial(partial, key, model, optimizer, sched, epoch, step, history, start)
     bar.close()
     train_seconds = time.perf_counter() - start
 
@@ -110,7 +121,59 @@ def finetune(
         write_json(Path(tmp) / "metrics.json", metrics)
     run = {"train_seconds": round(train_seconds, 1), "device": str(dev)}
     write_json(run_log_path(out_dir), run)
+    partial.unlink(missing_ok=True)
     return {**metrics, **run}
+
+
+def partial_path(teacher_dir: str | Path) -> Path:
+    """Where an unfinished fine-tuning keeps its state after each epoch (beside the teacher
+    folder): a rerun with the same inputs resumes there, and the finished run removes it."""
+    folder = Path(teacher_dir)
+    return folder.with_name(folder.name + ".partial.pt")
+
+
+def _run_key(model_source: str, task: TaskData, cfg: FinetuneConfig, n_train: int, n_dev: int):
+    blob = json.dumps(
+        [str(model_source), task.spec.name, asdict(cfg), n_train, n_dev], sort_keys=True
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _save_partial(path: Path, key: str, model, optimizer, sched, epoch, step, history, start):
+    state = {
+        "key": key,
+        "epoch": epoch,
+        "step": step,
+        "history": history,
+        "seconds": time.perf_counter() - start,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "sched": sched.state_dict(),
+        "rng": torch.get_rng_state(),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_partial(path: Path, key: str, model, optimizer, sched) -> dict | None:
+    """The state of an unfinished run of the same inputs, loaded into ``model``, the
+    optimizer and the schedule; None when there is none (or it is of other inputs, or
+    unreadable: then it is started over)."""
+    if not path.is_file():
+        return None
+    try:  # written by this function's counterpart: tensors and plain values only
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated or of another version: start over
+        log.warning("ignoring %s (%s); starting over", path, type(exc).__name__)
+        return None
+    if state.get("key") != key:
+        log.warning("ignoring %s: another run's (other inputs); starting over", path)
+        return None
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["sched"])
+    torch.set_rng_state(state["rng"])
+    return state
 
 
 def run_log_path(teacher_dir: str | Path) -> Path:
