@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bench.deploy import VARIANTS, main
 from bench.rows import read_rows
 from tests.helpers import write_rt_project
@@ -57,3 +59,32 @@ def test_latency_bench_predicts_measures_and_resumes(tmp_path):
     text = (tmp_path / "latency-results.md").read_text()
     assert "1 row(s) whose latency table was timed another way" in text
     assert "| rt |" not in text
+
+
+def test_target_bench_rows_next_to_the_fixed_recipe_and_resumes(tmp_path):
+    """bench.target on a tiny rt teacher: the fixed R = 0.6 row (its prune's seconds) and a
+    target row (chosen within its tolerance on dev, its test drop beside), a report with
+    the search in prunes; a rerun measures nothing."""
+    from bench.target import FIXED
+    from bench.target import main as target_main
+
+    root = write_rt_project(tmp_path / "p")
+    out = tmp_path / "target"
+    args = [
+        "--tasks", "rt", "--runtimes", "torch:2", "--tolerances", "3", "--seq-len", "16",
+        "--threads", "1", "--tokens", "1500", "--teachers", str(root / "teachers"),
+        "--data-dir", str(root / "tasks"), "--out", str(out),
+    ]  # fmt: skip
+    assert target_main(args) == 0
+    fixed, chosen = read_rows(out.with_suffix(".csv"))
+    assert fixed["tolerance"] == FIXED and float(fixed["prune_seconds"]) > 0
+    assert float(fixed["reduction"]) == 0.6 and fixed["recipe"] == "fp32"
+    assert chosen["tolerance"] == "3.0" and chosen["passed"] == "True"
+    assert float(chosen["dev_drop"]) <= 3.0 and float(chosen["search_seconds"]) > 0
+    assert float(chosen["test_drop"]) == pytest.approx(
+        100 * (float(chosen["teacher_test"]) - float(chosen["test"])), abs=1e-3
+    )
+    assert target_main(args) == 0
+    assert len(read_rows(out.with_suffix(".csv"))) == 2
+    text = (tmp_path / "target-results.md").read_text()
+    assert text.count("| rt | torch | 2 |") == 2
