@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -179,7 +180,12 @@ def format_outcome(outcome, target: TargetConfig, out: Path) -> str:
             f"{c.recipe}: dev {m} {c.metric:.4f} (drop {c.drop:.2f} points)"
             + ("" if outcome.passed else ", NOT within the tolerance"),
             f"  latency   {c.latency_ms:.2f} ms: {c.speedup:.2f}x the dense teacher in torch "
-            f"({outcome.dense_torch_ms:.2f} ms)",
+            f"({outcome.dense_torch_ms:.2f} ms)"
+            + (
+                ""
+                if math.isnan(c.final_ms)
+                else f"; {c.final_ms:.2f} ms timed again beside the other fastest passing ones"
+            ),
             f"  searched  {len(outcome.candidates) - 1} candidates in {s['total']:.0f} s "
             f"(teacher {s['teacher']:.0f}, sample and scores {s['sample_and_scores']:.0f}, "
             f"estimate {s['estimate']:.0f}, confirm {s['confirm']:.0f}, recipes "

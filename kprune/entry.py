@@ -20,8 +20,18 @@ def run_main(fn: Callable[[], int | None]) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    for noisy in ("httpx", "urllib3", "filelock", "transformers", "onnxscript", "onnx_ir"):
+    noisy_loggers = (
+        "httpx",
+        "urllib3",
+        "filelock",
+        "transformers",
+        "onnxscript",
+        "onnx_ir",
+    )
+    for noisy in noisy_loggers:
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # the exporter warns at every export that torchvision (not a dependency) is absent
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     try:
         from transformers.utils import logging as hf_logging
 

@@ -16,7 +16,8 @@ removed: a speed-up of 1 / (1 - x)) is searched in two stages:
 One-shot is never better than iterative pruning at the same reduction in kprune's benchmarks
 (docs/benchmarks.md), so the estimate's passing point is a floor the confirmation starts from.
 A candidate passes when its dev metric *on the runtime* (the int8 graph for ``ort-int8``) is
-within the tolerance. For ``ort-int8`` every candidate is judged with the first recipe
+within the tolerance; the fastest few passing ones are timed again side by side before the
+fastest is chosen. For ``ort-int8`` every candidate is judged with the first recipe
 (dynamic); afterwards the other recipes (static, fp32 fallback of single operators measured
 one by one, then cumulatively in order of what each recovers) are tried on the fastest
 failing iterative candidate above the chosen one, or on the closest one when none passes,
@@ -27,9 +28,10 @@ from __future__ import annotations
 
 import copy
 import math
+import statistics
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -52,6 +54,9 @@ from kprune.pruning.surgery import prune_model
 from kprune.train.evaluation import evaluate_model
 
 FP32 = "fp32"
+FINAL_TOP = 4  # passing candidates timed again side by side before the choice
+# how the chosen candidate is picked; a new rule makes measured rows of the old one stale
+CHOICE = "side-by-side"
 
 
 @dataclass
@@ -73,6 +78,8 @@ class Candidate:
     flops_kept: float
     seconds: float
     index: int = 0
+    # the passing candidates timed again side by side (round-robin) at the end: the choice
+    final_ms: float = math.nan
 
 
 @dataclass
@@ -388,7 +395,54 @@ class TargetSearch:
 
     def _best(self) -> Candidate | None:
         passing = [c for c in self.candidates if c.passes and c.stage != "teacher"]
-        return max(passing, key=lambda c: c.speedup) if passing else None
+        if not passing:
+            return None
+        timed = [c for c in passing if not math.isnan(c.final_ms)]
+        if timed:
+            return min(timed, key=lambda c: c.final_ms)
+        return max(passing, key=lambda c: c.speedup)
+
+    def _final_timing(self, rounds: int = 3, top: int = FINAL_TOP) -> None:
+        """The fastest passing candidates (by their first timing) timed again in turn,
+        ``rounds`` times each, on the same cores one after the other: a candidate's timing
+        during the search is one median taken minutes from the others', and at batch 1 two
+        such medians differ by more than the candidates do. The median of the rounds is
+        ``final_ms``, and the choice."""
+        from contextlib import ExitStack
+
+        from kprune.deploy.latency import graph_runner, median_ms, runner
+
+        passing = [c for c in self.candidates if c.passes and c.stage != "teacher"]
+        passing = sorted(passing, key=lambda c: c.latency_ms)[:top]
+        if len(passing) < 2:
+            return
+        with ExitStack() as stack:
+            calls = []
+            for c in passing:
+                pruned = self.pruned[(c.reduction, c.mode)]
+                if self.rt.name == "torch":
+                    calls.append(stack.enter_context(runner(pruned.model, self.rt)))
+                else:
+                    graph = self._graph(pruned, self._recipe_of(c))
+                    vocab = pruned.model.config.vocab_size
+                    calls.append(stack.enter_context(graph_runner(graph, self.rt, vocab)))
+            times: list[list[float]] = [[] for _ in passing]
+            for _ in range(rounds):
+                for i, forward in enumerate(calls):
+                    times[i].append(median_ms(forward, self.target.repeats, warmup=2))
+        for c, ms in zip(passing, times, strict=True):
+            c.final_ms = round(statistics.median(ms), 4)
+        if self.progress:
+            tqdm.write(
+                "  final    "
+                + ", ".join(f"R={c.reduction:.3f} {c.mode} {c.final_ms:.2f} ms" for c in passing)
+            )
+
+    @staticmethod
+    def _recipe_of(c: Candidate) -> Recipe:
+        fallback = tuple(c.fallback.split(";")) if c.fallback else ()
+        kind = c.recipe.split("+")[0] if c.recipe != FP32 else "dynamic"
+        return Recipe(kind, fallback)
 
     def run(self) -> Outcome:
         t_all = time.perf_counter()
@@ -402,6 +456,9 @@ class TargetSearch:
         t = time.perf_counter()
         self._recipes()
         self.seconds["recipes"] = time.perf_counter() - t
+        t = time.perf_counter()
+        self._final_timing()
+        self.seconds["final_timing"] = time.perf_counter() - t
         self.seconds["total"] = time.perf_counter() - t_all
         best = self._best()
         passed = best is not None
@@ -428,12 +485,4 @@ class TargetSearch:
         """The chosen candidate's graph on the runtime (None for torch)."""
         if self.rt.name == "torch":
             return None
-        c = outcome.chosen
-        fallback = tuple(c.fallback.split(";")) if c.fallback else ()
-        kind = c.recipe.split("+")[0] if c.recipe != FP32 else "dynamic"
-        return self._graph(outcome.pruned, Recipe(kind, fallback))
-
-
-def candidate_fields() -> list[str]:
-    """The trace's columns, in order."""
-    return list(asdict(Candidate("", 0, "", "", "", "", "", 0, 0, False, 0, 0, 0, 0)))
+        return self._graph(outcome.pruned, self._recipe_of(outcome.chosen))
