@@ -276,13 +276,14 @@ def format_sparse_report(r: dict, out: Path | None = None) -> str:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from kprune.atomic import write_json
     from kprune.device import resolve_device
-    from kprune.models.checkpoint import load_model
+    from kprune.models.checkpoint import check_task_fits, load_model
     from kprune.models.loading import load_tokenizer
     from kprune.train.evaluation import count_params, evaluate_model
 
     dev = resolve_device(args.device)
     task = task_from_args(args)
     model = load_model(args.model).to(dev)
+    check_task_fits(model, task)
     metrics = evaluate_model(
         model, load_tokenizer(args.model), task, args.split, args.max_length, dev
     )

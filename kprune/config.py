@@ -699,9 +699,15 @@ def read_params(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise KPruneError(f"params file {p} does not exist; pass --params PATH to a params.yaml")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise KPruneError(f"params file {p} is not valid YAML: {exc}".splitlines()[0]) from None
+    except UnicodeDecodeError:
+        raise KPruneError(f"params file {p} is not UTF-8 text; save it as UTF-8") from None
+    if data is None:
+        raise KPruneError(
+            f"params file {p} is empty; it needs the sections of the project's params.yaml"
+        )
     if not isinstance(data, dict):
         raise KPruneError(f"params file {p} must hold a mapping of sections, got {type(data)}")
     return data

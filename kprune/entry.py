@@ -13,6 +13,19 @@ from typing import NoReturn
 from kprune.errors import KPruneError
 
 
+def environment_error(exc: BaseException) -> str | None:
+    """The one line for a failure of the machine rather than of kprune: a full disk, a path
+    that cannot be written or read. None for anything else (a bug: its traceback is kept)."""
+    from kprune.atomic import is_no_space
+
+    where = getattr(exc, "filename", None)
+    if is_no_space(exc):
+        return f"no space left on the device{f' of {where}' if where else ''}; free space or write elsewhere"
+    if isinstance(exc, PermissionError | IsADirectoryError | NotADirectoryError) and where:
+        return f"{exc.strerror}: {where}; check the path and its permissions"
+    return None
+
+
 def run_main(fn: Callable[[], int | None]) -> int:
     """Run ``fn``; a KPruneError becomes ``kprune: error: ...`` on stderr and exit code 2."""
     logging.basicConfig(
@@ -43,6 +56,13 @@ def run_main(fn: Callable[[], int | None]) -> int:
         return fn() or 0
     except KPruneError as exc:
         print(f"kprune: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        line = environment_error(exc)
+        if line is None:
+            raise
+        logging.getLogger("kprune").debug("the error behind the message", exc_info=True)
+        print(f"kprune: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("kprune: interrupted", file=sys.stderr)

@@ -108,6 +108,20 @@ def make_tiny_teacher(
     return root / "teacher"
 
 
+def make_headless(folder: Path) -> Path:
+    """A base encoder (no task head) saved as if it were a classifier, with its tokenizer."""
+    import json
+
+    from transformers import BertModel
+
+    BertModel(tiny_config()).save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["architectures"] = ["BertForSequenceClassification"]
+    (folder / "config.json").write_text(json.dumps(config))
+    tiny_tokenizer().save_pretrained(folder)
+    return folder
+
+
 def sentiment_frame(n: int = 200, seed: int = 0, regression: bool = False) -> pd.DataFrame:
     """Synthetic, learnable sentiment: the label follows the polar words in the text."""
     rng = random.Random(seed)

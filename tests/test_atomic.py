@@ -1,6 +1,7 @@
 import pytest
 
-from kprune.atomic import atomic_path, write_json
+from kprune.atomic import atomic_path, sweep_orphans, write_json
+from tests.conftest import ROOT
 
 
 def test_failed_write_leaves_nothing(tmp_path):
@@ -30,3 +31,60 @@ def test_dir_replace_and_json(tmp_path):
             write_json(tmp / "v.json", {"v": value})
     assert (target / "v.json").read_text().strip().endswith("}")
     assert '"2"' in (target / "v.json").read_text()
+
+
+def _killed_writer(tmp_path, body: str) -> None:
+    """A process that starts an atomic write, runs ``body`` inside it, and is SIGKILLed."""
+    import signal
+    import subprocess
+    import sys
+
+    code = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from kprune.atomic import atomic_path\n"
+        f"root = Path({str(tmp_path)!r})\n" + body
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+
+
+def test_the_next_write_removes_what_a_killed_writer_left(tmp_path):
+    _killed_writer(
+        tmp_path,
+        "with atomic_path(root / 'out', is_dir=True) as tmp:\n"
+        "    (tmp / 'half').write_text('x')\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n",
+    )
+    assert [p.name.split("-")[0] for p in tmp_path.iterdir()] == [".out.tmp"]  # the orphan
+    with atomic_path(tmp_path / "out", is_dir=True) as tmp:
+        (tmp / "whole").write_text("y")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["whole"]
+
+
+def test_a_writer_killed_mid_replace_leaves_the_previous_folder_back_in_place(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "previous").write_text("p")
+    _killed_writer(  # killed between moving the old folder aside and renaming the new one in
+        tmp_path,
+        "import kprune.atomic as a\n"
+        "real = os.replace\n"
+        "def replace(src, dst):\n"
+        "    real(src, dst)\n"
+        "    if '.old-' in str(dst):\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "a.os.replace = replace\n"
+        "with atomic_path(root / 'out', is_dir=True) as tmp:\n"
+        "    (tmp / 'new').write_text('n')\n",
+    )
+    assert not (tmp_path / "out").exists()
+    swept = sweep_orphans(tmp_path / "out")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["previous"]
+    assert [p.name.split("-")[0] for p in swept] == [".out.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_live_writer_s_temporary_folder_is_left_alone(tmp_path):
+    with atomic_path(tmp_path / "out", is_dir=True) as mine:
+        assert sweep_orphans(tmp_path / "out") == [] and mine.exists()

@@ -117,6 +117,7 @@ def test_sigkill_mid_prune_leaves_nothing_and_rerun_matches(project):
     )
 
     subprocess.run(_prune_cmd(project, args, killed), check=True, capture_output=True, cwd=project)
+    assert sorted(p.name for p in killed.iterdir()) == ["iterations.parquet", "model"]  # no orphan
     assert _weights_digest(killed / "model") == _weights_digest(clean / "model")
     a = json.loads((killed / "model" / "kprune.json").read_text())
     b = json.loads((clean / "model" / "kprune.json").read_text())

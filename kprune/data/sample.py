@@ -257,7 +257,8 @@ def save_sample(data: SampleData, path: str | Path) -> None:
     tensors = _to_tensors(data)
     meta = {k: json.dumps(v) for k, v in data.meta.items()}
     meta["content_sha256"] = json.dumps(_tensor_digest(tensors))
-    with atomic_path(path) as tmp:
+    needs = sum(t.numel() * t.element_size() for t in tensors.values())
+    with atomic_path(path, needs=needs) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
 
 

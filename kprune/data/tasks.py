@@ -20,7 +20,16 @@ import pandas as pd
 
 from kprune.data import raw_sources
 from kprune.errors import KPruneError
+from kprune.hub import require_hub
 from kprune.data.splits import SPLITS, clean, stratified_split
+from kprune.data.validate import (
+    check_header,
+    check_label_types,
+    check_labels_seen,
+    drop_unusable,
+    first_bad_json_line,
+    sniff_data_file,
+)
 
 KINDS = ("classification", "regression", "qa")
 # the main metrics a user may choose (--metric), per task kind (kprune.train.metrics)
@@ -149,6 +158,8 @@ def _load(
     if spec in REGISTRY:
         return _load_registered(REGISTRY[spec], Path(data_root or default_data_root()))
     path = Path(spec)
+    if path.is_symlink() and not path.exists():
+        raise KPruneError(f"--task path {spec} is a broken symlink or a symlink loop; fix the link")
     if path.exists():
         return _load_local(path, fields, seed)
     if os.sep in spec or spec.endswith(DATA_SUFFIXES):
@@ -175,29 +186,42 @@ def _load_registered(spec: TaskSpec, data_root: Path) -> TaskData:
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """Read a CSV/TSV/JSON/JSONL/Parquet file into a frame; empty or unreadable -> KPruneError."""
+    """Read a CSV/TSV/JSON/JSONL/Parquet file into a frame; a file that is not what its name
+    says, is empty, unreadable or has duplicated columns -> KPruneError naming it."""
     suffix = path.suffix.lower()
+    if suffix not in DATA_SUFFIXES:
+        raise KPruneError(f"{path}: unsupported data file type; use one of {DATA_SUFFIXES}")
+    sniff_data_file(path)
     try:
         if suffix == ".parquet":
             df = pd.read_parquet(path)
         elif suffix in (".csv", ".tsv"):
-            df = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
+            sep = "\t" if suffix == ".tsv" else ","
+            check_header(path, sep)
+            df = pd.read_csv(path, sep=sep, encoding="utf-8-sig")
         elif suffix == ".jsonl":
             df = pd.read_json(path, lines=True)
-        elif suffix == ".json":
+        else:
             try:
                 df = pd.read_json(path)
             except ValueError:
                 df = pd.read_json(path, lines=True)
-        else:
-            raise KPruneError(f"{path}: unsupported data file type; use one of {DATA_SUFFIXES}")
     except pd.errors.EmptyDataError:
         raise KPruneError(f"data file {path} is empty; give it a header and rows") from None
     except KPruneError:
         raise
+    except UnicodeDecodeError as exc:
+        raise KPruneError(
+            f"data file {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
+            f"offset {exc.start}); save it as UTF-8"
+        ) from None
     except Exception as exc:  # parser errors of pandas/pyarrow differ by format
+        if suffix == ".jsonl":
+            first_bad_json_line(path)
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise KPruneError(f"cannot read data file {path}: {msg}") from None
+        raise KPruneError(
+            f"cannot read data file {path} as {suffix[1:].upper()}: {msg}; check its format"
+        ) from None
     if len(df) == 0:
         raise KPruneError(f"data file {path} has no rows; give it labelled examples")
     return df
@@ -223,10 +247,14 @@ def _load_local(path: Path, fields: Fields, seed: int) -> TaskData:
             )
         raw = {s: read_table(f) for s, f in files.items() if f is not None}
     else:
+        files = {}
         raw = {"all": read_table(path)}
-    frames = {s: normalise_columns(df, fields, path) for s, df in raw.items()}
+    frames = {s: normalise_columns(df, fields, files.get(s, path)) for s, df in raw.items()}
+    frames = {s: drop_unusable(df, files.get(s, path)) for s, df in frames.items()}
     name = path.stem if path.is_file() else path.name
     spec = infer_spec(name, pd.concat(frames.values()), fields)
+    if "train" in frames:
+        check_labels_seen(frames, spec, path)
     frames = {s: encode_labels(df, spec) for s, df in frames.items()}
     if "all" in frames:
         frames = stratified_split(clean(frames["all"]), spec.kind, seed=seed)
@@ -276,6 +304,7 @@ def infer_spec(name: str, df: pd.DataFrame, fields: Fields) -> TaskSpec:
     labels = df["label"].dropna()
     if len(labels) == 0:
         raise KPruneError(f"task '{name}' has no labels; check --label-field")
+    check_label_types(name, labels)
     numeric = pd.api.types.is_numeric_dtype(labels)
     is_integral = numeric and np.allclose(labels.astype(float), labels.astype(float).round())
     pair = "text_pair" in df.columns
@@ -309,11 +338,12 @@ def encode_labels(df: pd.DataFrame, spec: TaskSpec) -> pd.DataFrame:
 
 def _load_hub(name: str, fields: Fields) -> TaskData:
     """Load ``NAME[/CONFIG]`` with ``datasets`` (needs a network and the hub)."""
-    import datasets
-
     path, _, config = name.partition("/")
     if not path:
         raise KPruneError("hf: needs a data set name, e.g. hf:glue/sst2")
+    require_hub(f"data set 'hf:{name}'", offline_var="HF_DATASETS_OFFLINE")
+    import datasets
+
     try:
         ds = datasets.load_dataset(path, config or None)
     except Exception as exc:

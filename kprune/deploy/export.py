@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kprune.atomic import write_json
+from kprune.atomic import space_checked, write_json
 from kprune.deploy.quantize import Recipe, quantize
 from kprune.errors import KPruneError
 from kprune.extras import ONNX, require
@@ -204,7 +204,7 @@ def export_onnx(
     require(ONNX, "onnx", "onnxscript", "onnxruntime", purpose="ONNX export")
     import onnx
 
-    from kprune.models.checkpoint import load_model
+    from kprune.models.checkpoint import load_model, weight_bytes
     from kprune.models.loading import load_tokenizer
     from kprune.models.pruned_modeling import HEADS_KEY
 
@@ -229,7 +229,10 @@ def export_onnx(
     want = _torch_outputs(model, batch, qa)
     layers = len(get_adapter(model).layers(model))
     kept_heads = getattr(model.config, HEADS_KEY, None) or [1] * layers
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp,
+        space_checked(out, Path(tmp), needs=weight_bytes(model) * (5 if int8 else 4) // 4),
+    ):
         fp32 = Path(tmp) / "model.onnx"
         onnx.save(graph, fp32)
         diff = _max_diff(OrtModel(fp32).run(**batch), want)

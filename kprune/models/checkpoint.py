@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 from pathlib import Path
 
@@ -37,6 +38,9 @@ def load_model(source: str | Path, allow_untrained_head: bool = False) -> nn.Mod
     try:
         config = AutoConfig.from_pretrained(src)
     except Exception as exc:
+        if "does not recognize" in str(exc) and (Path(src) / "config.json").is_file():
+            model_type = json.loads((Path(src) / "config.json").read_text()).get("model_type")
+            adapter_for_type(str(model_type))  # names the families kprune supports
         raise KPruneError(f"cannot read model config of '{src}' ({exc})".splitlines()[0]) from None
     adapter_for_type(config.model_type)  # unsupported families fail here, before loading
     if (Path(src) / RECORD).is_file():
@@ -52,10 +56,19 @@ def load_model(source: str | Path, allow_untrained_head: bool = False) -> nn.Mod
             "finetune`)"
         )
     try:
-        model, info = cls.from_pretrained(src, output_loading_info=True)
+        # weights only: a pytorch_model.bin is unpickled without running any of its code
+        model, info = cls.from_pretrained(src, output_loading_info=True, weights_only=True)
+    except pickle.UnpicklingError:
+        raise KPruneError(
+            f"the weights of '{src}' hold Python objects besides tensors, which kprune never "
+            "unpickles; convert them to safetensors where you trust the code"
+        ) from None
     except (OSError, ValueError) as exc:
-        raise KPruneError(f"cannot load weights of '{src}' ({exc})".splitlines()[0]) from None
-    head = [k for k in info.get("missing_keys", ()) if k.startswith(HEAD_PREFIXES)]
+        hint = "; save the weights with the model" if "no file named" in str(exc) else ""
+        raise KPruneError(
+            f"cannot load weights of '{src}' ({exc})".splitlines()[0] + hint
+        ) from None
+    head = sorted(k for k in info.get("missing_keys", ()) if k.startswith(HEAD_PREFIXES))
     if head and not allow_untrained_head:
         raise KPruneError(
             f"'{src}' has no trained task head (missing {head[0]}); fine-tune it "
@@ -74,6 +87,12 @@ def check_task_fits(model: nn.Module, task: TaskData) -> None:
         )
     if task.spec.kind == "regression" and n != 1:
         raise KPruneError(f"task '{task.spec.name}' is a regression but the model has {n} outputs")
+
+
+def weight_bytes(model: nn.Module) -> int:
+    """Bytes of the model's weights as saved (parameters and buffers, shared ones once)."""
+    tensors = {t.data_ptr(): t for t in (*model.parameters(), *model.buffers())}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
 def save_pruned(
@@ -114,7 +133,7 @@ def save_pruned(
         }
     )
     out = Path(out_dir)
-    with atomic_path(out, is_dir=True) as tmp:
+    with atomic_path(out, is_dir=True, needs=weight_bytes(model)) as tmp:
         model.save_pretrained(tmp)
         shutil.copyfile(pruned_modeling.__file__, tmp / MODELING_FILE)
         if tokenizer is not None:

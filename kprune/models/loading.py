@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from torch import nn
 from kprune.data.batching import Encoded, iterate
 from kprune.data.tasks import TaskSpec
 from kprune.errors import KPruneError
+from kprune.hub import model_is_cached, require_hub
 
 log = logging.getLogger(__name__)
 TOKENIZER_FILES = (
@@ -38,10 +41,66 @@ def check_model_source(source: str | os.PathLike) -> str:
             )
         if not os.access(p / "config.json", os.R_OK):
             raise KPruneError(f"model folder {s} is not readable; check its permissions")
+        check_model_files(p)
         return s
     if s.startswith((".", "/", "~")) or s.count("/") > 1 or os.sep + os.sep in s:
         raise KPruneError(f"model folder {s} does not exist; check the path")
-    return s  # a hub name such as "bert-base-uncased" or "org/model"
+    # a hub name such as "bert-base-uncased" or "org/model"
+    require_hub(f"model '{s}'", offline_var="HF_HUB_OFFLINE", cached=model_is_cached(s))
+    return s
+
+
+def check_model_files(folder: Path) -> None:
+    """What transformers would report as a traceback, or not at all: a config.json that is not
+    JSON, a safetensors file that is truncated or not safetensors."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise KPruneError(
+            f"{folder / 'config.json'} is not valid JSON ({_first_line(exc)}); re-save the checkpoint"
+        ) from None
+    if not isinstance(config, dict):
+        raise KPruneError(
+            f"{folder / 'config.json'} must hold a JSON object; re-save the checkpoint"
+        )
+    for weights in sorted(folder.glob("*.safetensors")):
+        check_safetensors(weights)
+
+
+def check_safetensors(path: Path) -> None:
+    """A safetensors file whose header parses and whose tensors end where the file ends."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        header = f.read(n) if 0 < n <= min(size - 8, 100_000_000) else b""
+    try:
+        meta = json.loads(header)
+        end = max((v["data_offsets"][1] for k, v in meta.items() if k != "__metadata__"), default=0)
+    except (ValueError, KeyError, TypeError, IndexError):
+        raise KPruneError(
+            f"weights file {path} is not safetensors or is cut short ({size} bytes, no readable "
+            "header); re-save or re-download it"
+        ) from None
+    if 8 + n + end != size:
+        raise KPruneError(
+            f"weights file {path} is truncated or padded: {size} bytes, its header says "
+            f"{8 + n + end}; re-save or re-download it"
+        )
+
+
+def check_vocab_fits(tokenizer, source: str) -> None:
+    """The tokenizer's ids must index the model's embeddings (else a text that uses a late
+    token fails deep inside the model, or reads another token's row)."""
+    config = Path(source) / "config.json"
+    if not config.is_file():
+        return
+    vocab = json.loads(config.read_text(encoding="utf-8")).get("vocab_size")
+    if isinstance(vocab, int) and len(tokenizer) > vocab:
+        raise KPruneError(
+            f"the tokenizer of {source} has {len(tokenizer)} tokens but the model embeds "
+            f"{vocab}; save the tokenizer the model was trained with"
+        )
 
 
 def load_tokenizer(source: str):
@@ -57,11 +116,13 @@ def load_tokenizer(source: str):
             "); save the tokenizer with the model (tokenizer.save_pretrained)"
         )
     try:
-        return AutoTokenizer.from_pretrained(src)
+        tokenizer = AutoTokenizer.from_pretrained(src)
     except Exception as exc:
         raise KPruneError(
             f"no usable tokenizer in '{src}' ({_first_line(exc)}); save the tokenizer with the model"
         ) from None
+    check_vocab_fits(tokenizer, src)
+    return tokenizer
 
 
 def load_for_task(source: str, spec: TaskSpec, *, allow_new_head: bool = True) -> nn.Module:
@@ -87,8 +148,13 @@ def load_for_task(source: str, spec: TaskSpec, *, allow_new_head: bool = True) -
     try:
         # a head of another size (e.g. a 2-class checkpoint fine-tuned for regression) is re-initialised
         model = AutoModelForSequenceClassification.from_pretrained(
-            src, config=config, ignore_mismatched_sizes=True
+            src, config=config, ignore_mismatched_sizes=True, weights_only=True
         )
+    except pickle.UnpicklingError:
+        raise KPruneError(
+            f"the weights of '{src}' hold Python objects besides tensors, which kprune never "
+            "unpickles; convert them to safetensors where you trust the code"
+        ) from None
     except ValueError as exc:
         raise KPruneError(f"'{src}' cannot be a sequence classifier: {_first_line(exc)}") from None
     except OSError as exc:

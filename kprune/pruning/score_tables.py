@@ -104,7 +104,7 @@ def write_scores(df: pd.DataFrame, path: str | Path, meta: dict) -> None:
     table = table.replace_schema_metadata(
         {**(table.schema.metadata or {}), b"kprune": json.dumps(full).encode()}
     )
-    with atomic_path(path) as tmp:
+    with atomic_path(path, needs=table.nbytes) as tmp:  # Parquet: about the Arrow size or less
         pq.write_table(table, tmp)
 
 
