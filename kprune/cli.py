@@ -337,21 +337,23 @@ def cmd_latency(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from kprune.deploy.export import export_onnx
+    from kprune.deploy.export import export_onnx, int8_path
 
     task = task_from_args(args) if args.task else None
     r = export_onnx(args.pruned, args.out, int8=args.int8, opset=args.opset, task=task)
     print(
-        f"{r.onnx}: opset {r.opset}, inputs {', '.join(r.inputs)}; {r.attention_nodes} fused "
+        f"{args.out}: opset {r.opset}, inputs {', '.join(r.inputs)}; {r.attention_nodes} fused "
         f"attention nodes for {r.layers_with_heads} layers with heads; max |ONNX - torch| = "
         f"{r.max_abs_diff:.1e} (tolerance {r.tolerance:g})"
     )
     if r.int8:
-        print(f"{r.int8['onnx']}: int8 weights, max |int8 - torch| = {r.int8['max_abs_diff']:.3f}")
+        print(
+            f"{int8_path(Path(args.out))}: int8 weights, max |int8 - torch| = {r.int8['max_abs_diff']:.3f}"
+        )
     if r.metric:
         values = "  ".join(f"{k} {v:.4f}" for k, v in r.metric.items() if isinstance(v, float))
         print(f"{r.metric['name']} on {r.metric['split']}: {values}")
-    print(f"record: {r.onnx}.json")
+    print(f"record: {args.out}.json")
 
 
 def build_parser() -> argparse.ArgumentParser:

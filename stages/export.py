@@ -40,7 +40,7 @@ def run(args) -> None:
     metric = section(args.params, "evaluate").metric
     r = make(args.pruned, args.task, args.data_dir, args.out, cfg, metric)
     print(
-        f"export: {r.onnx} ({r.attention_nodes} fused attention nodes, max diff "
+        f"export: {args.out}/{r.onnx} ({r.attention_nodes} fused attention nodes, max diff "
         f"{r.max_abs_diff:.1e}){'; int8 too' if r.int8 else ''}"
     )
 

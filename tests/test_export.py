@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -147,3 +148,18 @@ def test_ort_profile_splits_kernel_time_by_operator(pruned, tmp_path, capsys):
     assert main([str(tmp_path / "missing.onnx")]) != 0
     err = capsys.readouterr().err.strip()
     assert err.startswith("kprune: error:") and len(err.splitlines()) == 1
+
+
+def test_the_record_names_what_it_describes_after_its_folder_is_renamed(pruned, tmp_path):
+    """Exported into a temporary folder and renamed into place (as the flows do), the record
+    still leads to its graphs and to the pruned folder."""
+    from kprune.atomic import atomic_path
+
+    folder, _ = pruned[0]
+    with atomic_path(tmp_path / "export", is_dir=True) as tmp:
+        export_onnx(folder, tmp / "model.onnx", int8=True)
+    record = json.loads((tmp_path / "export" / "model.onnx.json").read_text())
+    assert ".tmp-" not in json.dumps(record)
+    assert (tmp_path / "export" / record["onnx"]).is_file()
+    assert (tmp_path / "export" / record["int8"]["onnx"]).is_file()
+    assert (tmp_path / "export" / record["source"]).resolve() == Path(folder).resolve()

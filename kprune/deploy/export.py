@@ -53,7 +53,9 @@ FP32_TOLERANCE = 1e-4  # max abs output difference of the fused fp32 graph to to
 
 @dataclass
 class ExportRecord:
-    """What ``export_onnx`` wrote and how it checked it (saved as FILE.onnx.json)."""
+    """What ``export_onnx`` wrote and how it checked it (saved as FILE.onnx.json). ``source``
+    and the graphs are named relative to the record's folder, so a record stays true when its
+    folder is written elsewhere and renamed into place, or moved."""
 
     source: str
     onnx: str
@@ -242,8 +244,8 @@ def export_onnx(
                 f"(> {tolerance:g}); nothing written. Report it with the model folder"
             )
         record = ExportRecord(
-            source=str(pruned_dir),
-            onnx=str(out),
+            source=os.path.relpath(pruned_dir, out.parent),
+            onnx=out.name,
             opset=next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), 0),
             inputs=list(batch),
             outputs=list(outputs),
@@ -261,7 +263,7 @@ def export_onnx(
             q8 = Path(tmp) / "model.int8.onnx"
             quantize(fp32, q8, Recipe())
             record.int8 = {
-                "onnx": str(int8_path(out)),
+                "onnx": int8_path(out).name,
                 "max_abs_diff": _max_diff(OrtModel(q8).run(**batch), want),
                 "bytes": q8.stat().st_size,
             }
