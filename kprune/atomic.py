@@ -137,6 +137,30 @@ def space_checked(final: Path, scratch: Path, needs: int | None = None) -> Itera
         raise
 
 
+def _swap_in(tmp: Path, final: Path) -> None:
+    """Put folder ``tmp`` in the place of ``final`` (moving a previous one aside, then removing
+    it). Another process that swaps in the same ``final`` at the same moment either goes first
+    (its folder is replaced, whole) or wins the race: then this one's folder is dropped and
+    the loser says so in one line; never a mix of the two."""
+    old = _tmp_sibling(final, "old")
+    try:
+        os.replace(final, old)
+    except FileNotFoundError:
+        old = None
+    try:
+        os.replace(tmp, final)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+        raise KPruneError(
+            f"another process wrote {final} at the same moment and its output is in place, "
+            "whole; rerun if you want this one's instead"
+        ) from None
+    finally:
+        if old is not None:
+            _remove(old)
+
+
 @contextmanager
 def atomic_path(
     path: str | os.PathLike, *, is_dir: bool = False, needs: int | None = None
@@ -155,11 +179,8 @@ def atomic_path(
     try:
         with space_checked(final, tmp, needs):
             yield tmp
-        if is_dir and final.exists():
-            old = _tmp_sibling(final, "old")
-            os.replace(final, old)
-            os.replace(tmp, final)
-            _remove(old)
+        if is_dir:
+            _swap_in(tmp, final)
         else:
             os.replace(tmp, final)
     except BaseException:

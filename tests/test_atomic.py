@@ -88,3 +88,34 @@ def test_a_writer_killed_mid_replace_leaves_the_previous_folder_back_in_place(tm
 def test_a_live_writer_s_temporary_folder_is_left_alone(tmp_path):
     with atomic_path(tmp_path / "out", is_dir=True) as mine:
         assert sweep_orphans(tmp_path / "out") == [] and mine.exists()
+
+
+def test_two_writers_of_one_folder_leave_one_whole_and_the_loser_says_why(tmp_path, monkeypatch):
+    """Writer B swaps its folder in between writer A's two renames (A has just moved the
+    previous folder aside): B's folder stays whole, A says why in one line, nothing else is
+    left beside it."""
+    import os
+
+    import kprune.atomic as atomic
+    from kprune.errors import KPruneError
+
+    target = tmp_path / "out"
+    with atomic_path(target, is_dir=True) as tmp:
+        (tmp / "previous").write_text("p")
+    real, b_wrote = os.replace, []
+
+    def replace(src, dst):
+        real(src, dst)
+        if ".old-" in str(dst) and not b_wrote:
+            b_wrote.append(True)
+            with atomic_path(target, is_dir=True) as b:
+                (b / "from-B").write_text("b")
+
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    with (
+        pytest.raises(KPruneError, match="another process wrote .*out at the same moment"),
+        atomic_path(target, is_dir=True) as a,
+    ):
+        (a / "from-A").write_text("a")
+    assert b_wrote and [p.name for p in target.iterdir()] == ["from-B"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
