@@ -1,6 +1,8 @@
 """MLflow tracking for flows: a local SQLite store by default, a shared server by URI.
 
-An unreachable server does not fail the run: it is recorded locally, and the log says so.
+An unreachable server does not fail the run: it is recorded locally, and the log says so. A
+server that stops answering while a run is logged (killed, restarted) does not lose it either:
+the whole run is logged again to the local store, and the log says so.
 """
 
 from __future__ import annotations
@@ -10,13 +12,16 @@ import logging
 import os
 import subprocess
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from flows import settings
 from kprune import artifacts as A
 
 log = logging.getLogger("kprune.tracking")
 EXPERIMENT = os.environ.get("KPRUNE_EXPERIMENT", "kprune")
+T = TypeVar("T")
 
 
 def _reachable(uri: str, timeout: float = 3.0) -> bool:
@@ -42,20 +47,59 @@ def resolve_tracking_uri() -> tuple[str, str | None]:
     )
 
 
-def use_experiment() -> str:
-    """Point MLflow at the configured (or fallback local) store and the kprune experiment."""
+def _warn(message: str) -> None:
+    log.warning(message)
+    print(f"warning: {message}")
+
+
+def use_experiment(local: bool = False) -> str:
+    """Point MLflow at the configured (or fallback local) store and the kprune experiment;
+    ``local``: the local store whatever is configured."""
     import mlflow
 
-    uri, warning = resolve_tracking_uri()
+    uri, warning = (settings.LOCAL_MLFLOW_URI, None) if local else resolve_tracking_uri()
     if warning:
-        log.warning(warning)
-        print(f"warning: {warning}")
+        _warn(warning)
+    configured = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
+    # mlflow also writes the URI it is given into the environment: keep the configured one
+    # there, so that the next run tries the configured server again
+    if configured is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = configured
     if mlflow.get_experiment_by_name(EXPERIMENT) is None:
         location = None if uri.startswith("http") else settings.LOCAL_ARTIFACTS.as_uri()
         mlflow.create_experiment(EXPERIMENT, artifact_location=location)
     mlflow.set_experiment(EXPERIMENT)
     return uri
+
+
+def _end_abandoned_runs() -> None:
+    """Forget the runs left open on a server that stopped answering (they stay unfinished
+    there) so that the local store starts clean."""
+    from mlflow.tracking import fluent
+
+    fluent._active_run_stack.get().clear()
+
+
+def logged(log_to: Callable[[str], T]) -> T:
+    """``log_to(uri)`` on the configured store; if its server stops answering part way, the
+    same ``log_to`` again on the local store, with a warning that says where the run is."""
+    uri = use_experiment()
+    try:
+        return log_to(uri)
+    except Exception as exc:
+        if not uri.startswith(("http://", "https://")) or _reachable(uri):
+            raise
+        _end_abandoned_runs()
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        _warn(
+            f"MLflow server {uri} stopped answering while this run was logged ({first}); the "
+            f"whole run is recorded locally in {settings.LOCAL_MLFLOW_URI} (the server keeps "
+            "the part it received, unfinished)"
+        )
+        return log_to(use_experiment(local=True))
 
 
 def git_commit() -> str:
@@ -92,9 +136,22 @@ def log_compress_runs(
 ) -> dict:
     """One parent run for the flow call and a child run per reduction (and, with a target
     search in ``target_dir``, one for it). Returns run ids/URI."""
+    return logged(
+        lambda uri: _log_compress(uri, rows, params, checkpoint, task, summary_plot, target_dir)
+    )
+
+
+def _log_compress(
+    uri: str,
+    rows: list[dict],
+    params: dict,
+    checkpoint: str,
+    task: str,
+    summary_plot: Path | None,
+    target_dir: str | None,
+) -> dict:
     import mlflow
 
-    uri = use_experiment()
     tags = {"checkpoint": checkpoint, "task": task, "git_commit": git_commit()}
     flat: dict = {}
     _flatten("", params, flat)
@@ -278,10 +335,12 @@ def log_benchmark(out_dir: Path, paths: list[Path]) -> str:
     """Log the benchmark's CSV, report and plots as one MLflow run."""
     import mlflow
 
-    use_experiment()
-    with mlflow.start_run(
-        run_name="benchmark", tags={"git_commit": git_commit(), "kind": "benchmark"}
-    ) as run:
-        for p in paths:
-            mlflow.log_artifact(str(p), "benchmark")
-    return run.info.run_id
+    def log_to(uri: str) -> str:
+        with mlflow.start_run(
+            run_name="benchmark", tags={"git_commit": git_commit(), "kind": "benchmark"}
+        ) as run:
+            for p in paths:
+                mlflow.log_artifact(str(p), "benchmark")
+        return run.info.run_id
+
+    return logged(log_to)

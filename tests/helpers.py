@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 from pathlib import Path
 
@@ -200,3 +201,62 @@ def tiny_latency_table(**changes) -> dict:
         "dense_ms": 9.2,
     }
     return {**table, **changes}
+
+
+class MlflowServer:
+    """A real ``mlflow server`` on a loopback port over a SQLite store in ``root``: started,
+    killed and started again on the same port and store."""
+
+    def __init__(self, root: Path):
+        import socket
+
+        self.root = root
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc = None
+
+    def start(self) -> str:
+        import subprocess
+        import sys
+        import time
+        import urllib.request
+
+        exe = Path(sys.executable).parent / "mlflow"
+        cmd = [str(exe), "server", "--host", "127.0.0.1", "--port", str(self.port)]
+        cmd += ["--workers", "1", "--backend-store-uri", f"sqlite:///{self.root / 'server.db'}"]
+        cmd += ["--artifacts-destination", str(self.root / "artifacts")]
+        self.proc = subprocess.Popen(  # its own process group: its workers die with it
+            cmd,
+            cwd=self.root,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return self.uri
+            except OSError:
+                time.sleep(0.5)
+        self.stop()
+        raise RuntimeError("mlflow server did not start")
+
+    def kill(self, sig: int | None = None) -> None:
+        """Send ``sig`` (SIGKILL by default) to the server and the workers it started."""
+        import os
+        import signal
+
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig or signal.SIGKILL)
+            self.proc.wait(timeout=30)
+            self.proc = None
+
+    def stop(self) -> None:
+        import signal
+
+        self.kill(signal.SIGTERM)

@@ -5,17 +5,15 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.helpers import make_tiny_teacher
+from tests.helpers import MlflowServer, make_tiny_teacher
 
 PARAMS = {
     "compress": {"task": "rt", "reductions": [0.3, 0.6]},
@@ -60,52 +58,12 @@ def _states(stdout: str) -> list[tuple[str, str]]:
     return re.findall(r"(\w+) (\w+) \(", line)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     """A real `mlflow server` on 127.0.0.1, stopped after the module."""
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    exe = Path(sys.executable).parent / "mlflow"
-    proc = subprocess.Popen(
-        [
-            str(exe),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'server.db'}",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-        ],
-        cwd=root,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(1)
-    else:
-        proc.kill()
-        pytest.fail("mlflow server did not start")
-    yield uri
-    proc.terminate()
-    proc.wait(timeout=30)
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
+    yield server.start()
+    server.stop()
 
 
 def _compress(project, **env):
