@@ -39,8 +39,8 @@ from flows.compress import (
     target_summary,
     task_files,
 )
+from flows.guard import flow_main
 from kprune.config import from_mapping, prune_config, section, validate_params
-from kprune.entry import run_main
 from kprune.errors import KPruneError
 
 
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         print(format_results(results))
         return 1 if results["failed"] else 0
 
-    return run_main(run)
+    return flow_main(run)
 
 
 if __name__ == "__main__":

@@ -20,10 +20,10 @@ from prefect import flow
 from flows import settings
 from flows import tasks as t
 from flows.chain import measure_chain, reduction_chain, sparse_chain, teacher_chain
+from flows.guard import flow_main
 from kprune import artifacts as A
 from kprune.config import prune_config, read_params, section, validate_params
 from kprune.data.tasks import REGISTRY, default_data_root
-from kprune.entry import run_main
 from kprune.errors import KPruneError
 from kprune.plots import metric_vs_flops_plot
 from kprune.report import COMBINED, sparse_summary
@@ -389,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(format_result(result))
 
-    return run_main(run)
+    return flow_main(run)
 
 
 if __name__ == "__main__":

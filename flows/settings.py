@@ -14,6 +14,9 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 # a first start migrates a fresh database; on 2 busy cores that can take longer than 20 s
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# a configured server that dies mid-flow fails the flow after two retries of each report
+# (Prefect's default, five, takes minutes); its finished tasks are reused by a rerun
+os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", "2")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")

@@ -203,9 +203,12 @@ def tiny_latency_table(**changes) -> dict:
     return {**table, **changes}
 
 
-class MlflowServer:
-    """A real ``mlflow server`` on a loopback port over a SQLite store in ``root``: started,
-    killed and started again on the same port and store."""
+class LoopbackServer:
+    """A real server process on a free loopback port over a store in ``root``: started,
+    killed (with the workers it spawned: its own process group) and started again on the
+    same port and store. Subclasses give the command and the health URL."""
+
+    health = "/health"
 
     def __init__(self, root: Path):
         import socket
@@ -217,33 +220,37 @@ class MlflowServer:
         self.uri = f"http://127.0.0.1:{self.port}"
         self.proc = None
 
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def env(self) -> dict:
+        import os
+
+        return dict(os.environ)
+
     def start(self) -> str:
         import subprocess
-        import sys
         import time
         import urllib.request
 
-        exe = Path(sys.executable).parent / "mlflow"
-        cmd = [str(exe), "server", "--host", "127.0.0.1", "--port", str(self.port)]
-        cmd += ["--workers", "1", "--backend-store-uri", f"sqlite:///{self.root / 'server.db'}"]
-        cmd += ["--artifacts-destination", str(self.root / "artifacts")]
-        self.proc = subprocess.Popen(  # its own process group: its workers die with it
-            cmd,
+        self.proc = subprocess.Popen(
+            self.command(),
             cwd=self.root,
+            env=self.env(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        deadline = time.time() + 120
+        deadline = time.time() + 180
         while time.time() < deadline:
             try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
+                with urllib.request.urlopen(self.uri + self.health, timeout=2) as r:
                     if r.status == 200:
                         return self.uri
             except OSError:
                 time.sleep(0.5)
         self.stop()
-        raise RuntimeError("mlflow server did not start")
+        raise RuntimeError(f"{type(self).__name__} did not start")
 
     def kill(self, sig: int | None = None) -> None:
         """Send ``sig`` (SIGKILL by default) to the server and the workers it started."""
@@ -260,3 +267,36 @@ class MlflowServer:
         import signal
 
         self.kill(signal.SIGTERM)
+
+
+class MlflowServer(LoopbackServer):
+    """``mlflow server`` over a SQLite store and an artifact folder in ``root``."""
+
+    def command(self) -> list[str]:
+        import sys
+
+        exe = Path(sys.executable).parent / "mlflow"
+        cmd = [str(exe), "server", "--host", "127.0.0.1", "--port", str(self.port)]
+        cmd += ["--workers", "1", "--backend-store-uri", f"sqlite:///{self.root / 'server.db'}"]
+        return [*cmd, "--artifacts-destination", str(self.root / "artifacts")]
+
+
+class PrefectServer(LoopbackServer):
+    """``prefect server start`` with its home (and database) in ``root``; its API is
+    ``uri + "/api"``."""
+
+    health = "/api/health"
+
+    def command(self) -> list[str]:
+        import sys
+
+        exe = Path(sys.executable).parent / "prefect"
+        return [str(exe), "server", "start", "--host", "127.0.0.1", "--port", str(self.port)]
+
+    def env(self) -> dict:
+        env = {k: v for k, v in super().env().items() if not k.startswith("PREFECT_")}
+        return {
+            **env,
+            "PREFECT_HOME": str(self.root / "prefect-home"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }

@@ -75,3 +75,61 @@ def test_a_server_killed_mid_run_loses_no_run_and_a_restarted_one_is_used_again(
     assert ids["parent"] in {r.info.run_id for r in on_server}
     # what the server received before it died is still there, unfinished
     assert any(r.info.status == "RUNNING" for r in on_server)
+
+
+def test_a_prefect_server_killed_mid_flow_is_one_line_and_a_rerun_reuses_the_finished_tasks(
+    tmp_path,
+):
+    """`flows.compress` against a real `prefect server`, killed once the first task's output
+    is on disk: one line, no traceback, within a minute or two; the server started again on
+    its store, the same command reuses every finished task and ends with a loadable model."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from kprune.models.checkpoint import verify
+    from tests.helpers import PrefectServer, make_tiny_teacher
+    from tests.test_flows import PARAMS
+
+    make_tiny_teacher(tmp_path)
+    params = {**PARAMS, "evaluate": {**PARAMS["evaluate"], "latency": False}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    server = PrefectServer(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    env.update(KPRUNE_HOME=str(tmp_path), PREFECT_API_URL=server.start() + "/api")
+    cmd = [sys.executable, "-m", "flows.compress", "--checkpoint", str(tmp_path / "teacher")]
+    cmd += ["--task", str(tmp_path / "s.csv"), "--params", "params.yaml", "--no-track"]
+    try:
+        start = time.time()
+        proc = subprocess.Popen(
+            cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        samples = tmp_path / "data" / "flows" / "sample"
+        while not any(samples.rglob("*.safetensors")) and proc.poll() is None:
+            time.sleep(0.2)
+        server.kill()
+        _out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 2 and "Traceback" not in err, err[-3000:]
+        lines = [x for x in err.splitlines() if x.startswith("kprune: error:")]
+        assert len(lines) == 1 and "stopped answering during the flow" in lines[0], err[-3000:]
+        assert time.time() - start < 240
+        sample = next(samples.rglob("*.safetensors"))
+        written = sample.stat().st_mtime_ns
+
+        server.start()
+        rerun = subprocess.run(
+            cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+        )
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        states = dict(
+            x.split(" ")[:2] for x in rerun.stdout.split("tasks: ")[1].splitlines()[0].split(", ")
+        )
+        assert states["sample"] == "cached" and states["measure_rep"] == "cached"
+        assert sample.stat().st_mtime_ns == written  # reused, not rewritten
+        for model in (tmp_path / "data" / "flows" / "prune_tune").glob("*/model"):
+            verify(model)
+    finally:
+        server.stop()
