@@ -187,7 +187,9 @@ def test_lambda_change_reuses_cached_stages_and_survives_mlflow_outage(project):
 
 
 def test_batch_on_a_dask_cluster_isolates_a_failing_checkpoint(project):
-    from distributed import LocalCluster
+    import signal
+
+    from distributed import Client, LocalCluster
 
     (project / "batch.yaml").write_text(
         yaml.safe_dump(
@@ -212,16 +214,42 @@ def test_batch_on_a_dask_cluster_isolates_a_failing_checkpoint(project):
     (project / "params-target.yaml").write_text(yaml.safe_dump(targeted))
     # the workers start in this process's working folder, not the project: the flow must
     # tell them where its outputs go
-    with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1"
-    ) as cluster:
-        proc = _run(
-            "flows.batch",
-            ["batch.yaml", "--params", "params-target.yaml", "--dask", cluster.scheduler_address],
-            project,
+    # and one worker is SIGKILLed mid-batch, once the first sample is on disk: its nanny starts
+    # another and the scheduler runs its tasks again; the batch ends as it would have
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            host="127.0.0.1",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        pids = client.run(os.getpid)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+        args = ["batch.yaml", "--params", "params-target.yaml", "--dask", cluster.scheduler_address]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flows.batch", *args],
+            cwd=project,
+            env={**env, "KPRUNE_HOME": str(project)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
-    assert proc.returncode == 1, proc.stderr[-3000:]
-    out = proc.stdout
+        samples = project / "data" / "flows" / "sample"
+        seen = set(samples.rglob("*.safetensors")) if samples.exists() else set()
+        deadline = time.time() + 300
+        while proc.poll() is None and time.time() < deadline:
+            if set(samples.rglob("*.safetensors")) - seen:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None  # mid-batch
+        victim = next(iter(pids.values()))
+        os.kill(victim, signal.SIGKILL)
+        out, err = proc.communicate(timeout=900)
+        assert victim not in client.run(os.getpid).values()  # replaced by its nanny
+    assert proc.returncode == 1, err[-3000:]
     assert "teacher (" in out and "teacher2 (" in out
     assert re.search(r"FAILED .*missing.*does not exist", out), out
     assert set(store.glob("*")) - before  # teacher2 at 0.4, in the project's store
