@@ -1,5 +1,7 @@
 """The flows' entry wrapper: a Prefect server that stops answering in the middle of a flow
-is one line that says what was kept and what to do, not a traceback and minutes of retries.
+is one line that says what was kept and what to do, not a traceback and minutes of retries;
+the temporary Prefect server of a flow that was killed (it outlives its flow) is stopped by
+the next flow.
 
 Prefect 3 runs the tasks in the flow's own process and reports their states to the server;
 when the server dies the work goes on, the reports fail one by one (each after retries), and
@@ -57,6 +59,33 @@ class _DropReportFailures(logging.Filter):
         return not isinstance(error, httpx.TransportError)
 
 
+def stop_orphaned_servers() -> list[int]:
+    """Stop the temporary Prefect servers that flows killed before they could stop them left
+    running (orphans adopted by init, serving this PREFECT_HOME); returns their pids. Linux
+    only (reads /proc); elsewhere nothing is done."""
+    import signal
+    from pathlib import Path
+
+    home = os.environ.get("PREFECT_HOME", "")
+    stopped = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if proc.joinpath("stat").read_text().rsplit(")", 1)[1].split()[1] != "1":
+                continue  # its parent is alive
+            if b"prefect.server.api.server:create_app" not in proc.joinpath("cmdline").read_bytes():
+                continue
+            environ = proc.joinpath("environ").read_bytes().split(b"\0")
+            if b"PREFECT__SERVER_EPHEMERAL=1" not in environ:
+                continue
+            if f"PREFECT_HOME={home}".encode() not in environ:
+                continue
+            os.kill(int(proc.name), signal.SIGTERM)
+            stopped.append(int(proc.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return stopped
+
+
 def flow_main(run: Callable[[], int | None]) -> int:
     """``run_main(run)``, where a flow that fails because the configured Prefect server stopped
     answering is one line; the process then exits without draining Prefect's undeliverable
@@ -68,6 +97,10 @@ def flow_main(run: Callable[[], int | None]) -> int:
     lost: list[str] = []
 
     def guarded() -> int | None:
+        for pid in [] if url else stop_orphaned_servers():
+            logging.getLogger("kprune.flows").warning(
+                "stopped the temporary Prefect server (pid %d) a killed flow left running", pid
+            )
         try:
             return run()
         except Exception as exc:

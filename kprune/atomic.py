@@ -188,6 +188,22 @@ def atomic_path(
         raise
 
 
+@contextmanager
+def scratch_dir(final: str | os.PathLike) -> Iterator[Path]:
+    """A temporary folder beside ``final`` (named like atomic_path's, so a dead writer's is
+    swept by the next write of ``final``), removed on the way out: for writers that build
+    several files there and rename each into place themselves."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    sweep_orphans(final)
+    tmp = _tmp_sibling(final, "tmp")
+    tmp.mkdir()
+    try:
+        yield tmp
+    finally:
+        _remove(tmp)
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     data = text.encode("utf-8")

@@ -122,6 +122,66 @@ def test_compress_tracks_to_a_real_mlflow_server(project, mlflow_server):
     assert v.run_id in {r.info.run_id for r in children}
 
 
+def test_a_flow_killed_before_a_task_s_rename_reruns_to_the_same_outputs(project, tmp_path):
+    """SIGKILL just before the prune_tune task renames its finished folder into the store:
+    nothing half-done is served; the rerun redoes that task and writes the weights the
+    uninterrupted run above wrote."""
+    import hashlib
+    import signal
+
+    store = tmp_path / "flows"
+    killer = (
+        "import os, runpy, signal, sys\n"
+        "from pathlib import Path\n"
+        "real = os.replace\n"
+        "def replace(src, dst, *a, **k):\n"
+        "    if Path(dst).parent.name == 'prune_tune' and '.tmp-' in str(src):\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return real(src, dst, *a, **k)\n"
+        "os.replace = replace\n"
+        "sys.argv = ['flows.compress', *sys.argv[1:]]\n"
+        "runpy.run_module('flows.compress', run_name='__main__')\n"
+    )
+    args = ["--checkpoint", str(project / "teacher"), "--task", str(project / "s.csv")]
+    args += ["--params", "params.yaml", "--no-track"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    env.update(KPRUNE_HOME=str(project), KPRUNE_FLOW_DIR=str(store))
+    # no pipes: the temporary Prefect server the killed flow started outlives it, holding them
+    killed = subprocess.run(
+        [sys.executable, "-c", killer, *args],
+        cwd=project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=600,
+    )
+    assert killed.returncode == -signal.SIGKILL
+    assert not [p for p in (store / "prune_tune").iterdir() if not p.name.startswith(".")]
+    rerun = subprocess.run(
+        [sys.executable, "-m", "flows.compress", *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert dict(_states(rerun.stdout))["sample"] == "cached"
+    # the rerun stopped the server the killed flow left running
+    assert "stopped the temporary Prefect server" in rerun.stderr, rerun.stderr[-3000:]
+
+    def digest(folder: Path) -> str:
+        return hashlib.sha256((folder / "model" / "model.safetensors").read_bytes()).hexdigest()
+
+    models = sorted((store / "prune_tune").iterdir())
+    assert [m.name for m in models if m.name.startswith(".")] == []  # the orphan swept
+    # keys hold the store's paths: the same models are found by their weights
+    reference = {
+        digest(m.parent) for m in (project / "data" / "flows" / "prune_tune").glob("*/model")
+    }
+    assert len(models) == 2 and {digest(m) for m in models} <= reference
+
+
 def test_compress_with_a_target_tracks_its_candidates_and_registers_the_choice(
     project, mlflow_server, tmp_path
 ):

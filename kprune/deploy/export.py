@@ -23,7 +23,6 @@ A JSON record of all that is written next to the file (``FILE.onnx.json``).
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kprune.atomic import space_checked, write_json
+from kprune.atomic import scratch_dir, space_checked, write_json
 from kprune.deploy.quantize import Recipe, quantize
 from kprune.errors import KPruneError
 from kprune.extras import ONNX, require
@@ -232,7 +231,7 @@ def export_onnx(
     layers = len(get_adapter(model).layers(model))
     kept_heads = getattr(model.config, HEADS_KEY, None) or [1] * layers
     with (
-        tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp,
+        scratch_dir(out) as tmp,
         space_checked(out, Path(tmp), needs=weight_bytes(model) * (5 if int8 else 4) // 4),
     ):
         fp32 = Path(tmp) / "model.onnx"
