@@ -41,7 +41,7 @@ from flows.compress import (
 )
 from flows.guard import flow_main
 from kprune.config import from_mapping, prune_config, section, validate_params
-from kprune.errors import KPruneError
+from kprune.errors import KPruneError, first_line
 
 
 @dataclass(frozen=True)
@@ -178,7 +178,7 @@ def _reason(futures) -> str:
             try:
                 fut.result(raise_on_failure=True)
             except Exception as exc:
-                return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                return first_line(exc)
     return "did not complete"
 
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import urllib.request
 from collections.abc import Callable
 
 from flows import settings
+from flows.tracking import answers_health
 from kprune.entry import run_main
-from kprune.errors import KPruneError
+from kprune.errors import KPruneError, first_line
 
 # what Prefect logs for every state report it cannot deliver: replaced by the one line
 _REPORT_FAILURES = {
@@ -32,14 +32,6 @@ _REPORT_FAILURES = {
 def prefect_api() -> str | None:
     """The configured Prefect server (None: a temporary local one per flow run)."""
     return os.environ.get("PREFECT_API_URL") or None
-
-
-def api_answers(url: str, timeout: float = 3.0) -> bool:
-    try:
-        with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=timeout) as resp:
-            return resp.status == 200
-    except Exception:
-        return False
 
 
 class _DropReportFailures(logging.Filter):
@@ -104,12 +96,11 @@ def flow_main(run: Callable[[], int | None]) -> int:
         try:
             return run()
         except Exception as exc:
-            if not url or api_answers(url):
+            if not url or answers_health(url):
                 raise
             lost.append(url)
-            first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
             raise KPruneError(
-                f"Prefect server {url} stopped answering during the flow ({first or type(exc).__name__}); "
+                f"Prefect server {url} stopped answering during the flow ({first_line(exc)[:120]}); "
                 f"the outputs of the tasks that finished are kept in {settings.FLOW_DATA}: rerun "
                 "the same command when it is back (they are reused), or unset PREFECT_API_URL "
                 "to run on a temporary local server"

@@ -18,13 +18,15 @@ from typing import TypeVar
 
 from flows import settings
 from kprune import artifacts as A
+from kprune.errors import first_line
 
 log = logging.getLogger("kprune.tracking")
 EXPERIMENT = os.environ.get("KPRUNE_EXPERIMENT", "kprune")
 T = TypeVar("T")
 
 
-def _reachable(uri: str, timeout: float = 3.0) -> bool:
+def answers_health(uri: str, timeout: float = 3.0) -> bool:
+    """Whether the server at ``uri`` answers GET ``uri``/health with 200 (not http: True)."""
     if not uri.startswith(("http://", "https://")):
         return True
     try:
@@ -39,7 +41,7 @@ def resolve_tracking_uri() -> tuple[str, str | None]:
     wanted = os.environ.get("MLFLOW_TRACKING_URI")
     if not wanted:
         return settings.LOCAL_MLFLOW_URI, None
-    if _reachable(wanted):
+    if answers_health(wanted):
         return wanted, None
     return settings.LOCAL_MLFLOW_URI, (
         f"MLflow server {wanted} is unreachable; this run is "
@@ -90,10 +92,10 @@ def logged(log_to: Callable[[str], T]) -> T:
     try:
         return log_to(uri)
     except Exception as exc:
-        if not uri.startswith(("http://", "https://")) or _reachable(uri):
+        if not uri.startswith(("http://", "https://")) or answers_health(uri):
             raise
         _end_abandoned_runs()
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)[:160]
         _warn(
             f"MLflow server {uri} stopped answering while this run was logged ({first}); the "
             f"whole run is recorded locally in {settings.LOCAL_MLFLOW_URI} (the server keeps "

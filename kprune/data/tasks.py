@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from kprune.data import raw_sources
-from kprune.errors import KPruneError
+from kprune.errors import KPruneError, first_line
 from kprune.hub import require_hub
 from kprune.data.splits import SPLITS, clean, stratified_split
 from kprune.data.validate import (
@@ -218,7 +218,7 @@ def read_table(path: Path) -> pd.DataFrame:
     except Exception as exc:  # parser errors of pandas/pyarrow differ by format
         if suffix == ".jsonl":
             first_bad_json_line(path)
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        msg = first_line(exc)
         raise KPruneError(
             f"cannot read data file {path} as {suffix[1:].upper()}: {msg}; check its format"
         ) from None
@@ -347,7 +347,7 @@ def _load_hub(name: str, fields: Fields) -> TaskData:
     try:
         ds = datasets.load_dataset(path, config or None)
     except Exception as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        msg = first_line(exc)
         raise KPruneError(
             f"could not load hub data set '{name}' ({msg}); check the name and the network, "
             "or pass a local file or folder"

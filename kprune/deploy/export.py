@@ -34,7 +34,7 @@ from torch import nn
 
 from kprune.atomic import scratch_dir, space_checked, write_json
 from kprune.deploy.quantize import Recipe, quantize
-from kprune.errors import KPruneError
+from kprune.errors import KPruneError, first_line
 from kprune.extras import ONNX, require
 from kprune.models.adapters import get_adapter
 
@@ -176,7 +176,7 @@ def _export_graph(model: nn.Module, batch: dict, outputs: tuple[str, ...], opset
                 **kwargs,
             )
     except Exception as exc:  # the exporter's errors are long; its first line says what
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         hint = " (try the default opset: leave out --opset)" if opset is not None else ""
         raise KPruneError(f"ONNX export failed: {first}{hint}") from None
     import onnx_ir as ir

@@ -15,7 +15,7 @@ from torch import nn
 
 from kprune.data.batching import Encoded, iterate
 from kprune.data.tasks import TaskSpec
-from kprune.errors import KPruneError
+from kprune.errors import KPruneError, first_line
 from kprune.hub import model_is_cached, require_hub
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def check_model_files(folder: Path) -> None:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise KPruneError(
-            f"{folder / 'config.json'} is not valid JSON ({_first_line(exc)}); re-save the checkpoint"
+            f"{folder / 'config.json'} is not valid JSON ({first_line(exc)}); re-save the checkpoint"
         ) from None
     if not isinstance(config, dict):
         raise KPruneError(
@@ -119,7 +119,7 @@ def load_tokenizer(source: str):
         tokenizer = AutoTokenizer.from_pretrained(src)
     except Exception as exc:
         raise KPruneError(
-            f"no usable tokenizer in '{src}' ({_first_line(exc)}); save the tokenizer with the model"
+            f"no usable tokenizer in '{src}' ({first_line(exc)}); save the tokenizer with the model"
         ) from None
     check_vocab_fits(tokenizer, src)
     return tokenizer
@@ -137,7 +137,7 @@ def load_for_task(source: str, spec: TaskSpec, *, allow_new_head: bool = True) -
     try:
         config = AutoConfig.from_pretrained(src)
     except Exception as exc:
-        raise KPruneError(f"cannot load model config from '{src}' ({_first_line(exc)})") from None
+        raise KPruneError(f"cannot load model config from '{src}' ({first_line(exc)})") from None
     config.num_labels = spec.num_labels
     config.problem_type = (
         "regression" if spec.kind == "regression" else "single_label_classification"
@@ -156,15 +156,10 @@ def load_for_task(source: str, spec: TaskSpec, *, allow_new_head: bool = True) -
             "unpickles; convert them to safetensors where you trust the code"
         ) from None
     except ValueError as exc:
-        raise KPruneError(f"'{src}' cannot be a sequence classifier: {_first_line(exc)}") from None
+        raise KPruneError(f"'{src}' cannot be a sequence classifier: {first_line(exc)}") from None
     except OSError as exc:
-        raise KPruneError(f"cannot load model weights from '{src}' ({_first_line(exc)})") from None
+        raise KPruneError(f"cannot load model weights from '{src}' ({first_line(exc)})") from None
     return model
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def frozen(model: nn.Module, device: torch.device | str | None = None) -> nn.Module:
